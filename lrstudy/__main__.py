@@ -1,0 +1,3 @@
+from lrstudy.cli import main
+
+raise SystemExit(main())

@@ -1,0 +1,74 @@
+"""Metric, param and tag names shared by the writer (track) and the reader (analyze).
+
+Keep every name that crosses the MLflow boundary here, so the two sides cannot drift.
+"""
+
+from __future__ import annotations
+
+# Per optimizer step (step = optimizer step index, 0-based)
+LR = "lr"  # one param group; with several groups: "lr/<group>"
+MOMENTUM = "momentum"  # momentum (SGD/RMSprop) or beta1 (Adam family); "momentum/<group>" likewise
+WEIGHT_DECAY = "weight_decay"  # "weight_decay/<group>" likewise (plugin only logs it when non-zero)
+TRAIN_LOSS = "train/loss"  # per step: the training loss of that batch
+GRAD_NORM = "train/grad_norm"
+
+# Per epoch (step = global optimizer step at the end of that epoch)
+TRAIN_LOSS_EPOCH = "train/loss_epoch"  # mean over the epoch
+TRAIN_ACC = "train/acc"
+VAL_LOSS = "val/loss"
+VAL_ACC = "val/acc"
+EPOCH = "epoch"
+EPOCH_SECONDS = "epoch/seconds"
+
+# Once, at the end of a trial
+FINAL_VAL_ACC = "final/val_acc"
+BEST_VAL_ACC = "best/val_acc"
+FINAL_TRAIN_LOSS = "final/train_loss"
+FINAL_TRAIN_ACC = "final/train_acc"
+STEPS_TO_TARGET = "steps_to_target"  # absent when the target was never reached
+TRAIN_SECONDS = "train/seconds"
+NOISE_ACC_PREFIX = "robust/acc_noise_"  # + sigma, e.g. "robust/acc_noise_0.1"
+
+# Range test runs (kind=range_test)
+RT_LOSS = "loss"
+RT_SMOOTHED = "smoothed_loss"
+RT_SUGGESTION_PREFIX = "suggestion/"  # + rule name, e.g. "suggestion/valley"
+
+# Tags
+TAG_STUDY = "lrstudy.study"
+TAG_KIND = "lrstudy.kind"  # "study" (parent), "trial" (child), "range_test", "plugin"
+TAG_TRIAL_KEY = "lrstudy.trial_key"
+TAG_CONFIG_KEY = "lrstudy.config_key"  # trial key without the seed: groups seeds of a config
+TAG_SPEC_HASH = "lrstudy.spec_hash"
+TAG_VERSION = "lrstudy.version"
+TAG_OUTCOME = "lrstudy.outcome"  # see OUTCOMES
+TAG_DIAGNOSIS = "lrstudy.diagnosis"  # too_low / good / too_high / diverged (written by report)
+TAG_DIVERGED_AT = "lrstudy.diverged_at_step"
+TAG_DIVERGED_REASON = "lrstudy.diverged_reason"
+TAG_PID = "lrstudy.pid"
+TAG_HOST = "lrstudy.host"
+TAG_ERROR = "lrstudy.error"
+TAG_PARAM_GROUPS = "lrstudy.param_groups"  # comma-separated group names, in order
+TAG_LR_SOURCE = "lrstudy.lr_source"  # "spec" or "range_test:<suggestion>" for lr: auto
+PARENT_RUN_ID = "mlflow.parentRunId"  # MLflow's own nesting tag
+RUN_NAME = "mlflow.runName"
+
+KIND_STUDY = "study"
+KIND_TRIAL = "trial"
+KIND_RANGE_TEST = "range_test"
+KIND_PLUGIN = "plugin"
+
+OUTCOME_OK = "ok"
+OUTCOME_DIVERGED = "diverged"
+OUTCOME_FAILED = "failed"
+OUTCOME_KILLED = "killed"
+OUTCOME_RUNNING = "running"
+OUTCOMES = (OUTCOME_OK, OUTCOME_DIVERGED, OUTCOME_FAILED, OUTCOME_KILLED)
+
+SPEC_ARTIFACT = "study.yaml"  # resolved spec, artifact of the parent run
+REPORT_ARTIFACT = "report/index.html"
+
+
+def group_metric(base: str, group: str | None, n_groups: int) -> str:
+    """Metric name for a per-param-group value: bare when there is one group."""
+    return base if n_groups <= 1 or group is None else f"{base}/{group}"

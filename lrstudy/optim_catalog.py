@@ -1,0 +1,78 @@
+"""What each optimizer accepts, without importing torch.
+
+The spec stage validates hyperparameters against this table, and the report stage may read it, and
+neither may import torch. tests/test_optim_catalog.py checks the table against torch.optim's real
+signatures, so it cannot silently drift from the installed torch.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+_BETAS = (0.9, 0.999)
+
+
+@dataclass(frozen=True)
+class OptimizerInfo:
+    """One optimizer name as users write it in a study file."""
+
+    torch_class: str  # attribute of torch.optim
+    defaults: dict[str, Any]  # every tunable hyperparameter but lr, with the default we use
+    momentum_kind: str | None  # "momentum" (SGD/RMSprop), "beta1" (Adam family) or None
+    fixed: dict[str, Any] = field(default_factory=dict)  # set by the name itself (nesterov=True)
+    default_lr: float = 1e-3
+
+
+_SGD = {"momentum": 0.0, "dampening": 0.0, "weight_decay": 0.0, "nesterov": False}
+_ADAM = {"betas": _BETAS, "eps": 1e-8, "weight_decay": 0.0, "amsgrad": False}
+
+OPTIMIZERS: dict[str, OptimizerInfo] = {
+    "sgd": OptimizerInfo("SGD", dict(_SGD), "momentum", default_lr=1e-2),
+    # "momentum" and "nesterov" are SGD with a non-zero momentum default, as users mean them.
+    "momentum": OptimizerInfo("SGD", {**_SGD, "momentum": 0.9}, "momentum", default_lr=1e-2),
+    "nesterov": OptimizerInfo(
+        "SGD", {**_SGD, "momentum": 0.9}, "momentum", fixed={"nesterov": True}, default_lr=1e-2
+    ),
+    "adagrad": OptimizerInfo(
+        "Adagrad",
+        {"lr_decay": 0.0, "weight_decay": 0.0, "initial_accumulator_value": 0.0, "eps": 1e-10},
+        None,
+        default_lr=1e-2,
+    ),
+    "adadelta": OptimizerInfo(
+        "Adadelta", {"rho": 0.9, "eps": 1e-6, "weight_decay": 0.0}, None, default_lr=1.0
+    ),
+    "rmsprop": OptimizerInfo(
+        "RMSprop",
+        {"alpha": 0.99, "eps": 1e-8, "weight_decay": 0.0, "momentum": 0.0, "centered": False},
+        "momentum",
+        default_lr=1e-2,
+    ),
+    "adam": OptimizerInfo("Adam", dict(_ADAM), "beta1"),
+    "adamw": OptimizerInfo("AdamW", {**_ADAM, "weight_decay": 1e-2}, "beta1"),
+    "nadam": OptimizerInfo(
+        "NAdam",
+        {"betas": _BETAS, "eps": 1e-8, "weight_decay": 0.0, "momentum_decay": 4e-3,
+         "decoupled_weight_decay": False},
+        "beta1",
+        default_lr=2e-3,
+    ),
+    "radam": OptimizerInfo(
+        "RAdam",
+        {"betas": _BETAS, "eps": 1e-8, "weight_decay": 0.0, "decoupled_weight_decay": False},
+        "beta1",
+    ),
+}
+
+
+def resolved_hparams(name: str, given: dict[str, Any]) -> dict[str, Any]:
+    """Every hyperparameter of optimizer `name` but lr: defaults, overridden by `given`.
+
+    `given` must already be validated (keys in the optimizer's defaults).
+    """
+    info = OPTIMIZERS[name]
+    out = {**info.defaults, **given, **info.fixed}
+    if "betas" in out:
+        out["betas"] = tuple(float(b) for b in out["betas"])
+    return out

@@ -1,0 +1,216 @@
+"""Plan stage: a `StudySpec` -> the list of `Trial`s to run.
+
+Pure and deterministic: the same spec always yields the same trials, in the same order, with the
+same keys. A key is a hash of every resolved setting that can change what a trial computes, so
+resuming asks MLflow which keys are already finished. No torch here.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import itertools
+import json
+import math
+import random
+from dataclasses import dataclass, field
+from typing import Any
+
+from lrstudy.optim_catalog import OPTIMIZERS, resolved_hparams
+from lrstudy.spec import LRRange, OptimizerSpec, ScheduleSpec, StudySpec
+
+SWEEP_AXES = ("batch_size", "momentum", "weight_decay", "train_fraction")
+
+
+@dataclass(frozen=True)
+class Trial:
+    """One training run: every setting resolved, nothing left to look up in the spec."""
+
+    study: str
+    optimizer: str
+    lr: float | None  # peak LR (of the last layer); None while `lr: auto` is unresolved
+    hparams: dict[str, Any] = field(hash=False)  # every optimizer hyperparameter but lr
+    layer_lr: dict[str, float] | tuple[float, ...] | None
+    schedule: str
+    schedule_args: dict[str, Any] = field(hash=False)
+    warmup: int | float | None
+    batch_size: int
+    epochs: int
+    train_fraction: float
+    seed: int
+    dataset: str
+    model: str
+    model_args: dict[str, Any] = field(hash=False)
+    data_args: dict[str, Any] = field(hash=False)
+    target: dict[str, Any] | None = field(hash=False)
+    divergence_factor: float
+    evaluate_noise: tuple[float, ...]
+    accelerator: str
+    threads: int | None
+    swept: dict[str, Any] = field(hash=False)  # the sweep axes and their values for this trial
+    lr_auto: bool = False
+
+    @property
+    def settings(self) -> dict[str, Any]:
+        """Everything that defines what this trial computes (JSON-able); the key hashes it."""
+        return {
+            "optimizer": self.optimizer,
+            "lr": "auto" if self.lr_auto else self.lr,
+            "hparams": self.hparams,
+            "layer_lr": self.layer_lr,
+            "schedule": self.schedule,
+            "schedule_args": self.schedule_args,
+            "warmup": self.warmup,
+            "batch_size": self.batch_size,
+            "epochs": self.epochs,
+            "train_fraction": self.train_fraction,
+            "seed": self.seed,
+            "dataset": self.dataset,
+            "model": self.model,
+            "model_args": self.model_args,
+            "data_args": self.data_args,
+            "target": self.target,
+            "divergence_factor": self.divergence_factor,
+            "evaluate_noise": list(self.evaluate_noise),
+        }
+
+    @property
+    def key(self) -> str:
+        """Stable identity of this trial across invocations (resume skips finished keys)."""
+        return _hash(self.settings)
+
+    @property
+    def config_key(self) -> str:
+        """Identity of the configuration without the seed: seeds of one config share it."""
+        return _hash({k: v for k, v in self.settings.items() if k != "seed"})
+
+    @property
+    def schedule_label(self) -> str:
+        return f"{self.schedule}+warmup" if self.warmup else self.schedule
+
+    @property
+    def name(self) -> str:
+        """Readable run name, e.g. ``sgd lr=0.03 cosine+warmup seed=1``."""
+        lr = "auto" if self.lr_auto and self.lr is None else f"{self.lr:.3g}"
+        parts = [self.optimizer, f"lr={lr}", self.schedule_label]
+        short = {"batch_size": "bs", "momentum": "mom", "weight_decay": "wd", "train_fraction": "frac"}
+        parts += [f"{short[k]}={v:g}" for k, v in self.swept.items()]
+        return " ".join([*parts, f"seed={self.seed}"])
+
+
+def _hash(obj: Any) -> str:
+    return hashlib.sha256(json.dumps(obj, sort_keys=True, default=list).encode()).hexdigest()[:16]
+
+
+def plan_trials(spec: StudySpec) -> list[Trial]:
+    """Expand the spec into trials: a full grid, or `search.trials` random configurations x seeds."""
+    if spec.search.method == "random":
+        configs = _random_configs(spec)
+    else:
+        configs = _grid_configs(spec)
+    trials = [_make_trial(spec, *cfg, seed=seed) for cfg in configs for seed in spec.seeds]
+    # Two configurations can resolve to the same settings (e.g. a momentum sweep on an optimizer
+    # without momentum); run each key once.
+    unique: dict[str, Trial] = {}
+    for t in trials:
+        unique.setdefault(t.key, t)
+    return list(unique.values())
+
+
+Config = tuple[OptimizerSpec, float | None, ScheduleSpec, dict[str, Any]]
+
+
+def _grid_configs(spec: StudySpec) -> list[Config]:
+    out: list[Config] = []
+    axes = spec.sweep.axes()
+    for opt in spec.optimizers:
+        for sched in spec.schedules:
+            for lr in _lr_grid(opt):
+                for combo in itertools.product(*axes.values()):
+                    out.append((opt, lr, sched, _applicable(opt, dict(zip(axes, combo)))))
+    return out
+
+
+def _random_configs(spec: StudySpec) -> list[Config]:
+    rng = random.Random(spec.search.seed)
+    axes = spec.sweep.axes()
+    out: list[Config] = []
+    for _ in range(spec.search.trials or 0):
+        opt = rng.choice(spec.optimizers)
+        sched = rng.choice(spec.schedules)
+        lr = _sample_lr(opt, rng)
+        swept = {k: rng.choice(v) for k, v in axes.items()}
+        out.append((opt, lr, sched, _applicable(opt, swept)))
+    return out
+
+
+def _lr_grid(opt: OptimizerSpec) -> list[float | None]:
+    if opt.lr == "auto":
+        return [None]
+    if isinstance(opt.lr, LRRange):
+        return list(opt.lr.grid())
+    if isinstance(opt.lr, tuple):
+        return list(opt.lr)
+    return [float(opt.lr)]
+
+
+def _sample_lr(opt: OptimizerSpec, rng: random.Random) -> float | None:
+    if opt.lr == "auto":
+        return None
+    if isinstance(opt.lr, LRRange):
+        lo, hi = opt.lr.low, opt.lr.high
+        if opt.lr.scale == "log":  # log-uniform: each decade equally likely
+            return float(f"{math.exp(rng.uniform(math.log(lo), math.log(hi))):.6g}")
+        return float(f"{rng.uniform(lo, hi):.6g}")
+    if isinstance(opt.lr, tuple):
+        return rng.choice(opt.lr)
+    return float(opt.lr)
+
+
+def _applicable(opt: OptimizerSpec, swept: dict[str, Any]) -> dict[str, Any]:
+    """Drop a momentum axis value for optimizers that have no momentum (it would change nothing)."""
+    if "momentum" in swept and OPTIMIZERS[opt.name].momentum_kind is None:
+        swept = {k: v for k, v in swept.items() if k != "momentum"}
+    return swept
+
+
+def _make_trial(
+    spec: StudySpec, opt: OptimizerSpec, lr: float | None, sched: ScheduleSpec, swept: dict, *, seed: int
+) -> Trial:
+    given = dict(opt.hparams)
+    if "weight_decay" in swept:
+        given["weight_decay"] = swept["weight_decay"]
+    hp = resolved_hparams(opt.name, given)
+    if "momentum" in swept:  # momentum means beta1 for the Adam family
+        if OPTIMIZERS[opt.name].momentum_kind == "beta1":
+            hp["betas"] = (float(swept["momentum"]), hp["betas"][1])
+        else:
+            hp["momentum"] = float(swept["momentum"])
+    hp = {k: list(v) if isinstance(v, tuple) else v for k, v in hp.items()}
+    layer_lr: Any = opt.layer_lr.model_dump() if hasattr(opt.layer_lr, "model_dump") else opt.layer_lr
+    return Trial(
+        study=spec.name,
+        optimizer=opt.name,
+        lr=lr,
+        hparams=hp,
+        layer_lr=layer_lr,
+        schedule=sched.name,
+        schedule_args=sched.args,
+        warmup=sched.warmup,
+        batch_size=int(swept.get("batch_size", spec.train.batch_size)),
+        epochs=spec.train.epochs,
+        train_fraction=float(swept.get("train_fraction", 1.0)),
+        seed=seed,
+        dataset=spec.task.dataset,
+        model=spec.task.model,
+        model_args=dict(spec.task.model_args),
+        data_args=dict(spec.task.data_args),
+        target=spec.train.target.model_dump() | {"mode": spec.train.target.resolved_mode}
+        if spec.train.target
+        else None,
+        divergence_factor=spec.train.divergence.factor,
+        evaluate_noise=spec.evaluate.noise,
+        accelerator=spec.train.accelerator,
+        threads=spec.train.threads,
+        swept=swept,
+        lr_auto=lr is None,
+    )

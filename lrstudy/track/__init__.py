@@ -1,0 +1,1 @@
+"""The only MLflow writer: store set-up, runs, buffered metrics, tags and status."""

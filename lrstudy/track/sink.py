@@ -1,0 +1,101 @@
+"""A buffered metric writer: the training thread appends, a background thread calls log_batch.
+
+MLflow's per-call cost (3-12 ms for `log_metric` on sqlite, ~52 ms through a server) dwarfs a
+small model's ~0.5 ms step, while `log_batch` costs ~0.1 ms per metric in batches of up to 1000
+(design.md). So the training thread only appends to a list; a daemon thread drains it.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Iterable
+
+_MAX_BATCH = 1000  # MLflow's limit of metrics per log_batch call
+
+
+class MetricSink:
+    """Buffers (key, value, step) triples for one run and writes them with `log_batch`.
+
+    `flush()` blocks until everything logged so far is stored; `close()` flushes and stops the
+    thread. Call `close()` on every exit path (the callers do it in `finally`). A write error in
+    the background is re-raised by the next `flush()`/`close()`.
+    """
+
+    def __init__(self, client, run_id: str, *, interval_s: float = 2.0) -> None:
+        self.client = client
+        self.run_id = run_id
+        self.interval_s = interval_s
+        self._buf: list[tuple[str, float, int, int]] = []
+        self._lock = threading.Lock()
+        self._wake = threading.Event()
+        self._idle = threading.Condition()
+        self._pending = 0  # items handed to the thread and not yet written
+        self._error: BaseException | None = None
+        self._closed = False
+        self.written = 0
+        self._thread = threading.Thread(target=self._loop, name=f"lrstudy-sink-{run_id[:8]}", daemon=True)
+        self._thread.start()
+
+    def log(self, key: str, value: float, step: int) -> None:
+        ts = int(time.time() * 1000)
+        with self._lock:
+            self._buf.append((key, float(value), int(step), ts))
+            self._pending += 1
+
+    def log_many(self, items: Iterable[tuple[str, float, int]]) -> None:
+        ts = int(time.time() * 1000)
+        rows = [(k, float(v), int(s), ts) for k, v, s in items]
+        with self._lock:
+            self._buf.extend(rows)
+            self._pending += len(rows)
+
+    def flush(self, timeout: float | None = 120.0) -> None:
+        """Block until every metric logged so far is written (or raise the writer's error)."""
+        self._wake.set()
+        deadline = None if timeout is None else time.monotonic() + timeout
+        with self._idle:
+            while self._pending and self._error is None and self._thread.is_alive():
+                left = None if deadline is None else deadline - time.monotonic()
+                if left is not None and left <= 0:
+                    raise TimeoutError(f"metrics for run {self.run_id} not written after {timeout} s")
+                self._idle.wait(timeout=0.05 if left is None else min(0.05, left))
+                self._wake.set()
+        if self._error is not None:
+            raise self._error
+
+    def close(self) -> None:
+        if self._closed:
+            return
+        try:
+            self.flush()
+        finally:
+            self._closed = True
+            self._wake.set()
+            self._thread.join(timeout=10)
+
+    def _loop(self) -> None:
+        while not self._closed:
+            self._wake.wait(timeout=self.interval_s)
+            self._wake.clear()
+            try:
+                self._drain()
+            except BaseException as e:  # noqa: BLE001 - surfaced to the training thread by flush()
+                self._error = e
+                with self._idle:
+                    self._idle.notify_all()
+                return
+
+    def _drain(self) -> None:
+        from mlflow.entities import Metric
+
+        with self._lock:
+            rows, self._buf = self._buf, []
+        for i in range(0, len(rows), _MAX_BATCH):
+            chunk = rows[i : i + _MAX_BATCH]
+            metrics = [Metric(k, v, ts, s) for k, v, s, ts in chunk]
+            self.client.log_batch(self.run_id, metrics=metrics, synchronous=True)
+            self.written += len(chunk)
+            with self._idle:
+                self._pending -= len(chunk)
+                self._idle.notify_all()
