@@ -35,7 +35,9 @@ def _parser() -> argparse.ArgumentParser:
     r = sub.add_parser("run", help="run a study (skips finished trials), then write its report")
     r.add_argument("study", type=Path)
     r.add_argument("--no-report", action="store_true", help="skip the HTML report at the end")
-    r.add_argument("--report-dir", type=Path, help="where reports go (default: the study's report.dir)")
+    r.add_argument(
+        "--report-dir", type=Path, help="where reports go (default: the study's report.dir)"
+    )
     uri(r)
 
     pl = sub.add_parser("plan", help="dry run: list the trials and which are already done")
@@ -102,14 +104,20 @@ def cmd_run(args: argparse.Namespace) -> int:
     done = ", ".join(f"{n} {k}" for k, n in sorted(result.outcomes.items())) or "nothing new"
     console.print(
         f"{spec.name}: {result.total} trials; {result.skipped} already finished; ran: {done}"
-        + (f"; closed {result.closed_orphans} orphaned run(s) as KILLED" if result.closed_orphans else ""),
+        + (
+            f"; closed {result.closed_orphans} orphaned run(s) as KILLED"
+            if result.closed_orphans
+            else ""
+        ),
         highlight=False,
     )
     if result.interrupted:
         console.print("interrupted; run the same command again to resume", highlight=False)
         return EXIT_INTERRUPTED
     if result.best:
-        console.print(f"best: {result.best[0]} (final val acc {result.best[1]:.3f})", highlight=False)
+        console.print(
+            f"best: {result.best[0]} (final val acc {result.best[1]:.3f})", highlight=False
+        )
     print(f"tracking: {uri} (experiment {spec.experiment!r}; browse: python -m lrstudy ui)")
     if not args.no_report and spec.report.enabled:
         from lrstudy.report import build_report
@@ -119,7 +127,9 @@ def cmd_run(args: argparse.Namespace) -> int:
         print(f"report: {path}")
     failed = result.outcomes.get("failed", 0)
     if failed:
-        print(f"{failed} trial(s) failed; run the same command again to retry them", file=sys.stderr)
+        print(
+            f"{failed} trial(s) failed; run the same command again to retry them", file=sys.stderr
+        )
         return 1
     return 0
 
@@ -148,7 +158,9 @@ def cmd_plan(args: argparse.Namespace) -> int:
         state = "done" if t.key in done else "todo"
         print(f"{t.key}  {state}  {t.name:<{width}}")
     n_done = sum(t.key in done for t in trials)
-    print(f"{spec.name}: {len(trials)} trials, {n_done} done, {len(trials) - n_done} to run ({uri})")
+    print(
+        f"{spec.name}: {len(trials)} trials, {n_done} done, {len(trials) - n_done} to run ({uri})"
+    )
     return 0
 
 

@@ -20,7 +20,14 @@ from pathlib import Path
 from typing import Any
 
 from rich.console import Console
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
+from rich.progress import (
+    BarColumn,
+    MofNCompleteColumn,
+    Progress,
+    TextColumn,
+    TimeElapsedColumn,
+    TimeRemainingColumn,
+)
 
 from lrstudy import names
 from lrstudy.errors import UserInputError
@@ -66,7 +73,9 @@ def preflight(spec: StudySpec, source: str) -> tuple[list[Trial], Any]:
         if opt.layer_lr is not None and isinstance(opt.layer_lr, tuple):
             from lrstudy.models import layer_groups
 
-            model = build_model(spec.task.model, data.input_shape, data.num_classes, spec.task.model_args)
+            model = build_model(
+                spec.task.model, data.input_shape, data.num_classes, spec.task.model_args
+            )
             n = len(layer_groups(model))
             if len(opt.layer_lr) != n:
                 raise UserInputError(
@@ -180,7 +189,9 @@ def run_study(
     outcome = names.OUTCOME_OK
     try:
         with _progress(console) as progress:
-            task = progress.add_task(spec.name, total=len(trials), completed=result.skipped, best=_fmt_best(result.best))
+            task = progress.add_task(
+                spec.name, total=len(trials), completed=result.skipped, best=_fmt_best(result.best)
+            )
             for i, trial in enumerate(todo):
                 trial_outcome, final = _run_one(client, exp, parent, spec, trial, data)
                 result.outcomes[trial_outcome] = result.outcomes.get(trial_outcome, 0) + 1
@@ -202,7 +213,9 @@ def run_study(
     except (KeyboardInterrupt, SystemExit):
         outcome = names.OUTCOME_KILLED
         result.interrupted = True
-        signal.signal(signal.SIGINT, signal.default_int_handler)  # Lightning ignores SIGINT after Ctrl-C
+        signal.signal(
+            signal.SIGINT, signal.default_int_handler
+        )  # Lightning ignores SIGINT after Ctrl-C
     except BaseException:
         outcome = names.OUTCOME_FAILED
         raise
@@ -211,7 +224,9 @@ def run_study(
     return result
 
 
-def _run_one(client, exp: str, parent: str, spec: StudySpec, trial: Trial, data: Any) -> tuple[str, dict]:
+def _run_one(
+    client, exp: str, parent: str, spec: StudySpec, trial: Trial, data: Any
+) -> tuple[str, dict]:
     """Run one trial under its own child run; never lets the run stay RUNNING."""
     from lrstudy.callback import LRStudyCallback
     from lrstudy.train import prepare, run_trial
@@ -233,7 +248,9 @@ def _run_one(client, exp: str, parent: str, spec: StudySpec, trial: Trial, data:
     }
     run_id = track_runs.start_run(client, exp, name=trial.name, tags=tags, parent_id=parent)
     outcome, final, extra = names.OUTCOME_FAILED, {}, {}
-    callback = LRStudyCallback(spec.name, run_id=run_id, client=client, divergence_factor=trial.divergence_factor)
+    callback = LRStudyCallback(
+        spec.name, run_id=run_id, client=client, divergence_factor=trial.divergence_factor
+    )
     try:
         track_runs.log_params(client, run_id, trial_params(trial, lr, spe))
         result = run_trial(trial, data, [callback], lr=lr)

@@ -92,7 +92,12 @@ class Trial:
         """Readable run name, e.g. ``sgd lr=0.03 cosine+warmup seed=1``."""
         lr = "auto" if self.lr_auto and self.lr is None else f"{self.lr:.3g}"
         parts = [self.optimizer, f"lr={lr}", self.schedule_label]
-        short = {"batch_size": "bs", "momentum": "mom", "weight_decay": "wd", "train_fraction": "frac"}
+        short = {
+            "batch_size": "bs",
+            "momentum": "mom",
+            "weight_decay": "wd",
+            "train_fraction": "frac",
+        }
         parts += [f"{short[k]}={v:g}" for k, v in self.swept.items()]
         return " ".join([*parts, f"seed={self.seed}"])
 
@@ -103,10 +108,7 @@ def _hash(obj: Any) -> str:
 
 def plan_trials(spec: StudySpec) -> list[Trial]:
     """Expand the spec into trials: a full grid, or `search.trials` random configurations x seeds."""
-    if spec.search.method == "random":
-        configs = _random_configs(spec)
-    else:
-        configs = _grid_configs(spec)
+    configs = _random_configs(spec) if spec.search.method == "random" else _grid_configs(spec)
     trials = [_make_trial(spec, *cfg, seed=seed) for cfg in configs for seed in spec.seeds]
     # Two configurations can resolve to the same settings (e.g. a momentum sweep on an optimizer
     # without momentum); run each key once.
@@ -174,7 +176,13 @@ def _applicable(opt: OptimizerSpec, swept: dict[str, Any]) -> dict[str, Any]:
 
 
 def _make_trial(
-    spec: StudySpec, opt: OptimizerSpec, lr: float | None, sched: ScheduleSpec, swept: dict, *, seed: int
+    spec: StudySpec,
+    opt: OptimizerSpec,
+    lr: float | None,
+    sched: ScheduleSpec,
+    swept: dict,
+    *,
+    seed: int,
 ) -> Trial:
     given = dict(opt.hparams)
     if "weight_decay" in swept:
@@ -186,7 +194,9 @@ def _make_trial(
         else:
             hp["momentum"] = float(swept["momentum"])
     hp = {k: list(v) if isinstance(v, tuple) else v for k, v in hp.items()}
-    layer_lr: Any = opt.layer_lr.model_dump() if hasattr(opt.layer_lr, "model_dump") else opt.layer_lr
+    layer_lr: Any = (
+        opt.layer_lr.model_dump() if hasattr(opt.layer_lr, "model_dump") else opt.layer_lr
+    )
     return Trial(
         study=spec.name,
         optimizer=opt.name,

@@ -170,7 +170,8 @@ def cosine_restarts(
     period: epochs in the first cycle; None fits three cycles into the run (a third of it when
     mult=1). mult: each cycle is `mult` times longer than the one before (SGDR's T_mult).
     Each cycle is a `cosine` of its own length, reaching `min` on its last step, so a run whose
-    cycles tile it ends at `min` (torch's CosineAnnealingWarmRestarts restarts one step before).
+    cycles tile it ends at `min`. (torch's CosineAnnealingWarmRestarts divides by the cycle length,
+    not length - 1, so it restarts where it would reach `min` and never lands on it.)
     """
     m = check_number("mult", mult, "a number >= 1", lambda v: 1 <= v < math.inf)
     if period is None:
@@ -228,9 +229,11 @@ def one_cycle(
     final_div_factor: float = 1e4,
     anneal: str = "cos",
 ) -> Schedule:
-    """Super-convergence 1cycle (torch OneCycleLR, two phases): 1/div_factor up to 1 over the first
-    pct_start of the steps, then down to 1/(div_factor * final_div_factor) at the last step.
-    Only the LR: momentum is not cycled."""
+    """Smith's 1cycle as torch's OneCycleLR (two phases), for the LR only (momentum is not cycled).
+
+    From 1/div_factor up to 1 over the first pct_start of the steps, then down to
+    1/(div_factor * final_div_factor) at the last step; anneal: "cos" or "linear".
+    """
     pct = check_number("pct_start", pct_start, "a number in (0, 1)", lambda v: 0 < v < 1)
     first = 1.0 / check_number(
         "div_factor", div_factor, "a number >= 1", lambda v: 1 <= v < math.inf
@@ -243,11 +246,11 @@ def one_cycle(
     end_step = total_steps - 1.0
 
     def schedule(step: int) -> float:
-        lo, hi, start, end = (first, 1.0, 0.0, peak_step)
+        value_from, value_to, start, end = (first, 1.0, 0.0, peak_step)
         if step > peak_step:
-            lo, hi, start, end = (1.0, last, peak_step, end_step)
+            value_from, value_to, start, end = (1.0, last, peak_step, end_step)
         t = 1.0 if end <= start else min(1.0, (step - start) / (end - start))
         w = _half_cosine(t) if cos else 1.0 - t
-        return w * lo + (1.0 - w) * hi  # exactly lo at t=0 and hi at t=1
+        return w * value_from + (1.0 - w) * value_to  # exact at t=0 and at t=1
 
     return schedule

@@ -109,11 +109,15 @@ class OptimizerSpec(BaseModel):
         for key, value in self.hparams.items():
             if key not in info.defaults or key in info.fixed:
                 allowed = ", ".join(k for k in info.defaults if k not in info.fixed)
-                raise ValueError(f"{self.name} does not take {key!r}; allowed: lr, layer_lr, {allowed}")
+                raise ValueError(
+                    f"@{key}: {self.name} does not take {key!r}; allowed: lr, layer_lr, {allowed}"
+                )
             _check_hparam_type(self.name, key, value, info.defaults[key])
         hp = {**info.defaults, **self.hparams, **info.fixed}
         if hp.get("nesterov") and not hp.get("momentum"):
-            raise ValueError("nesterov needs momentum > 0")
+            raise ValueError(
+                f"@momentum: {hp.get('momentum')!r} is not allowed: nesterov needs momentum > 0"
+            )
         return self
 
     @property
@@ -125,13 +129,15 @@ class OptimizerSpec(BaseModel):
 def _check_hparam_type(opt: str, key: str, value: Any, default: Any) -> None:
     if isinstance(default, bool):
         if not isinstance(value, bool):
-            raise ValueError(f"{opt}.{key} must be true or false, got {value!r}")
+            raise ValueError(f"@{key}: {value!r} is not allowed: {opt}.{key} must be true or false")
     elif isinstance(default, tuple):
         ok = isinstance(value, list | tuple) and len(value) == len(default)
         if not ok or not all(isinstance(b, int | float) and 0 <= b < 1 for b in value):
-            raise ValueError(f"{opt}.{key} must be a list of {len(default)} numbers in [0, 1), got {value!r}")
+            raise ValueError(
+                f"@{key}: {value!r} is not allowed: {opt}.{key} must be a list of {len(default)} numbers in [0, 1)"
+            )
     elif isinstance(value, bool) or not isinstance(value, int | float) or value < 0:
-        raise ValueError(f"{opt}.{key} must be a number >= 0, got {value!r}")
+        raise ValueError(f"@{key}: {value!r} is not allowed: {opt}.{key} must be a number >= 0")
 
 
 class ScheduleSpec(BaseModel):
@@ -166,9 +172,15 @@ class ScheduleSpec(BaseModel):
         for key in self.args:
             if key not in allowed:
                 names = ", ".join(["warmup", *allowed])
-                raise ValueError(f"schedule {self.name} does not take {key!r}; allowed: {names}")
+                raise ValueError(
+                    f"@{key}: schedule {self.name} does not take {key!r}; allowed: {names}"
+                )
         # Build once on a dummy length so bad values (gamma <= 0, ...) fail here, before any training.
-        build_schedule(self.name, self.args, total_steps=100, steps_per_epoch=10)
+        try:
+            build_schedule(self.name, self.args, total_steps=100, steps_per_epoch=10)
+        except (ValueError, TypeError) as e:
+            arg = re.match(r"^(\w+)=", str(e))
+            raise ValueError(f"@{arg.group(1)}: {str(e)[arg.end() :]}" if arg else str(e)) from None
         return self
 
     @property
@@ -220,17 +232,25 @@ class TaskSpec(_Model):
     data_args: dict[str, Any] = {}
 
 
-def _nonempty_unique(kind: type, *, low: float, high: float | None = None, strict_low: bool = False):
+def _nonempty_unique(
+    kind: type, *, low: float, high: float | None = None, strict_low: bool = False
+):
     def check(v: Any) -> Any:
         if v is None:
             return v
         if not isinstance(v, list) or not v:
             raise ValueError(f"{v!r} is not allowed: a non-empty list")
         for x in v:
-            if isinstance(x, bool) or not isinstance(x, int | float) or (kind is int and x != int(x)):
+            if (
+                isinstance(x, bool)
+                or not isinstance(x, int | float)
+                or (kind is int and x != int(x))
+            ):
                 raise ValueError(f"{x!r} is not a{'n integer' if kind is int else ' number'}")
             if x < low or (strict_low and x == low) or (high is not None and x > high):
-                bound = f"{'>' if strict_low else '>='} {low:g}" + (f" and <= {high:g}" if high else "")
+                bound = f"{'>' if strict_low else '>='} {low:g}" + (
+                    f" and <= {high:g}" if high else ""
+                )
                 raise ValueError(f"{x!r} is not allowed: values must be {bound}")
         return tuple(kind(x) for x in v)
 
@@ -292,7 +312,9 @@ class StudySpec(_Model):
     task: TaskSpec
     train: TrainSpec
     optimizers: tuple[OptimizerSpec, ...] = Field(min_length=1)
-    schedules: tuple[ScheduleSpec, ...] = Field(default=(ScheduleSpec(name="constant"),), min_length=1)
+    schedules: tuple[ScheduleSpec, ...] = Field(
+        default=(ScheduleSpec(name="constant"),), min_length=1
+    )
     seeds: tuple[int, ...] = (0,)
     sweep: SweepSpec = SweepSpec()
     search: SearchSpec = SearchSpec()
@@ -313,11 +335,11 @@ class StudySpec(_Model):
     def _grid_and_sweep(self) -> StudySpec:
         for i, opt in enumerate(self.optimizers):
             if isinstance(opt.lr, LRRange) and opt.lr.num is None and self.search.method == "grid":
-                raise ValueError(f"optimizers[{i}].lr: a range needs num: N for a grid search")
+                raise ValueError(f"@optimizers[{i}].lr: a range needs num: N for a grid search")
             for axis in ("momentum", "weight_decay"):
                 if getattr(self.sweep, axis) is not None and axis in opt.hparams:
                     raise ValueError(
-                        f"optimizers[{i}].{axis} is also swept by sweep.{axis}; keep one of the two"
+                        f"@optimizers[{i}].{axis}: also swept by sweep.{axis}; keep one of the two"
                     )
         return self
 
@@ -348,10 +370,14 @@ class _Loader(yaml.SafeLoader):
     pass
 
 
-_Loader.yaml_implicit_resolvers = {k: list(v) for k, v in yaml.SafeLoader.yaml_implicit_resolvers.items()}
+_Loader.yaml_implicit_resolvers = {
+    k: list(v) for k, v in yaml.SafeLoader.yaml_implicit_resolvers.items()
+}
 for _ch in "-+0123456789.":
     _Loader.yaml_implicit_resolvers[_ch] = [
-        (tag, rx) for tag, rx in _Loader.yaml_implicit_resolvers.get(_ch, []) if tag != "tag:yaml.org,2002:float"
+        (tag, rx)
+        for tag, rx in _Loader.yaml_implicit_resolvers.get(_ch, [])
+        if tag != "tag:yaml.org,2002:float"
     ]
 _Loader.add_implicit_resolver("tag:yaml.org,2002:float", _FLOAT, list("-+0123456789."))
 
@@ -392,11 +418,15 @@ def parse_spec(text: str, source: str = "<study>") -> StudySpec:
     except yaml.MarkedYAMLError as e:
         mark = e.problem_mark or e.context_mark
         where = f"line {mark.line + 1}, column {mark.column + 1}" if mark else "unknown position"
-        raise UserInputError(f"{source}: invalid YAML at {where}: {e.problem or e.context}") from None
+        raise UserInputError(
+            f"{source}: invalid YAML at {where}: {e.problem or e.context}"
+        ) from None
     except yaml.YAMLError as e:
         raise UserInputError(f"{source}: invalid YAML: {e}") from None
     if not isinstance(raw, dict):
-        raise UserInputError(f"{source}: a study file must be a mapping of keys (name, task, ...), got {type(raw).__name__}")
+        raise UserInputError(
+            f"{source}: a study file must be a mapping of keys (name, task, ...), got {type(raw).__name__}"
+        )
     try:
         return StudySpec.model_validate(raw)
     except ValidationError as e:
@@ -409,6 +439,11 @@ def format_validation_error(err: ValidationError, source: str) -> str:
     first = errors[0]
     field = _loc(first["loc"])
     msg = str(first["msg"]).removeprefix("Value error, ").removeprefix("Assertion failed, ")
+    sub = re.match(r"^@([\w\[\].]+): ", msg)  # a model-level check naming the field it is about
+    if sub:
+        key = sub.group(1)
+        field = f"{field}.{key}" if field and not key.startswith("optimizers") else key
+        msg = msg[sub.end() :]
     kind = first["type"]
     if kind == "extra_forbidden":
         allowed = _allowed_keys(first["loc"][:-1])
@@ -417,7 +452,14 @@ def format_validation_error(err: ValidationError, source: str) -> str:
         msg = "required field is missing"
     elif kind == "literal_error":
         msg = f"{first.get('input')!r} is not allowed: {msg.lower()}"
-    elif "input" in first and not isinstance(first["input"], dict) and repr(first["input"]) not in msg:
+    elif sub:
+        pass
+    elif (
+        "input" in first
+        and not isinstance(first["input"], dict)
+        and "not allowed" not in msg
+        and repr(first["input"]) not in msg
+    ):
         msg = f"{first['input']!r} is not allowed: {msg}"
     more = f" (+{len(errors) - 1} more)" if len(errors) > 1 else ""
     return f"{source}: {field or '(top level)'}: {msg}{more}"
@@ -428,7 +470,9 @@ def _loc(loc: tuple) -> str:
     for part in loc:
         if isinstance(part, int):
             out += f"[{part}]"
-        elif part in ("function-after[_ordered(), LRRange]",) or str(part).startswith(("function-", "tuple[")):
+        elif part in ("function-after[_ordered(), LRRange]",) or str(part).startswith(
+            ("function-", "tuple[")
+        ):
             continue
         else:
             out += f".{part}" if out else str(part)

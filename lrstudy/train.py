@@ -24,7 +24,7 @@ from lrstudy.data import Dataset, subset_train
 from lrstudy.models import build_model, layer_groups
 from lrstudy.optim import build_optimizer, make_scheduler
 from lrstudy.plan import Trial
-from lrstudy.schedules import Plateau, build_schedule, warmup_steps_from
+from lrstudy.schedules import build_schedule, monitor_of, warmup_steps_from
 
 # Lightning announces devices and tips at INFO/WARNING for every Trainer; a study builds hundreds.
 for _name in ("lightning.pytorch", "lightning.fabric", "lightning.pytorch.utilities.rank_zero"):
@@ -87,7 +87,9 @@ def steps_per_epoch(n_train: int, batch_size: int) -> int:
 class ReferenceModule(L.LightningModule):
     """Cross-entropy classification of one reference model under a trial's optimizer/schedule."""
 
-    def __init__(self, model: torch.nn.Module, trial: Trial, lr: float, batches: TensorBatches) -> None:
+    def __init__(
+        self, model: torch.nn.Module, trial: Trial, lr: float, batches: TensorBatches
+    ) -> None:
         super().__init__()
         self.model = model
         self.trial = trial
@@ -116,7 +118,9 @@ class ReferenceModule(L.LightningModule):
         self._correct = torch.zeros((), device=self.device, dtype=torch.long)
         self._seen = 0
 
-    def training_step(self, batch: tuple[torch.Tensor, torch.Tensor], batch_idx: int) -> torch.Tensor:
+    def training_step(
+        self, batch: tuple[torch.Tensor, torch.Tensor], batch_idx: int
+    ) -> torch.Tensor:
         x, y = batch
         logits = self.model(x)
         loss = F.cross_entropy(logits, y)
@@ -145,16 +149,25 @@ class ReferenceModule(L.LightningModule):
         values = torch.stack([loss, acc, train_loss, train_acc]).tolist()
         row = dict(zip(EPOCH_METRICS, values), step=self.trainer.global_step)
         self.history.append(row)
-        if isinstance(self.schedule, Plateau):
-            self.schedule.observe(row.get(self.schedule.monitor, row[names.VAL_LOSS]))
+        monitor = monitor_of(self.schedule)
+        if monitor:  # plateau (with or without warmup): the cut applies from the next step
+            self.lr_schedulers().observe(row.get(monitor, row[names.VAL_LOSS]))
 
     def configure_optimizers(self) -> dict[str, Any]:
         groups = layer_groups(self.model) if self.trial.layer_lr else None
         optimizer, self.group_names = build_optimizer(
-            self.model, self.trial.optimizer, self.peak_lr, self.trial.hparams, self.trial.layer_lr, groups
+            self.model,
+            self.trial.optimizer,
+            self.peak_lr,
+            self.trial.hparams,
+            self.trial.layer_lr,
+            groups,
         )
         scheduler = make_scheduler(optimizer, self.schedule)
-        return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": "step"}}
+        return {
+            "optimizer": optimizer,
+            "lr_scheduler": {"scheduler": scheduler, "interval": "step"},
+        }
 
     def train_dataloader(self) -> TensorBatches:
         return self.batches
@@ -176,7 +189,9 @@ def prepare(trial: Trial, data: Dataset) -> tuple[Dataset, int]:
     return ds, steps_per_epoch(len(ds.x_train), trial.batch_size)
 
 
-def run_trial(trial: Trial, data: Dataset, callbacks: list[L.Callback], lr: float | None = None) -> TrialResult:
+def run_trial(
+    trial: Trial, data: Dataset, callbacks: list[L.Callback], lr: float | None = None
+) -> TrialResult:
     """Train one trial to the end (or until a callback stops it) and measure it.
 
     Args:

@@ -92,7 +92,7 @@ def _curves(opt: str, lr: float, key: str, total: int, spe: int, label: str, bon
         loss[diverged_at] = float("nan") if zlib.crc32(key.encode()) % 2 else MLFLOW_MAX_FLOAT
         loss = loss[: diverged_at + 1]
     elif d >= 0.4:  # too high: oscillates around a worse plateau
-        loss = loss + 0.8 * d * np.abs(np.sin(t * 40.0)) + 0.3 * d
+        loss = loss + 0.8 * d * np.abs(np.sin(t * 15.0)) + 0.3 * d
         level += 0.25 * d
     grad = np.abs(loss[: len(loss)]) * 0.8 + 0.1 * rng.random(len(loss))
     n_ep = (len(loss) - 1) // spe if diverged_at is not None else total // spe

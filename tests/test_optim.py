@@ -41,7 +41,7 @@ def test_every_optimizer_builds_and_trains_one_step(name: str) -> None:
     loss.backward()
     opt.step()
     assert math.isfinite(loss.item())
-    assert all(not torch.equal(a, b) for a, b in zip(before, model.parameters()))
+    assert all(not torch.equal(a, b) for a, b in zip(before, model.parameters(), strict=True))
 
 
 def test_layer_decay_gives_exact_group_lrs_and_names() -> None:
@@ -121,7 +121,10 @@ def test_momentum_of(name: str, momentum: float | None) -> None:
 def _scalar_sgd(peak_lrs: list[float]) -> tuple[torch.optim.Optimizer, list[nn.Parameter]]:
     """SGD on scalar params whose loss is their sum: each step moves each param by exactly -lr."""
     params = [nn.Parameter(torch.zeros((), dtype=torch.float64)) for _ in peak_lrs]
-    groups = [{"params": [p], "lr": lr, "lrstudy_peak_lr": lr} for p, lr in zip(params, peak_lrs)]
+    groups = [
+        {"params": [p], "lr": lr, "lrstudy_peak_lr": lr}
+        for p, lr in zip(params, peak_lrs, strict=True)
+    ]
     return torch.optim.SGD(groups, lr=peak_lrs[-1]), params
 
 
@@ -147,7 +150,9 @@ def test_lr_applied_per_step_is_peak_times_schedule(name: str, args: dict, warmu
         torch.stack(list(params)).sum().backward()
         opt.step()
         adapter.step()
-        moved = [b - p.item() for b, p in zip(before, params)]  # what torch really applied
+        moved = [
+            b - p.item() for b, p in zip(before, params, strict=True)
+        ]  # what torch really applied
         assert moved == pytest.approx([peak * schedule(step) for peak in peaks], rel=1e-12)
     assert adapter.get_last_lr() == [peak * schedule(total) for peak in peaks]
 
@@ -210,8 +215,15 @@ def test_lightning_steps_the_adapter_once_per_optimizer_step() -> None:
             return {"optimizer": opt, "lr_scheduler": {"scheduler": sched, "interval": "step"}}
 
     trainer = lightning.Trainer(
-        max_epochs=2, logger=False, enable_checkpointing=False, enable_progress_bar=False,
-        enable_model_summary=False, accelerator="cpu", devices=1,
-    )  # fmt: skip
-    trainer.fit(Module(), train_dataloaders=[torch.randn(4, 2) for _ in range(3)])
+        max_epochs=2,
+        logger=False,
+        enable_checkpointing=False,
+        enable_progress_bar=False,
+        enable_model_summary=False,
+        accelerator="cpu",
+        devices=1,
+    )
+    trainer.fit(
+        Module(), train_dataloaders=torch.utils.data.DataLoader(torch.randn(12, 2), batch_size=4)
+    )
     assert seen == [peak * schedule(s) for s in range(total)]

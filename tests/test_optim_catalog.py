@@ -10,7 +10,16 @@ import torch
 from lrstudy.optim_catalog import OPTIMIZERS, resolved_hparams
 
 # Not hyperparameters of the method: implementation switches, or set by lrstudy itself.
-NOT_TUNABLE = {"self", "params", "lr", "foreach", "fused", "differentiable", "capturable", "maximize"}
+NOT_TUNABLE = {
+    "self",
+    "params",
+    "lr",
+    "foreach",
+    "fused",
+    "differentiable",
+    "capturable",
+    "maximize",
+}
 # Where the catalog deliberately differs from torch's default: "momentum"/"nesterov" mean SGD
 # with momentum, as users say them.
 OVERRIDES = {("momentum", "momentum"): 0.9, ("nesterov", "momentum"): 0.9}

@@ -112,6 +112,15 @@ def test_event_values(name: str, args: dict, step: int, value: float) -> None:
     assert schedule(step) == value
 
 
+@pytest.mark.parametrize("name", sorted(SCHEDULES))
+@pytest.mark.parametrize("warmup", [0, WARMUP])
+def test_values_stay_in_unit_range_and_past_the_end(name: str, warmup: int) -> None:
+    # The adapter asks for step `total` after the last optimizer step: it must not fail.
+    kw = {"total_steps": TOTAL, "steps_per_epoch": SPE, "warmup_steps": warmup}
+    schedule = build_schedule(name, CASES[name][0], **kw)
+    assert all(0.0 <= schedule(s) <= 1.0 for s in range(TOTAL + 50))
+
+
 def test_cosine_restarts_with_one_cycle_is_cosine() -> None:
     one = build_schedule("cosine_restarts", {"period": 10}, total_steps=TOTAL, steps_per_epoch=SPE)
     plain = build_schedule("cosine", {}, total_steps=TOTAL, steps_per_epoch=SPE)
@@ -253,7 +262,9 @@ def test_plateau_observe_without_step_applies_after_last_queried_step() -> None:
     p.observe(1.0)
     p.observe(2.0)
     assert (p(3), p(4)) == (1.0, 0.1)
-    w = build_schedule("plateau", {"patience": 0}, total_steps=20, steps_per_epoch=2, warmup_steps=4)
+    w = build_schedule(
+        "plateau", {"patience": 0}, total_steps=20, steps_per_epoch=2, warmup_steps=4
+    )
     w(3)
     w.observe(1.0)  # type: ignore[attr-defined]  # at step 4 = W: counts, sets best
     w(5)
@@ -301,9 +312,13 @@ def test_plateau_observations_during_warmup_change_nothing() -> None:
 
 
 def test_plateau_state_round_trip() -> None:
-    a = build_schedule("plateau", {"patience": 0}, total_steps=40, steps_per_epoch=2, warmup_steps=4)
+    a = build_schedule(
+        "plateau", {"patience": 0}, total_steps=40, steps_per_epoch=2, warmup_steps=4
+    )
     _run_plateau(a, [3.0, 2.0, 1.0, 2.0, 2.0], spe=2)  # type: ignore[arg-type]
-    b = build_schedule("plateau", {"patience": 0}, total_steps=40, steps_per_epoch=2, warmup_steps=4)
+    b = build_schedule(
+        "plateau", {"patience": 0}, total_steps=40, steps_per_epoch=2, warmup_steps=4
+    )
     b.load_state_dict(a.state_dict())  # type: ignore[attr-defined]
     assert [a(s) for s in range(40)] == [b(s) for s in range(40)]
     a.observe(5.0, step=12)  # type: ignore[attr-defined]
@@ -340,11 +355,17 @@ def test_one_cycle_matches_torch(total: int, pct: float, anneal: str) -> None:
     args = {"pct_start": pct, "div_factor": 10.0, "final_div_factor": 100.0, "anneal": anneal}
     ref = _torch_multipliers(
         lambda opt: torch.optim.lr_scheduler.OneCycleLR(
-            opt, max_lr=2.0, total_steps=total, pct_start=pct, anneal_strategy=anneal,
-            div_factor=10.0, final_div_factor=100.0, cycle_momentum=False,
+            opt,
+            max_lr=2.0,
+            total_steps=total,
+            pct_start=pct,
+            anneal_strategy=anneal,
+            div_factor=10.0,
+            final_div_factor=100.0,
+            cycle_momentum=False,
         ),
         total,
-    )  # fmt: skip
+    )
     assert _ours("one_cycle", args, total) == pytest.approx(ref, abs=1e-6)
 
 
@@ -353,11 +374,16 @@ def test_cyclic_matches_torch(mode: str) -> None:
     torch = pytest.importorskip("torch")
     ref = _torch_multipliers(
         lambda opt: torch.optim.lr_scheduler.CyclicLR(
-            opt, base_lr=0.2, max_lr=2.0, step_size_up=15, mode=mode, gamma=0.97,
+            opt,
+            base_lr=0.2,
+            max_lr=2.0,
+            step_size_up=15,
+            mode=mode,
+            gamma=0.97,
             cycle_momentum=False,
         ),
         TOTAL,
-    )  # fmt: skip
+    )
     ours = _ours("cyclic", {"mode": mode, "base": 0.1, "period": 3, "gamma": 0.97}, TOTAL)
     assert ours == pytest.approx(ref, rel=1e-9)
 

@@ -53,11 +53,15 @@ def start_run(
     all_tags = {names.TAG_VERSION: __version__, **_process_tags(), **tags}
     if parent_id:
         all_tags[names.PARENT_RUN_ID] = parent_id
-    run = client.create_run(experiment_id, run_name=name, tags={k: str(v) for k, v in all_tags.items()})
+    run = client.create_run(
+        experiment_id, run_name=name, tags={k: str(v) for k, v in all_tags.items()}
+    )
     return run.info.run_id
 
 
-def end_run(client, run_id: str, *, outcome: str | None = None, extra_tags: dict | None = None) -> None:
+def end_run(
+    client, run_id: str, *, outcome: str | None = None, extra_tags: dict | None = None
+) -> None:
     """Finish a run: MLflow status follows the outcome (ok/diverged FINISHED, failed, killed)."""
     status = {
         names.OUTCOME_FAILED: "FAILED",

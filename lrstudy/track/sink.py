@@ -34,7 +34,9 @@ class MetricSink:
         self._error: BaseException | None = None
         self._closed = False
         self.written = 0
-        self._thread = threading.Thread(target=self._loop, name=f"lrstudy-sink-{run_id[:8]}", daemon=True)
+        self._thread = threading.Thread(
+            target=self._loop, name=f"lrstudy-sink-{run_id[:8]}", daemon=True
+        )
         self._thread.start()
 
     def log(self, key: str, value: float, step: int) -> None:
@@ -58,7 +60,9 @@ class MetricSink:
             while self._pending and self._error is None and self._thread.is_alive():
                 left = None if deadline is None else deadline - time.monotonic()
                 if left is not None and left <= 0:
-                    raise TimeoutError(f"metrics for run {self.run_id} not written after {timeout} s")
+                    raise TimeoutError(
+                        f"metrics for run {self.run_id} not written after {timeout} s"
+                    )
                 self._idle.wait(timeout=0.05 if left is None else min(0.05, left))
                 self._wake.set()
         if self._error is not None:

@@ -1,0 +1,42 @@
+# Two commands do all set-up on a fresh machine:
+#   make run    installs into .venv, runs the quickstart study, prints where the report is
+#   make test   installs into .venv (+ Debian chromium for the browser test), runs lint and tests
+PYTHON ?= python3
+VENV ?= .venv
+PY := $(VENV)/bin/python
+STAMP := $(VENV)/.lrstudy-installed
+
+.PHONY: run test lint bench ui chromium clean
+
+$(STAMP): requirements.txt pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet --upgrade pip
+	$(PY) -m pip install --quiet -r requirements.txt
+	$(PY) -m pip install --quiet --no-deps -e .
+	touch $(STAMP)
+
+run: $(STAMP)
+	$(PY) -m lrstudy run studies/quickstart.yaml
+
+test: $(STAMP) chromium lint
+	$(PY) -m pytest
+
+lint: $(STAMP)
+	$(PY) -m ruff check lrstudy tests bench
+
+# The report test loads the page in headless Chromium (Debian package); needs root or sudo.
+chromium:
+	@command -v chromium >/dev/null 2>&1 || { \
+	  SUDO=$$( [ "$$(id -u)" = 0 ] || echo sudo ); \
+	  $$SUDO apt-get update -qq && $$SUDO apt-get install -y -qq chromium >/dev/null; }
+
+bench: $(STAMP)
+	$(PY) bench/bench_overhead.py
+	$(PY) bench/bench_report.py
+	$(PY) bench/bench_rangetest.py
+
+ui: $(STAMP)
+	$(PY) -m lrstudy ui
+
+clean:
+	rm -rf $(VENV) mlflow.db reports/*/ .pytest_cache

@@ -1,0 +1,247 @@
+"""Metrics of an LR study, as plain functions of tidy frames (no MLflow, no torch).
+
+Frames:
+  runs     one row per run, as read by `lrstudy.read` (columns run_id, tags.*, params.*, metrics.*)
+  history  long: run_id, key, step, value (one value per step, Inf restored)
+  trials   `trial_table(runs)`: typed columns per run (optimizer, schedule, lr, seed, axes, finals)
+  configs  `config_table(trials, history)`: one row per configuration, seeds aggregated
+"""
+
+from __future__ import annotations
+
+import json
+import math
+
+import numpy as np
+import pandas as pd
+
+from lrstudy import names as N
+
+AXES = ("batch_size", "momentum", "weight_decay", "train_fraction")  # swept besides the LR
+AXIS_SHORT = {"batch_size": "bs", "momentum": "mom", "weight_decay": "wd", "train_fraction": "frac"}
+FINALS = {  # trials column -> summary metric logged once at the end of a trial
+    "final_val_acc": N.FINAL_VAL_ACC,
+    "best_val_acc": N.BEST_VAL_ACC,
+    "final_train_loss": N.FINAL_TRAIN_LOSS,
+    "final_train_acc": N.FINAL_TRAIN_ACC,
+    "steps_to_target": N.STEPS_TO_TARGET,
+    "train_seconds": N.TRAIN_SECONDS,
+    "last_loss": N.TRAIN_LOSS,  # latest logged per-step loss: non-finite when the run blew up
+}
+# The oscillation index compares the loss's path length with its net drop, on bin means: a
+# per-batch loss is noisy, and averaging ~8 points per bin keeps that noise out of the index.
+POINTS_PER_BIN = 8
+MAX_BINS = 50
+END_WINDOW = 0.2  # "still falling" looks at the last 20% of steps
+EXPLODE_RATIO = 10.0  # a loss above 10x its starting level has exploded, whatever the tag says
+# Still falling = the loss dropped by more than 2% over the last fifth of training. A bare slope < 0
+# would call half of all converged runs "falling" because of noise on the plateau.
+FALLING_REL = -0.02
+
+
+def _num(series: pd.Series) -> pd.Series:
+    return pd.to_numeric(series, errors="coerce")
+
+
+def _get(runs: pd.DataFrame, col: str) -> pd.Series:
+    return runs[col] if col in runs.columns else pd.Series(np.nan, index=runs.index, dtype=object)
+
+
+def _momentum(runs: pd.DataFrame) -> pd.Series:
+    """Param `momentum` when swept, else opt.momentum, else beta1 of opt.betas."""
+    betas = _get(runs, "params.opt.betas").map(
+        lambda s: json.loads(s)[0] if isinstance(s, str) and s.startswith("[") else np.nan
+    )
+    return _num(_get(runs, "params.momentum")).fillna(_num(_get(runs, "params.opt.momentum"))).fillna(
+        _num(betas)
+    )
+
+
+def fmt_value(v: float) -> str:
+    """Compact, stable text for an LR or axis value (1e-04 → 0.0001, 0.03 → 0.03)."""
+    return "—" if v is None or (isinstance(v, float) and math.isnan(v)) else f"{v:g}"
+
+
+def trial_table(runs: pd.DataFrame) -> pd.DataFrame:
+    """Typed per-run columns; works for lrstudy trials and for plugin runs with few params."""
+    t = pd.DataFrame({"run_id": runs["run_id"], "run_name": runs["run_name"]})
+    t["optimizer"] = _get(runs, "params.optimizer").fillna("").astype(str)
+    t["schedule"] = _get(runs, "params.schedule_label").fillna(_get(runs, "params.schedule"))
+    t["schedule"] = t["schedule"].fillna("—").astype(str)
+    t["lr"] = _num(_get(runs, "params.lr"))
+    t["seed"] = _num(_get(runs, "params.seed"))
+    t["batch_size"] = _num(_get(runs, "params.batch_size"))
+    t["momentum"] = _momentum(runs)
+    t["weight_decay"] = _num(_get(runs, "params.opt.weight_decay"))
+    t["train_fraction"] = _num(_get(runs, "params.train_fraction"))
+    t["total_steps"] = _num(_get(runs, "params.total_steps"))
+    outcome = _get(runs, f"tags.{N.TAG_OUTCOME}").fillna(N.OUTCOME_OK)
+    t["diverged_at"] = _num(_get(runs, f"tags.{N.TAG_DIVERGED_AT}"))
+    for col, metric in FINALS.items():
+        t[col] = _num(_get(runs, f"metrics.{metric}")).astype(float)
+    for col in sorted(c for c in runs.columns if c.startswith(f"metrics.{N.NOISE_ACC_PREFIX}")):
+        t["noise:" + col.removeprefix(f"metrics.{N.NOISE_ACC_PREFIX}")] = _num(runs[col])
+    t["diverged"] = (outcome == N.OUTCOME_DIVERGED) | ~np.isfinite(t["last_loss"].fillna(0.0))
+    t["start_time"] = _num(runs["start_time"])
+    # plugin runs: no optimizer/lr params -> the run is its own configuration, named after itself
+    bare = (t["optimizer"] == "") & t["lr"].isna()
+    t.loc[bare, "optimizer"] = t.loc[bare, "run_name"].astype(str)
+    t.loc[t["optimizer"] == "", "optimizer"] = "run"
+    swept = swept_axes(t)
+    t["family"] = t.apply(lambda r: family_label(r, swept), axis=1)
+    t["config"] = t.apply(lambda r: r["family"] + (f" · lr={fmt_value(r['lr'])}" if pd.notna(r["lr"]) else ""), axis=1)
+    return t.sort_values(["family", "lr", "seed", "run_id"], kind="stable").reset_index(drop=True)
+
+
+def swept_axes(trials: pd.DataFrame) -> list[str]:
+    """Axes (besides LR) with more than one value among the trials."""
+    return [a for a in AXES if trials[a].dropna().nunique() > 1]
+
+
+def family_label(row: pd.Series, swept: list[str]) -> str:
+    """Everything that names a configuration except its LR: 'sgd · cosine+warmup · wd=0.0001'."""
+    parts = [row["optimizer"]] + ([row["schedule"]] if row["schedule"] != "—" else [])
+    parts += [f"{AXIS_SHORT[a]}={fmt_value(row[a])}" for a in swept]
+    return " · ".join(parts)
+
+
+def binned(steps: np.ndarray, values: np.ndarray, n_bins: int, hi: float | None = None):
+    """Mean of the finite values in `n_bins` equal-width step bins → (bin centres, means); bins
+    without a finite value are NaN. The one downsampling rule used for analysis and figures."""
+    steps = np.asarray(steps, dtype=float)
+    values = np.asarray(values, dtype=float)
+    hi = float(steps.max()) if hi is None and len(steps) else (hi or 0.0)
+    edges = np.linspace(0.0, max(hi, 1.0), n_bins + 1)
+    idx = np.clip(np.searchsorted(edges, steps, side="right") - 1, 0, n_bins - 1)
+    ok = np.isfinite(values)
+    sums = np.bincount(idx[ok], weights=values[ok], minlength=n_bins)
+    counts = np.bincount(idx[ok], minlength=n_bins)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        means = np.where(counts > 0, sums / np.maximum(counts, 1), np.nan)
+    return (edges[:-1] + edges[1:]) / 2, means
+
+
+def downsample(steps: np.ndarray, values: np.ndarray, max_points: int):
+    """≤ max_points per curve: as-is when short enough, else bin means (NaN bins dropped)."""
+    steps, values = np.asarray(steps), np.asarray(values, dtype=float)
+    if len(steps) <= max_points:
+        return steps, values
+    x, y = binned(steps, values, max_points)
+    keep = np.isfinite(y)
+    return x[keep], y[keep]
+
+
+def oscillation_index(steps: np.ndarray, loss: np.ndarray) -> float:
+    """Path length of the bin-averaged loss over its net drop, minus 1: 0 for a monotone descent,
+    large when the loss swings up and down. NaN with too few finite points."""
+    finite = np.isfinite(loss)
+    n_bins = min(MAX_BINS, int(finite.sum()) // POINTS_PER_BIN)
+    if n_bins < 3:
+        return float("nan")
+    _, m = binned(steps[finite], loss[finite], n_bins)
+    m = m[np.isfinite(m)]
+    drop = max(m[0] - m[-1], 0.05 * abs(m[0]), 1e-12)  # a run that never fell is judged vs 5% of start
+    return float(max(np.abs(np.diff(m)).sum() / drop - 1.0, 0.0))
+
+
+def end_trend(steps: np.ndarray, loss: np.ndarray) -> float:
+    """Relative change of the loss over the last END_WINDOW of steps (least-squares line);
+    negative = still falling. NaN with too few points."""
+    finite = np.isfinite(loss)
+    s, v = steps[finite].astype(float), loss[finite]
+    if len(s) < 5:
+        return float("nan")
+    tail = s >= s.max() - END_WINDOW * (s.max() - s.min())
+    if tail.sum() < 3:
+        return float("nan")
+    slope = np.polyfit(s[tail], v[tail], 1)[0]
+    return float(slope * (s[tail].max() - s[tail].min()) / max(abs(v[tail].mean()), 1e-12))
+
+
+def run_curve_metrics(history: pd.DataFrame) -> pd.DataFrame:
+    """Per run: oscillation index, end trend, explosion, AUCs (means over the training curve)."""
+    rows = []
+    loss = history[history["key"] == N.TRAIN_LOSS]
+    acc = history[history["key"] == N.VAL_ACC].groupby("run_id")["value"]
+    acc_auc = acc.apply(lambda v: float(np.nanmean(v)) if np.isfinite(v).any() else np.nan)
+    last_acc = acc.last()
+    for rid, g in loss.groupby("run_id", sort=True):
+        s, v = g["step"].to_numpy(), g["value"].to_numpy()
+        finite = v[np.isfinite(v)]
+        start = finite[: max(1, len(finite) // 20)].mean() if len(finite) else np.nan
+        rows.append(
+            {
+                "run_id": rid,
+                "osc_index": oscillation_index(s, v),
+                "end_trend": end_trend(s, v),
+                "exploded": bool((~np.isfinite(v)).any() or (len(finite) and finite.max() > EXPLODE_RATIO * start)),
+                "auc_train_loss": float(finite.mean()) if len(finite) else np.nan,
+                "n_steps": int(s.max()) + 1,
+            }
+        )
+    out = pd.DataFrame(rows, columns=["run_id", "osc_index", "end_trend", "exploded", "auc_train_loss", "n_steps"])
+    out = out.set_index("run_id")
+    out["auc_val_acc"] = acc_auc
+    out["last_val_acc"] = last_acc
+    return out
+
+
+def _mean(v: pd.Series) -> float:
+    v = v[np.isfinite(v.astype(float))]
+    return float(v.mean()) if len(v) else float("nan")
+
+
+def _std(v: pd.Series) -> float:
+    v = v[np.isfinite(v.astype(float))]
+    return float(v.std(ddof=1)) if len(v) >= 2 else float("nan")
+
+
+def trial_metrics(trials: pd.DataFrame, history: pd.DataFrame) -> pd.DataFrame:
+    """Trials plus their curve metrics, divergence from the curves, gaps and `score`.
+
+    `score` is what configurations are ranked by: final val accuracy, else the last logged
+    val/acc (plugin runs), else minus the final train loss.
+    """
+    t = trials.join(run_curve_metrics(history), on="run_id")
+    t["final_val_acc"] = t["final_val_acc"].fillna(t["last_val_acc"].where(~t["diverged"]))
+    t["diverged"] = t["diverged"] | t["exploded"].fillna(False).astype(bool)
+    t["gen_gap"] = t["final_train_acc"] - t["final_val_acc"]
+    t["final_best_gap"] = t["best_val_acc"] - t["final_val_acc"]
+    has_acc = np.isfinite(t["final_val_acc"]).any()
+    t["score"] = t["final_val_acc"] if has_acc else -t["final_train_loss"].fillna(t["auc_train_loss"])
+    return t
+
+
+def config_table(t: pd.DataFrame) -> pd.DataFrame:
+    """One row per configuration of `trial_metrics` rows: means, sample std (n ≥ 2), counts."""
+    keys = ["family", "optimizer", "schedule", *AXES]
+    rows = []
+    for config, g in t.groupby("config", sort=True, dropna=False):
+        first = g.iloc[0]
+        row = {"config": config, "lr": first["lr"], **{k: first[k] for k in keys}}
+        row.update(n=len(g), n_diverged=int(g["diverged"].sum()), run_ids=list(g["run_id"]))
+        row["divergence_rate"] = row["n_diverged"] / row["n"]
+        for col in ("score", "final_val_acc", "best_val_acc", "final_train_loss", "final_train_acc",
+                    "gen_gap", "final_best_gap", "train_seconds", "osc_index", "auc_val_acc",
+                    "auc_train_loss"):  # fmt: skip
+            row[col] = _mean(g[col])
+            row[col + "_std"] = _std(g[col])
+        reached = g["steps_to_target"].dropna()
+        row["n_reached"] = len(reached)
+        row["steps_to_target"] = float(reached.median()) if len(reached) else float("nan")
+        row["end_trend"] = _mean(g["end_trend"])
+        row["still_falling"] = bool(row["end_trend"] < FALLING_REL)
+        row["first_diverged_at"] = float(g["diverged_at"].min()) if g["diverged_at"].notna().any() else float("nan")
+        for col in (c for c in g.columns if c.startswith("noise:")):
+            row[col] = _mean(g[col])
+        rows.append(row)
+    out = pd.DataFrame(rows)
+    return out.sort_values(["family", "lr", "config"], kind="stable", na_position="last").reset_index(drop=True)
+
+
+def mean_std(mean: float, std: float, n: int, digits: int = 3) -> str:
+    """'0.842 ± 0.011 (n=2)'; the ± part only when there is a spread to show."""
+    if mean is None or not np.isfinite(mean):
+        return f"— (n={n})"
+    spread = f" ± {std:.{digits}f}" if std is not None and np.isfinite(std) else ""
+    return f"{mean:.{digits}f}{spread} (n={n})"

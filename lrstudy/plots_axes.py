@@ -1,0 +1,148 @@
+"""Figures for axes swept besides the LR (batch size, momentum, weight decay: LR x axis
+heatmaps; train fraction: learning curves) and for robustness to input noise."""
+
+from __future__ import annotations
+
+import matplotlib as mpl
+import numpy as np
+import pandas as pd
+from matplotlib.figure import Figure
+
+from lrstudy.analyze import family_label, fmt_value
+from lrstudy.plots import lr_color, lr_norm, optimizer_colors
+
+AXIS_TEXT = {"batch_size": "batch size", "momentum": "momentum (β1)", "weight_decay": "weight decay",
+             "train_fraction": "train fraction"}  # fmt: skip
+HEAT_CMAP = mpl.colormaps["YlGn"].with_extremes(bad="#d9d9d9")  # grey = every seed diverged
+NOISE_CMAP = mpl.colormaps["plasma"]
+
+
+def _panels(configs: pd.DataFrame, axis: str, swept: list[str]):
+    others = [a for a in swept if a != axis]
+    label = configs.apply(lambda r: family_label(r, others), axis=1)
+    return configs.assign(_panel=label).groupby("_panel", sort=True)
+
+
+def axis_heatmap_data(configs: pd.DataFrame, axis: str, swept: list[str]) -> list[dict]:
+    """Per panel (family without `axis`): mean final accuracy on an axis-value x LR grid."""
+    out = []
+    for panel, g in _panels(configs, axis, swept):
+        ok = g.assign(score=g["score"].where(g["n_diverged"] == 0))
+        grid = ok.pivot_table(index=axis, columns="lr", values="score", aggfunc="mean", dropna=False)
+        out.append({"panel": panel, "optimizer": g["optimizer"].iloc[0], "rows": list(grid.index),
+                    "lrs": list(grid.columns), "values": grid.to_numpy(float)})  # fmt: skip
+    return out
+
+
+def draw_axis_heatmap(panel: dict, ax, axis: str, vmin: float, vmax: float) -> mpl.image.AxesImage:
+    v = panel["values"]
+    im = ax.imshow(np.ma.masked_invalid(v), cmap=HEAT_CMAP, vmin=vmin, vmax=vmax, aspect="auto")
+    for (i, j), val in np.ndenumerate(v):
+        text = "×" if not np.isfinite(val) else f"{val:.2f}".lstrip("0")
+        dark = np.isfinite(val) and (val - vmin) / max(vmax - vmin, 1e-9) > 0.6
+        ax.text(j, i, text, ha="center", va="center", fontsize=7, color="white" if dark else "black")
+    ax.set_xticks(range(len(panel["lrs"])), [fmt_value(x) for x in panel["lrs"]], rotation=45)
+    ax.set_yticks(range(len(panel["rows"])), [fmt_value(x) for x in panel["rows"]])
+    ax.set_xlabel("peak LR (log-spaced grid)")
+    ax.set_ylabel(AXIS_TEXT[axis])
+    ax.grid(False)
+    ax.set_title(panel["panel"])
+    return im
+
+
+def axis_heatmap_figure(panels: list[dict], axis: str, optimizers) -> Figure:
+    colors = optimizer_colors(optimizers)
+    vals = np.concatenate([p["values"].ravel() for p in panels])
+    vals = vals[np.isfinite(vals)]
+    vmin, vmax = (float(vals.min()), float(vals.max())) if len(vals) else (0.0, 1.0)
+    ncols = 2 if len(panels) > 1 else 1
+    nrows = -(-len(panels) // ncols)
+    rows_per = max(len(p["rows"]) for p in panels)
+    fig = Figure(figsize=(11, 0.8 + (1.0 + 0.35 * rows_per) * nrows), layout="constrained")
+    axes = fig.subplots(nrows, ncols, squeeze=False).ravel()
+    im = None
+    for ax, p in zip(axes, panels, strict=False):
+        im = draw_axis_heatmap(p, ax, axis, vmin, vmax)
+        ax.title.set_color(colors[p["optimizer"]])
+    for ax in axes[len(panels) :]:
+        ax.set_visible(False)
+    if im is not None:
+        fig.colorbar(im, ax=list(axes[: len(panels)]), label="mean final val accuracy", fraction=0.03)
+    return fig
+
+
+def learning_curve_data(configs: pd.DataFrame, swept: list[str]) -> list[dict]:
+    """Per panel (family without train fraction): accuracy vs train fraction, one line per LR."""
+    out = []
+    for panel, g in _panels(configs, "train_fraction", swept):
+        lines = []
+        for lr, gl in g.groupby("lr", sort=True):
+            gl = gl[gl["n_diverged"] == 0].sort_values("train_fraction")
+            lines.append({"lr": float(lr), "x": gl["train_fraction"].to_numpy(float),
+                          "y": gl["score"].to_numpy(float), "err": gl["score_std"].fillna(0).to_numpy(float)})  # fmt: skip
+        out.append({"panel": panel, "optimizer": g["optimizer"].iloc[0], "lines": lines})
+    return out
+
+
+def draw_learning_curves(panel: dict, ax) -> None:
+    norm = lr_norm([ln["lr"] for ln in panel["lines"]])
+    for ln in panel["lines"]:
+        ax.errorbar(ln["x"], ln["y"], yerr=ln["err"], color=lr_color(norm, ln["lr"]), marker="o",
+                    ms=3, lw=1.2, capsize=2, label=f"lr={fmt_value(ln['lr'])}")  # fmt: skip
+    ax.set_xlabel("train fraction (share of the training set)")
+    ax.set_ylabel("final val accuracy")
+    ax.set_title(panel["panel"])
+
+
+def learning_curve_figure(panels: list[dict]) -> Figure:
+    ncols = 2 if len(panels) > 1 else 1
+    nrows = -(-len(panels) // ncols)
+    fig = Figure(figsize=(11, 0.6 + 2.8 * nrows), layout="constrained")
+    axes = fig.subplots(nrows, ncols, squeeze=False).ravel()
+    for ax, p in zip(axes, panels, strict=False):
+        draw_learning_curves(p, ax)
+        ax.legend(loc="center left", bbox_to_anchor=(1.0, 0.5), frameon=False, fontsize=7)
+    for ax in axes[len(panels) :]:
+        ax.set_visible(False)
+    return fig
+
+
+def robustness_data(configs: pd.DataFrame) -> list[dict]:
+    """Per family: accuracy vs LR for clean inputs (σ = 0) and each logged noise level."""
+    sigmas = sorted((c for c in configs.columns if c.startswith("noise:")), key=lambda c: float(c[6:]))
+    out = []
+    for fam, g in configs.groupby("family", sort=True):
+        g = g[g["n_diverged"] == 0].sort_values("lr")
+        lines = [{"sigma": 0.0, "lr": g["lr"].to_numpy(float), "y": g["final_val_acc"].to_numpy(float)}]
+        lines += [{"sigma": float(c[6:]), "lr": g["lr"].to_numpy(float), "y": g[c].to_numpy(float)} for c in sigmas]
+        out.append({"family": fam, "optimizer": g["optimizer"].iloc[0] if len(g) else "", "lines": lines})
+    return out
+
+
+def draw_robustness(panel: dict, ax) -> None:
+    top = max(ln["sigma"] for ln in panel["lines"]) or 1.0
+    for ln in panel["lines"]:
+        ax.plot(ln["lr"], ln["y"], marker="o", ms=3, lw=1.3, color=NOISE_CMAP(0.85 * ln["sigma"] / top),
+                label=f"σ = {fmt_value(ln['sigma'])}")  # fmt: skip
+    ax.set_xscale("log")
+    ax.set_xlabel("peak LR (log scale)")
+    ax.set_ylabel("test accuracy under noise")
+    ax.set_title(panel["family"])
+
+
+def robustness_figure(panels: list[dict], optimizers) -> Figure:
+    colors = optimizer_colors(optimizers)
+    ncols = 2 if len(panels) > 1 else 1
+    nrows = -(-len(panels) // ncols)
+    fig = Figure(figsize=(11, 0.8 + 2.6 * nrows), layout="constrained")
+    axes = fig.subplots(nrows, ncols, squeeze=False).ravel()
+    for ax, p in zip(axes, panels, strict=False):
+        draw_robustness(p, ax)
+        ax.title.set_color(colors.get(p["optimizer"], "#000"))
+    for ax in axes[len(panels) :]:
+        ax.set_visible(False)
+    handles, labels = axes[0].get_legend_handles_labels()
+    fig.legend(handles, labels, loc="outside lower center", ncol=len(labels), frameon=False,
+               title="Gaussian input noise (std, input units)")  # fmt: skip
+    return fig
+

@@ -1,0 +1,183 @@
+"""Curves over optimizer steps: convergence (train loss, val accuracy), gradient norm, and the
+LR schedules as applied. Small multiples per family; LR encoded by a sequential colormap."""
+
+from __future__ import annotations
+
+import warnings
+
+import matplotlib as mpl
+import numpy as np
+import pandas as pd
+from matplotlib.figure import Figure
+
+from lrstudy import names as N
+from lrstudy.analyze import binned, fmt_value
+from lrstudy.plots import LR_CMAP, lr_color, lr_norm, optimizer_colors
+
+PLOT_POINTS = 200  # per curve in small multiples (< the 500 cap): ~1 point per 2 px at page width
+
+
+def _by_run(history: pd.DataFrame, key: str) -> dict[str, tuple[np.ndarray, np.ndarray]]:
+    h = history[history["key"] == key]
+    return {rid: (g["step"].to_numpy(), g["value"].to_numpy(float)) for rid, g in h.groupby("run_id", sort=True)}
+
+
+def _seed_stats(curves: list[tuple[np.ndarray, np.ndarray]], grid: np.ndarray | None, hi: float, n: int):
+    """Align seeds on exact steps (short curves) or on shared bins, then mean / min / max."""
+    rows = []
+    for s, v in curves:
+        if grid is not None:
+            y = np.full(len(grid), np.nan)
+            y[np.searchsorted(grid, s)] = np.where(np.isfinite(v), v, np.nan)
+        else:
+            _, y = binned(s, v, n, hi)
+        rows.append(y)
+    x = grid if grid is not None else binned(np.array([0.0]), np.array([0.0]), n, hi)[0]
+    m = np.vstack(rows)
+    with warnings.catch_warnings():  # all-NaN columns (a diverged seed's tail) are expected
+        warnings.simplefilter("ignore", RuntimeWarning)
+        mean, lo, up = np.nanmean(m, 0), np.nanmin(m, 0), np.nanmax(m, 0)
+    keep = np.isfinite(mean)
+    return x[keep], mean[keep], lo[keep], up[keep]
+
+
+def curves_data(trials: pd.DataFrame, history: pd.DataFrame, key: str, max_points: int = PLOT_POINTS) -> list[dict]:
+    """Per family: one series per LR with seed mean, min/max band, n, diverged count."""
+    by_run = _by_run(history, key)
+    panels = []
+    for fam, g in trials.groupby("family", sort=True):
+        runs = [r for r in g["run_id"] if r in by_run]
+        if not runs:
+            continue
+        steps = np.unique(np.concatenate([by_run[r][0] for r in runs]))
+        grid = steps if len(steps) <= max_points else None
+        series = []
+        for lr, gl in g.groupby("lr", sort=True, dropna=False):
+            curves = [by_run[r] for r in gl["run_id"] if r in by_run]
+            if not curves:
+                continue
+            x, mean, lo, up = _seed_stats(curves, grid, float(steps.max()), max_points)
+            series.append({"lr": float(lr), "x": x, "mean": mean, "lo": lo, "hi": up, "n": len(curves),
+                           "n_diverged": int(gl["diverged"].sum())})  # fmt: skip
+        panels.append({"family": fam, "optimizer": g["optimizer"].iloc[0], "series": series})
+    return panels
+
+
+def draw_curves(panel: dict, ax, norm, logy: bool = False, fallback_color: str = "#555") -> None:
+    starts = []
+    for s in panel["series"]:
+        color = lr_color(norm, s["lr"]) if np.isfinite(s["lr"]) and s["lr"] > 0 else fallback_color
+        ax.plot(s["x"], s["mean"], color=color, lw=1.2)
+        if s["n"] > 1:
+            ax.fill_between(s["x"], s["lo"], s["hi"], color=color, alpha=0.15, lw=0)
+        if s["n_diverged"] and len(s["x"]):
+            ax.plot(s["x"][-1:], s["mean"][-1:], marker="x", color=color, ms=6, ls="none")
+        if len(s["mean"]) and s["n_diverged"] == 0:
+            starts.append(s["mean"][0])
+            starts.append(np.max(s["mean"]))
+    if logy:
+        ax.set_yscale("log")
+        finite = [v for s in panel["series"] for v in s["mean"] if np.isfinite(v) and v > 0]
+        if finite and starts:  # exploding runs are cut off: keep the healthy curves readable
+            ax.set_ylim(max(min(finite) * 0.8, 1e-8), max(starts) * 1.5)
+    ax.set_title(panel["family"])
+
+
+def _colorbar(fig: Figure, ax, norm) -> None:
+    sm = mpl.cm.ScalarMappable(norm=norm, cmap=mpl.colors.ListedColormap(LR_CMAP(np.linspace(0, 0.9, 256))))
+    cb = fig.colorbar(sm, ax=ax, pad=0.01, fraction=0.04)
+    cb.set_label("peak LR", fontsize=8)
+    cb.ax.tick_params(labelsize=7)
+
+
+def convergence_figure(loss_panels: list[dict], acc_panels: list[dict], trials: pd.DataFrame) -> Figure:
+    """Rows = families; left train loss, right val accuracy, coloured by LR."""
+    fams = sorted({p["family"] for p in loss_panels} | {p["family"] for p in acc_panels})
+    loss = {p["family"]: p for p in loss_panels}
+    acc = {p["family"]: p for p in acc_panels}
+    colors = optimizer_colors(trials["optimizer"])
+    fig = Figure(figsize=(11, 0.4 + 2.3 * len(fams)), layout="constrained")
+    axes = np.atleast_2d(fig.subplots(len(fams), 2, squeeze=False))
+    for row, fam in zip(axes, fams, strict=True):
+        g = trials[trials["family"] == fam]
+        norm = lr_norm(g["lr"])
+        color = colors[g["optimizer"].iloc[0]]
+        if fam in loss:
+            draw_curves(loss[fam], row[0], norm, logy=True, fallback_color=color)
+        if fam in acc:
+            draw_curves(acc[fam], row[1], norm, fallback_color=color)
+        row[0].set_ylabel("train loss (log)")
+        row[1].set_ylabel("val accuracy")
+        row[0].set_title(f"{fam} — train loss", color=color)
+        row[1].set_title(f"{fam} — val accuracy", color=color)
+        if g["lr"].notna().any():
+            _colorbar(fig, row[1], norm)
+    for ax in axes[-1]:
+        ax.set_xlabel("optimizer step")
+    return fig
+
+
+def grad_norm_figure(panels: list[dict], trials: pd.DataFrame) -> Figure:
+    colors = optimizer_colors(trials["optimizer"])
+    ncols = 2 if len(panels) > 1 else 1
+    nrows = -(-len(panels) // ncols)
+    fig = Figure(figsize=(11, 0.4 + 2.5 * nrows), layout="constrained")
+    axes = fig.subplots(nrows, ncols, squeeze=False).ravel()
+    for ax, p in zip(axes, panels, strict=False):
+        g = trials[trials["family"] == p["family"]]
+        norm = lr_norm(g["lr"])
+        draw_curves(p, ax, norm, logy=True, fallback_color=colors[p["optimizer"]])
+        ax.set_title(p["family"], color=colors[p["optimizer"]])
+        ax.set_ylabel("gradient L2 norm (log)")
+        ax.set_xlabel("optimizer step")
+        if g["lr"].notna().any():
+            _colorbar(fig, ax, norm)
+    for ax in axes[len(panels) :]:
+        ax.set_visible(False)
+    return fig
+
+
+def schedules_data(trials: pd.DataFrame, history: pd.DataFrame, max_points: int = 500) -> list[dict]:
+    """Per schedule label and optimizer: applied LR ÷ peak LR of one representative run (the
+    median LR among non-diverged configurations, lowest seed)."""
+    by_run = _by_run(history, N.LR)
+    out = []
+    for (sched, opt), g in trials.groupby(["schedule", "optimizer"], sort=True):
+        g = g[g["run_id"].isin(by_run) & (g["lr"] > 0)]
+        alive = g[~g["diverged"]] if (~g["diverged"]).any() else g
+        if alive.empty:
+            continue
+        lrs = np.sort(alive["lr"].unique())
+        pick = alive[alive["lr"] == lrs[len(lrs) // 2]].sort_values(["seed", "run_id"]).iloc[0]
+        s, v = by_run[pick["run_id"]]
+        if len(s) > max_points:
+            x, y = binned(s, v, max_points)
+            keep = np.isfinite(y)
+            s, v = x[keep], y[keep]
+        out.append({"schedule": sched, "optimizer": opt, "peak": float(pick["lr"]), "x": s, "y": v / pick["lr"]})
+    return out
+
+
+def draw_schedules(data: list[dict], axes, colors: dict[str, str]) -> None:
+    scheds = sorted({d["schedule"] for d in data})
+    for ax, sched in zip(axes, scheds, strict=False):
+        for d in (d for d in data if d["schedule"] == sched):
+            ax.plot(d["x"], d["y"], color=colors[d["optimizer"]], lw=1.5,
+                    label=f"{d['optimizer']} (peak {fmt_value(d['peak'])})")  # fmt: skip
+        ax.set_title(f"schedule: {sched}")
+        ax.set_xlabel("optimizer step")
+        ax.set_ylabel("applied LR ÷ peak LR")
+        ax.set_ylim(0, 1.4)  # headroom above 1 holds the legend, clear of every curve
+        ax.legend(loc="upper right", ncol=2, frameon=False, fontsize=7)
+
+
+def schedules_figure(data: list[dict], trials: pd.DataFrame) -> Figure:
+    n = max(1, len({d["schedule"] for d in data}))
+    ncols = min(3, n)
+    nrows = -(-n // ncols)
+    fig = Figure(figsize=(11, 0.4 + 2.6 * nrows), layout="constrained")
+    axes = fig.subplots(nrows, ncols, squeeze=False).ravel()
+    draw_schedules(data, axes, optimizer_colors(trials["optimizer"]))
+    for ax in axes[n:]:
+        ax.set_visible(False)
+    return fig

@@ -1,0 +1,259 @@
+"""The numbers and the picture of an LR range test, without torch.
+
+A range test (Smith 2015, "Cyclical Learning Rates for Training Neural Networks", sec. 3.3; the
+fastai `lr_find`) trains for a few hundred steps while the LR grows from tiny to huge and records
+the loss. This module holds everything after the loss is known: the EMA smoothing with bias
+correction and the early stop (`LossTracker`), the four suggestion rules, the recommendation and the
+loss-vs-LR figure. All rules read the *smoothed* loss on the points strictly before the early stop,
+with the first 10% of the planned steps left out (fastai does the same: the EMA has barely started
+there and single noisy batches dominate).
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable, Sequence
+
+import numpy as np
+
+SMOOTHING = 0.98  # fastai's EMA factor: a memory of ~1/(1-0.98) = 50 steps
+STOP_FACTOR = 4.0  # stop when the smoothed loss exceeds 4x its best so far (fastai)
+MAX_NONFINITE = 5  # NaN/inf losses in a row after which the weights are surely gone
+SKIP_START = 0.1  # fraction of the planned steps the rules ignore at the start
+MIN_POINTS = 5  # fewer usable points than this: no suggestion at all
+
+# fastai's `slide` defaults are in steps of its default test (100 steps over 1e-7..10, i.e.
+# 99/8 = 12.375 steps per decade): a 15-step window and a gradient threshold of 0.005 loss per step.
+# Re-expressed per decade of LR they no longer depend on how many steps a test takes.
+_FASTAI_STEPS_PER_DECADE = 99 / 8
+SLIDE_WINDOW = 15 / _FASTAI_STEPS_PER_DECADE  # ~1.21 decades
+SLIDE_THRESHOLD = 0.005 * _FASTAI_STEPS_PER_DECADE  # ~0.062 loss per decade
+
+RULES = ("steepest", "valley", "min_div10", "slide")
+# valley first: fastai's default since v2.5, because it lands in the steep part of the curve without
+# reading a single noisy derivative (steepest) or sitting next to the blow-up (min, slide).
+PREFERENCE = ("valley", "steepest", "min_div10", "slide")
+
+EXPLANATIONS = {
+    "valley": "about halfway along the longest stretch over which the smoothed loss keeps falling "
+    "(fastai's default rule), so training is fast yet well below the LR where the loss blows up",
+    "steepest": "where the smoothed loss falls fastest per decade of LR",
+    "min_div10": "one tenth of the LR at the lowest smoothed loss, a safe step back from divergence",
+    "slide": "the left end of the last 1.2-decade window, sliding down from the blow-up, whose two "
+    "ends still disagree on the loss slope (fastai's interval-slide rule)",
+}
+
+
+class LossTracker:
+    """Online EMA of the loss with bias correction, and the early-stop decision.
+
+    `update(loss)` returns the smoothed loss `avg_n / (1 - beta**n)` where `avg_n` is the plain EMA
+    over the n finite losses so far; the division removes the EMA's pull towards its zero start.
+    Non-finite losses are dropped (returned as NaN, the EMA unchanged); `max_nonfinite` of them in
+    a row stop the test. The test also stops once the smoothed loss exceeds `stop_factor` x the best
+    smoothed loss so far (only meaningful for positive losses; with best <= 0 this check is off).
+    """
+
+    def __init__(
+        self,
+        smoothing: float = SMOOTHING,
+        stop_factor: float | None = STOP_FACTOR,
+        max_nonfinite: int = MAX_NONFINITE,
+    ) -> None:
+        self.beta = smoothing
+        self.stop_factor = stop_factor
+        self.max_nonfinite = max_nonfinite
+        self.best = math.inf
+        self.stop_reason: str | None = None
+        self._avg = 0.0
+        self._n = 0
+        self._bad = 0
+
+    @property
+    def stopped(self) -> bool:
+        return self.stop_reason is not None
+
+    def update(self, loss: float) -> float:
+        if not math.isfinite(loss):
+            self._bad += 1
+            if self._bad >= self.max_nonfinite:
+                self.stop_reason = f"{self._bad} non-finite losses in a row"
+            return math.nan
+        self._bad = 0
+        self._n += 1
+        self._avg = self.beta * self._avg + (1 - self.beta) * loss
+        smoothed = self._avg / (1 - self.beta**self._n)
+        if smoothed < self.best:
+            self.best = smoothed
+        elif self.stop_factor and self.best > 0 and smoothed > self.stop_factor * self.best:
+            self.stop_reason = (
+                f"smoothed loss {smoothed:.4g} > {self.stop_factor:g} x best {self.best:.4g}"
+            )
+        return smoothed
+
+
+def lr_ramp(lr_min: float, lr_max: float, steps: int, mode: str = "exp") -> np.ndarray:
+    """The LR of each step: geometric ("exp") or arithmetic ("linear") from lr_min to lr_max."""
+    t = np.arange(steps) / max(steps - 1, 1)
+    if mode == "exp":
+        return lr_min * (lr_max / lr_min) ** t
+    if mode == "linear":
+        return lr_min + (lr_max - lr_min) * t
+    raise ValueError(f"mode must be 'exp' or 'linear', got {mode!r}")
+
+
+def usable_curve(
+    lrs: Sequence[float], smoothed: Sequence[float], *, stop_index: int | None, skip: int
+) -> tuple[np.ndarray, np.ndarray]:
+    """The (lr, smoothed loss) points the rules read: finite, from `skip` to before `stop_index`."""
+    end = len(smoothed) if stop_index is None else stop_index
+    x = np.asarray(lrs[skip:end], dtype=float)
+    y = np.asarray(smoothed[skip:end], dtype=float)
+    keep = np.isfinite(y) & np.isfinite(x) & (x > 0)
+    return x[keep], y[keep]
+
+
+# --- the rules: each takes lrs (increasing) and smoothed losses, returns an LR or None ------------
+
+
+def steepest(lrs: np.ndarray, losses: np.ndarray) -> float | None:
+    """Steepest descent: the LR minimising d(loss)/d(log10 LR) (central differences, np.gradient).
+
+    None when the loss never decreases.
+    """
+    grad = np.gradient(losses, np.log10(lrs))
+    i = int(np.argmin(grad))
+    return float(lrs[i]) if grad[i] < 0 else None
+
+
+def valley(lrs: np.ndarray, losses: np.ndarray) -> float | None:
+    """fastai's `valley` rule (fastai.callback.schedule.valley, v2.5+; Zachary Mueller's idea).
+
+    The "valley" is the longest strictly decreasing subsequence of the loss (not necessarily
+    contiguous; ties go to the one ending first), found by O(n^2) dynamic programming. With `end`
+    its last index and `L` its length, fastai sets `start = end - L` and picks index
+    `start + int((end - start) / 3) + int((end - start) / 6)`, i.e. about halfway along the valley
+    in log-LR steps. (Often summarised as "2/3 of the way down"; the arithmetic is what it is.)
+    The index is clamped into range, which fastai does not do. None without any decrease.
+    """
+    n = len(losses)
+    lds = np.ones(n, dtype=int)
+    end = 0
+    for i in range(1, n):
+        higher = lds[:i][losses[:i] > losses[i]]
+        if higher.size:
+            lds[i] = higher.max() + 1
+        if lds[i] > lds[end]:
+            end = i
+    if lds[end] < 2:
+        return None
+    start = end - int(lds[end])
+    sections = (end - start) / 3
+    idx = min(max(start + int(sections) + int(sections / 2), 0), n - 1)
+    return float(lrs[idx])
+
+
+def min_div10(lrs: np.ndarray, losses: np.ndarray) -> float:
+    """The LR at the lowest smoothed loss, divided by 10 (fastai's `minimum`)."""
+    return float(lrs[int(np.argmin(losses))]) / 10
+
+
+def slide(
+    lrs: np.ndarray,
+    losses: np.ndarray,
+    window: float = SLIDE_WINDOW,
+    threshold: float = SLIDE_THRESHOLD,
+) -> float | None:
+    """fastai's interval-slide rule (fastai.callback.schedule.slide), measured in decades of LR.
+
+    With g = d(loss)/d(log10 LR): put a window of `window` decades at the right end of the curve
+    (the blow-up); while the slopes at its two ends differ by more than `threshold` (loss per
+    decade), remember the LR at its left end and slide it one point to the left. The suggestion is
+    the last remembered LR: just right of where the slope has become uniform again, i.e. where the
+    loss stops changing shape on the way up. fastai counts the window (15) and the threshold
+    (0.005/step) in steps of its 100-step default test; `SLIDE_WINDOW` and `SLIDE_THRESHOLD` are
+    exactly those values converted to decades. None when the curve spans less than one window.
+    """
+    x = np.log10(lrs)
+    if x[-1] - x[0] < window:
+        return None
+    grad = np.gradient(losses, x)
+
+    def left_of(r: int) -> int:  # the point nearest to window decades left of r
+        return int(np.argmin(np.abs(x[: r + 1] - (x[r] - window))))
+
+    r = len(x) - 1
+    l_idx = left_of(r)
+    suggestion = lrs[l_idx]
+    while x[r] - x[0] >= window - 1e-12 and abs(grad[r] - grad[l_idx]) > threshold:
+        suggestion = lrs[l_idx]
+        r -= 1
+        l_idx = left_of(r)
+    return float(suggestion)
+
+
+RULE_FUNCS: dict[str, Callable[[np.ndarray, np.ndarray], float | None]] = {
+    "steepest": steepest,
+    "valley": valley,
+    "min_div10": min_div10,
+    "slide": slide,
+}
+
+
+def suggest(lrs: np.ndarray, losses: np.ndarray) -> dict[str, float | None]:
+    """Every rule's LR on one usable curve (see `usable_curve`); None where a rule has no answer."""
+    if len(lrs) < MIN_POINTS:
+        return dict.fromkeys(RULES)
+    return {name: RULE_FUNCS[name](lrs, losses) for name in RULES}
+
+
+def recommend(suggestions: dict[str, float | None]) -> str | None:
+    """The rule to use: the first of `PREFERENCE` with an answer (valley, unless it has none)."""
+    return next((r for r in PREFERENCE if suggestions.get(r) is not None), None)
+
+
+def spread(suggestions: dict[str, float | None]) -> float | None:
+    """max/min of the suggested LRs: how much the rules disagree (1.0 = they agree)."""
+    values = [v for v in suggestions.values() if v is not None and v > 0]
+    return max(values) / min(values) if values else None
+
+
+def explain(rule: str, lr: float) -> str:
+    """One sentence saying what the recommended value is and why."""
+    return f"Recommended LR {lr:.3g} ({rule}): {EXPLANATIONS[rule]}."
+
+
+def draw_range_test(
+    ax,
+    lrs: Sequence[float],
+    losses: Sequence[float],
+    smoothed: Sequence[float],
+    suggestions: dict[str, float | None],
+    recommended: str | None,
+) -> None:
+    """Loss (faint) and smoothed loss vs LR on a log axis, a dashed line per suggestion."""
+    x, raw, sm = (np.asarray(v, dtype=float) for v in (lrs, losses, smoothed))
+    ax.plot(x, raw, color="0.75", lw=0.8, label="loss")
+    ax.plot(x, sm, color="C0", lw=1.8, label="smoothed loss")
+    finite = sm[np.isfinite(sm)]
+    if finite.size:  # the raw blow-up would squash the interesting part of the curve
+        lo, hi = float(finite.min()), float(finite.max())
+        pad = 0.05 * (hi - lo or abs(hi) or 1.0)
+        ax.set_ylim(lo - pad, hi + pad)
+    for i, rule in enumerate(RULES):
+        lr = suggestions.get(rule)
+        if lr is None:
+            continue
+        main = rule == recommended
+        ax.axvline(
+            lr,
+            color=f"C{i + 1}",
+            ls="-" if main else "--",
+            lw=2 if main else 1,
+            label=f"{rule} {lr:.2g}" + (" (recommended)" if main else ""),
+        )
+    ax.set_xscale("log")
+    ax.set_xlabel("learning rate")
+    ax.set_ylabel("training loss")
+    ax.legend(fontsize="small", loc="upper left")
+    ax.grid(True, which="major", alpha=0.3)

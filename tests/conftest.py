@@ -1,0 +1,25 @@
+"""Shared fixtures: every test gets its own sqlite MLflow store and a clean environment."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+SMOKE = ROOT / "studies" / "smoke.yaml"
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _hermetic_env(tmp_path_factory: pytest.TempPathFactory) -> None:
+    # One data cache per test session (MNIST-1D generation is the slow part of loading), and no
+    # tracking URI leaking in from the developer's shell.
+    os.environ["LRSTUDY_CACHE"] = str(tmp_path_factory.mktemp("cache"))
+    os.environ.pop("MLFLOW_TRACKING_URI", None)
+    os.environ.setdefault("GIT_PYTHON_REFRESH", "quiet")
+
+
+@pytest.fixture
+def store_uri(tmp_path: Path) -> str:
+    return f"sqlite:///{tmp_path}/mlflow.db"
