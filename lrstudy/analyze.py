@@ -31,7 +31,10 @@ FINALS = {  # trials column -> summary metric logged once at the end of a trial
 # The oscillation index compares the loss's path length with its net drop, on bin means: a
 # per-batch loss is noisy, and averaging ~8 points per bin keeps that noise out of the index.
 POINTS_PER_BIN = 8
-MAX_BINS = 50
+MAX_BINS = 30
+# A run that barely moved is judged against a quarter of its starting loss: otherwise the batch
+# noise on an almost flat curve (too low an LR) reads as oscillation.
+DROP_FLOOR = 0.25
 END_WINDOW = 0.2  # "still falling" looks at the last 20% of steps
 EXPLODE_RATIO = 10.0  # a loss above 10x its starting level has exploded, whatever the tag says
 # Still falling = the loss dropped by more than 2% over the last fifth of training. A bare slope < 0
@@ -52,14 +55,17 @@ def _momentum(runs: pd.DataFrame) -> pd.Series:
     betas = _get(runs, "params.opt.betas").map(
         lambda s: json.loads(s)[0] if isinstance(s, str) and s.startswith("[") else np.nan
     )
-    return _num(_get(runs, "params.momentum")).fillna(_num(_get(runs, "params.opt.momentum"))).fillna(
-        _num(betas)
+    return (
+        _num(_get(runs, "params.momentum"))
+        .fillna(_num(_get(runs, "params.opt.momentum")))
+        .fillna(_num(betas))
     )
 
 
 def fmt_value(v: float) -> str:
-    """Compact, stable text for an LR or axis value (1e-04 → 0.0001, 0.03 → 0.03)."""
-    return "—" if v is None or (isinstance(v, float) and math.isnan(v)) else f"{v:g}"
+    """Compact, stable text for an LR or axis value: 4 significant digits (0.0048063 → 0.004806).
+    Display only: configurations are grouped by exact values, never by this text."""
+    return "—" if v is None or (isinstance(v, float) and math.isnan(v)) else f"{v:.4g}"
 
 
 def trial_table(runs: pd.DataFrame) -> pd.DataFrame:
@@ -89,7 +95,14 @@ def trial_table(runs: pd.DataFrame) -> pd.DataFrame:
     t.loc[t["optimizer"] == "", "optimizer"] = "run"
     swept = swept_axes(t)
     t["family"] = t.apply(lambda r: family_label(r, swept), axis=1)
-    t["config"] = t.apply(lambda r: r["family"] + (f" · lr={fmt_value(r['lr'])}" if pd.notna(r["lr"]) else ""), axis=1)
+    t["config"] = t.apply(
+        lambda r: r["family"] + (f" · lr={fmt_value(r['lr'])}" if pd.notna(r["lr"]) else ""), axis=1
+    )
+    # seeds of one configuration share the config key tag; a label shared by several keys (say,
+    # two layer-wise LR variants) gets the key appended so the two never merge
+    key = _get(runs, f"tags.{N.TAG_CONFIG_KEY}").fillna(t["config"]).astype(str)
+    clash = key.groupby(t["config"]).transform("nunique") > 1
+    t.loc[clash, "config"] = t.loc[clash, "config"] + " [" + key[clash] + "]"
     return t.sort_values(["family", "lr", "seed", "run_id"], kind="stable").reset_index(drop=True)
 
 
@@ -140,7 +153,7 @@ def oscillation_index(steps: np.ndarray, loss: np.ndarray) -> float:
         return float("nan")
     _, m = binned(steps[finite], loss[finite], n_bins)
     m = m[np.isfinite(m)]
-    drop = max(m[0] - m[-1], 0.05 * abs(m[0]), 1e-12)  # a run that never fell is judged vs 5% of start
+    drop = max(m[0] - m[-1], DROP_FLOOR * abs(m[0]), 1e-12)
     return float(max(np.abs(np.diff(m)).sum() / drop - 1.0, 0.0))
 
 
@@ -174,26 +187,21 @@ def run_curve_metrics(history: pd.DataFrame) -> pd.DataFrame:
                 "run_id": rid,
                 "osc_index": oscillation_index(s, v),
                 "end_trend": end_trend(s, v),
-                "exploded": bool((~np.isfinite(v)).any() or (len(finite) and finite.max() > EXPLODE_RATIO * start)),
+                "exploded": bool(
+                    (~np.isfinite(v)).any()
+                    or (len(finite) and finite.max() > EXPLODE_RATIO * start)
+                ),
                 "auc_train_loss": float(finite.mean()) if len(finite) else np.nan,
                 "n_steps": int(s.max()) + 1,
             }
         )
-    out = pd.DataFrame(rows, columns=["run_id", "osc_index", "end_trend", "exploded", "auc_train_loss", "n_steps"])
+    out = pd.DataFrame(
+        rows, columns=["run_id", "osc_index", "end_trend", "exploded", "auc_train_loss", "n_steps"]
+    )
     out = out.set_index("run_id")
     out["auc_val_acc"] = acc_auc
     out["last_val_acc"] = last_acc
     return out
-
-
-def _mean(v: pd.Series) -> float:
-    v = v[np.isfinite(v.astype(float))]
-    return float(v.mean()) if len(v) else float("nan")
-
-
-def _std(v: pd.Series) -> float:
-    v = v[np.isfinite(v.astype(float))]
-    return float(v.std(ddof=1)) if len(v) >= 2 else float("nan")
 
 
 def trial_metrics(trials: pd.DataFrame, history: pd.DataFrame) -> pd.DataFrame:
@@ -205,38 +213,50 @@ def trial_metrics(trials: pd.DataFrame, history: pd.DataFrame) -> pd.DataFrame:
     t = trials.join(run_curve_metrics(history), on="run_id")
     t["final_val_acc"] = t["final_val_acc"].fillna(t["last_val_acc"].where(~t["diverged"]))
     t["diverged"] = t["diverged"] | t["exploded"].fillna(False).astype(bool)
+    # a curve cut short by divergence has no fair area, and its blow-up is not an oscillation
+    t.loc[t["diverged"], ["auc_train_loss", "auc_val_acc", "osc_index"]] = np.nan
     t["gen_gap"] = t["final_train_acc"] - t["final_val_acc"]
     t["final_best_gap"] = t["best_val_acc"] - t["final_val_acc"]
     has_acc = np.isfinite(t["final_val_acc"]).any()
-    t["score"] = t["final_val_acc"] if has_acc else -t["final_train_loss"].fillna(t["auc_train_loss"])
+    t["score"] = (
+        t["final_val_acc"] if has_acc else -t["final_train_loss"].fillna(t["auc_train_loss"])
+    )
     return t
 
 
+MEASURES = ("score", "final_val_acc", "best_val_acc", "final_train_loss", "final_train_acc", "gen_gap",
+            "final_best_gap", "train_seconds", "osc_index", "auc_val_acc", "auc_train_loss")  # fmt: skip
+
+
 def config_table(t: pd.DataFrame) -> pd.DataFrame:
-    """One row per configuration of `trial_metrics` rows: means, sample std (n ≥ 2), counts."""
-    keys = ["family", "optimizer", "schedule", *AXES]
-    rows = []
-    for config, g in t.groupby("config", sort=True, dropna=False):
-        first = g.iloc[0]
-        row = {"config": config, "lr": first["lr"], **{k: first[k] for k in keys}}
-        row.update(n=len(g), n_diverged=int(g["diverged"].sum()), run_ids=list(g["run_id"]))
-        row["divergence_rate"] = row["n_diverged"] / row["n"]
-        for col in ("score", "final_val_acc", "best_val_acc", "final_train_loss", "final_train_acc",
-                    "gen_gap", "final_best_gap", "train_seconds", "osc_index", "auc_val_acc",
-                    "auc_train_loss"):  # fmt: skip
-            row[col] = _mean(g[col])
-            row[col + "_std"] = _std(g[col])
-        reached = g["steps_to_target"].dropna()
-        row["n_reached"] = len(reached)
-        row["steps_to_target"] = float(reached.median()) if len(reached) else float("nan")
-        row["end_trend"] = _mean(g["end_trend"])
-        row["still_falling"] = bool(row["end_trend"] < FALLING_REL)
-        row["first_diverged_at"] = float(g["diverged_at"].min()) if g["diverged_at"].notna().any() else float("nan")
-        for col in (c for c in g.columns if c.startswith("noise:")):
-            row[col] = _mean(g[col])
-        rows.append(row)
-    out = pd.DataFrame(rows)
-    return out.sort_values(["family", "lr", "config"], kind="stable", na_position="last").reset_index(drop=True)
+    """One row per configuration of `trial_metrics` rows: means and sample std (n ≥ 2) over the
+    finite values of the seeds, counts of seeds, diverged seeds and seeds that reached the target."""
+    noise = [c for c in t.columns if c.startswith("noise:")]
+    values = t[[*MEASURES, "end_trend", *noise]].astype(float)
+    t = t.assign(**values.where(np.isfinite(values)))  # Inf would poison a mean: treat as missing
+    g = t.groupby("config", sort=True, dropna=False)
+    out = t.drop_duplicates("config").set_index("config")[
+        ["family", "optimizer", "schedule", "lr", *AXES]
+    ]
+    out = out.loc[list(g.groups)].copy()
+    out["n"] = g.size()
+    out["n_diverged"] = g["diverged"].sum().astype(int)
+    out["divergence_rate"] = out["n_diverged"] / out["n"]
+    out["run_ids"] = g["run_id"].agg(list)
+    means, stds = g[list(MEASURES)].mean(), g[list(MEASURES)].std(ddof=1)
+    for col in MEASURES:
+        out[col], out[col + "_std"] = means[col], stds[col]
+    out["n_reached"] = g["steps_to_target"].count()
+    out["steps_to_target"] = g["steps_to_target"].median()
+    out["end_trend"] = g["end_trend"].mean()
+    out["still_falling"] = out["end_trend"] < FALLING_REL
+    out["first_diverged_at"] = g["diverged_at"].min()
+    for col in noise:
+        out[col] = g[col].mean()
+    out = out.reset_index()
+    return out.sort_values(
+        ["family", "lr", "config"], kind="stable", na_position="last"
+    ).reset_index(drop=True)
 
 
 def mean_std(mean: float, std: float, n: int, digits: int = 3) -> str:

@@ -1,19 +1,25 @@
 """`LRStudyCallback`: LR-study tracking for any LightningModule, and for lrstudy's own trials.
 
-Per optimizer step it records the LR every param group actually used (read in
-`on_before_optimizer_step`, i.e. after the scheduler set it and before the update), momentum or
-beta1, weight decay, the step's loss and the global gradient norm. Per epoch it forwards the
-epoch-level metrics the module logged itself. Values stay as tensors on the training device
-and are copied to the host every `sync_every` steps (a per-step `.item()` would stall a GPU),
-then handed to a `MetricSink` that writes off the training thread.
+Per optimizer step (step = that optimizer's 0-based step count) it records, for every param group,
+the LR the step used (read in `on_before_optimizer_step`: after the scheduler set it, before the
+update), momentum or beta1 and a non-zero weight decay; the step's training loss (with gradient
+accumulation, the mean over the accumulated batches) and the gradient norm before clipping.
+Per epoch it forwards the epoch-level metrics the module logged itself.
 
-A divergence guard stops training cleanly on a non-finite loss or one above `divergence_factor`
-x the first loss.
+Metric names: `lr` with one param group, else `lr/<group>` where <group> is the group's "name"
+(or `pg<i>`), prefixed by `<optimizer class><index>_` when two optimizers' groups would clash;
+likewise `momentum/...` and `weight_decay/...`; `train/loss`; `train/grad_norm` (with several
+optimizers `train/grad_norm/opt<i>`). The loss belongs to the first optimizer's steps.
+
+Per-step values stay tensors on the training device and are copied to the host every
+`sync_every` steps (a per-step `.item()` would stall a GPU), then handed to a `MetricSink` that
+writes off the training thread. The divergence guard (`lrstudy.divergence`) checks each copied
+chunk; a blow-up tags the run and stops training cleanly at the end of that batch.
 """
 
 from __future__ import annotations
 
-import math
+import contextlib
 import time
 from typing import Any
 
@@ -21,10 +27,40 @@ import lightning as L
 import torch
 from lightning.pytorch.callbacks import Callback
 
-from lrstudy import names
+from lrstudy import context_provider, names
+from lrstudy.divergence import DivergenceGuard
 from lrstudy.track import runs as track_runs
 from lrstudy.track.sink import MetricSink
 from lrstudy.track.store import experiment_id, open_client, resolve_tracking_uri
+
+# Names this callback writes per step (bare, or "<name>/<group>"): never forwarded per epoch.
+_PER_STEP = (names.LR, names.MOMENTUM, names.WEIGHT_DECAY, names.TRAIN_LOSS, names.GRAD_NORM)
+
+
+def _is_per_step(key: str) -> bool:
+    return key in _PER_STEP or key.startswith(tuple(f"{n}/" for n in _PER_STEP))
+
+
+def _validate(args: dict[str, Any]) -> None:
+    """Check the constructor's arguments, one clear message per mistake."""
+    for name in ("study", "tracking_uri", "experiment", "run_name", "run_id"):
+        v = args[name]
+        if v is not None and (not isinstance(v, str) or not v):
+            raise ValueError(f"{name} must be a non-empty string or None, got {v!r}")
+    f = args["divergence_factor"]
+    if f is not None and (isinstance(f, bool) or not isinstance(f, int | float) or not f > 1):
+        raise ValueError(f"divergence_factor must be a number > 1 or None, got {f!r}")
+    if not isinstance(args["stop_on_divergence"], bool):
+        raise ValueError(
+            f"stop_on_divergence must be True or False, got {args['stop_on_divergence']!r}"
+        )
+    n = args["sync_every"]
+    if n is not None and (isinstance(n, bool) or not isinstance(n, int) or n < 1):
+        raise ValueError(f"sync_every must be an integer >= 1 or None, got {n!r}")
+    if args["run_id"] is not None and args["client"] is None:
+        raise ValueError("run_id needs the MlflowClient it belongs to (client=...)")
+    if args["tags"] is not None and not isinstance(args["tags"], dict):
+        raise ValueError(f"tags must be a dict, got {type(args['tags']).__name__}")
 
 
 class LRStudyCallback(Callback):
@@ -35,12 +71,18 @@ class LRStudyCallback(Callback):
         tracking_uri: MLflow tracking URI; default MLFLOW_TRACKING_URI, else sqlite:///mlflow.db.
         experiment: MLflow experiment for a run this callback creates.
         run_name: name of a run this callback creates (default: the module's class name).
-        run_id: log into this existing run instead of creating one (lrstudy's own trials).
-        client: an MlflowClient to use with `run_id`.
-        divergence_factor: stop when loss > factor x first loss; None turns the guard off.
-        sync_every: steps between device->host copies of the per-step scalars.
+        run_id: log into this existing run (lrstudy's own trials); its owner ends it.
+        client: the MlflowClient `run_id` belongs to (or to create runs with).
+        divergence_factor: diverged when loss > factor x initial loss (mean of the first 5
+            losses); None turns this rule off (a non-finite loss still counts as diverged).
+        stop_on_divergence: stop training when diverged (else only tag the run).
+        sync_every: optimizer steps between device->host copies (default 8 on CPU, 64 on GPU).
+        tags: extra tags for a run this callback creates or attaches to.
 
-    When the Trainer has an `MLFlowLogger`, the callback logs into that logger's run.
+    Which run: `run_id` if given; else the run of the Trainer's `MLFlowLogger` if it has one
+    (tagged kind=plugin unless it has a kind, and with the outcome at the end); else a new run
+    (kind=plugin) that this callback also ends. During fit, fluent `mlflow.start_run()` calls get
+    the study tags (see `lrstudy.context_provider`).
     """
 
     def __init__(
@@ -53,31 +95,30 @@ class LRStudyCallback(Callback):
         run_id: str | None = None,
         client: Any = None,
         divergence_factor: float | None = 10.0,
+        stop_on_divergence: bool = True,
         sync_every: int | None = None,
-        tags: dict[str, str] | None = None,
+        tags: dict[str, Any] | None = None,
     ) -> None:
         super().__init__()
-        if divergence_factor is not None and not divergence_factor > 1:
-            raise ValueError(f"divergence_factor must be > 1 or None, got {divergence_factor!r}")
-        if sync_every is not None and sync_every < 1:
-            raise ValueError(f"sync_every must be >= 1, got {sync_every!r}")
-        if run_id is not None and client is None:
-            raise ValueError("run_id needs the client it belongs to")
+        _validate(locals())
         self.study = study
         self.tracking_uri = tracking_uri
         self.experiment = experiment
         self.run_name = run_name
-        self.run_id = run_id
         self.client = client
+        self.run_id = run_id
+        self._given_run_id = run_id
         self.divergence_factor = divergence_factor
+        self.stop_on_divergence = stop_on_divergence
         self.sync_every = sync_every
-        self.tags = dict(tags or {})
+        self.tags = {k: str(v) for k, v in (tags or {}).items()}
         self.diverged_at: int | None = None
         self.diverged_reason: str | None = None
         self.interrupted = False
         self.failed: BaseException | None = None
-        self._owns_run = False
+        self._mode = "given"  # "given" (run_id), "logger" (MLFlowLogger's run) or "owned"
         self._sink: MetricSink | None = None
+        self._context = None
         self._reset_buffers()
 
     # --- run set-up ------------------------------------------------------------------------------
@@ -85,39 +126,53 @@ class LRStudyCallback(Callback):
     def setup(self, trainer: L.Trainer, pl_module: L.LightningModule, stage: str) -> None:
         if stage != "fit" or trainer.global_rank != 0:
             return
-        if self.run_id is None:
+        self.diverged_at = self.diverged_reason = self.failed = None
+        self.interrupted = False
+        if self._given_run_id is None:
             self._attach_or_create_run(trainer, pl_module)
         self._sink = MetricSink(self.client, self.run_id)
+        if self.study:
+            self._context = context_provider.enter_context(
+                self.study, self.tags.get(names.TAG_TRIAL_KEY)
+            )
         self._reset_buffers()
 
     def _attach_or_create_run(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         from lightning.pytorch.loggers import MLFlowLogger
 
-        for logger in trainer.loggers:
-            if isinstance(logger, MLFlowLogger):
-                self.client, self.run_id = logger.experiment, logger.run_id
-                if self.study:
-                    track_runs.set_tags(self.client, self.run_id, {names.TAG_STUDY: self.study})
-                return
-        uri = resolve_tracking_uri(self.tracking_uri)
-        self.client = open_client(uri)
-        exp = experiment_id(self.client, self.experiment or self.study or "lrstudy")
-        tags = {names.TAG_KIND: names.KIND_PLUGIN, names.TAG_OUTCOME: names.OUTCOME_RUNNING, **self.tags}
+        tags = dict(self.tags)
         if self.study:
             tags[names.TAG_STUDY] = self.study
+        for logger in trainer.loggers:
+            if isinstance(logger, MLFlowLogger):
+                self._mode = "logger"
+                self.client, self.run_id = logger.experiment, logger.run_id
+                if names.TAG_KIND not in self.client.get_run(self.run_id).data.tags:
+                    tags[names.TAG_KIND] = names.KIND_PLUGIN
+                if tags:
+                    track_runs.set_tags(self.client, self.run_id, tags)
+                return
+        self._mode = "owned"
+        if self.client is None:
+            self.client = open_client(resolve_tracking_uri(self.tracking_uri))
+        exp = experiment_id(self.client, self.experiment or self.study or "lrstudy")
+        tags.update({names.TAG_KIND: names.KIND_PLUGIN, names.TAG_OUTCOME: names.OUTCOME_RUNNING})
         self.run_id = track_runs.start_run(
             self.client, exp, name=self.run_name or type(pl_module).__name__, tags=tags
         )
-        self._owns_run = True
 
     def _reset_buffers(self) -> None:
         self._groups: dict[int, list[str]] = {}  # id(optimizer) -> metric suffix per group
+        self._norm_keys: dict[int, str] = {}  # id(optimizer) -> its grad-norm metric name
         self._opt_steps: dict[int, int] = {}  # id(optimizer) -> optimizer steps taken
+        self._primary: int | None = None  # id of the optimizer whose steps the loss belongs to
+        self._stepped: int | None = None  # primary step taken during the current batch
+        self._batch_losses: list[torch.Tensor] = []  # losses waiting for the primary's next step
         self._scalars: list[tuple[str, float, int]] = []  # host-side values (LR, momentum, ...)
         self._loss: list[tuple[int, torch.Tensor]] = []
-        self._gnorm: list[tuple[int, torch.Tensor]] = []
-        self._first_loss: float | None = None
-        self._last_step = -1
+        self._gnorm: list[tuple[str, int, torch.Tensor]] = []
+        self._guard = DivergenceGuard(self.divergence_factor)
+        self._forwarded: dict[str, Any] = {}  # epoch metric -> the value forwarded last
         self._epoch_t0 = 0.0
 
     # --- per step ----------------------------------------------------------------------------------
@@ -125,10 +180,14 @@ class LRStudyCallback(Callback):
     def on_train_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         if self._sink is None:
             return
-        group_names = _group_names(trainer.optimizers)
-        for opt, gnames in zip(trainer.optimizers, group_names):
+        n_opts = len(trainer.optimizers)
+        for j, (opt, gnames) in enumerate(
+            zip(trainer.optimizers, _group_names(trainer.optimizers))
+        ):
             self._groups[id(opt)] = gnames
-        flat = [g for gs in group_names for g in gs]
+            self._norm_keys[id(opt)] = names.group_metric(names.GRAD_NORM, f"opt{j}", n_opts)
+        self._primary = id(trainer.optimizers[0]) if trainer.optimizers else None
+        flat = [g for gs in self._groups.values() for g in gs]
         track_runs.set_tags(self.client, self.run_id, {names.TAG_PARAM_GROUPS: ",".join(flat)})
         if self.sync_every is None:
             self.sync_every = 8 if pl_module.device.type == "cpu" else 64
@@ -138,14 +197,16 @@ class LRStudyCallback(Callback):
     ) -> None:
         if self._sink is None:
             return
-        opt = getattr(optimizer, "optimizer", optimizer)  # unwrap LightningOptimizer
+        opt = getattr(optimizer, "optimizer", optimizer)  # unwrap a LightningOptimizer
         key = id(opt)
         if key not in self._groups:  # an optimizer created after fit start
             self._groups[key] = _group_names([opt])[0]
+            self._norm_keys[key] = f"{names.GRAD_NORM}/opt{len(self._norm_keys)}"
         step = self._opt_steps.get(key, 0)
         self._opt_steps[key] = step + 1
-        if key == next(iter(self._groups)):
-            self._last_step = step
+        if key == self._primary or self._primary is None:
+            self._primary = key
+            self._stepped = step
         gnames = self._groups[key]
         n = sum(len(g) for g in self._groups.values())
         grads = []
@@ -153,36 +214,53 @@ class LRStudyCallback(Callback):
             self._scalars.append((names.group_metric(names.LR, gname, n), float(group["lr"]), step))
             mom = group.get("momentum", group.get("betas", (None,))[0])
             if mom is not None:
-                self._scalars.append((names.group_metric(names.MOMENTUM, gname, n), float(mom), step))
+                self._scalars.append(
+                    (names.group_metric(names.MOMENTUM, gname, n), float(mom), step)
+                )
             if group.get("weight_decay"):
                 wd = float(group["weight_decay"])
                 self._scalars.append((names.group_metric(names.WEIGHT_DECAY, gname, n), wd, step))
             grads.extend(p.grad for p in group["params"] if p.grad is not None)
         if grads:
-            self._gnorm.append((step, torch.nn.utils.get_total_norm(grads).detach()))
+            self._gnorm.append(
+                (self._norm_keys[key], step, torch.nn.utils.get_total_norm(grads).detach())
+            )
 
     def on_train_batch_end(
-        self, trainer: L.Trainer, pl_module: L.LightningModule, outputs: Any, batch: Any, batch_idx: int
+        self,
+        trainer: L.Trainer,
+        pl_module: L.LightningModule,
+        outputs: Any,
+        batch: Any,
+        batch_idx: int,
     ) -> None:
         if self._sink is None:
             return
         loss = outputs.get("loss") if isinstance(outputs, dict) else outputs
-        if isinstance(loss, torch.Tensor) and self._last_step >= 0:
-            self._loss.append((self._last_step, loss.detach()))
-        if len(self._loss) >= (self.sync_every or 1) or len(self._gnorm) >= 4 * (self.sync_every or 1):
+        if isinstance(loss, torch.Tensor) and loss.numel() == 1:
+            # Lightning hands on the loss divided by accumulate_grad_batches (what it backprops).
+            scale = trainer.accumulate_grad_batches if pl_module.automatic_optimization else 1
+            self._batch_losses.append(loss.detach().reshape(()).float() * scale)
+        if self._stepped is not None:  # the primary optimizer stepped: its loss is complete
+            if self._batch_losses:
+                self._loss.append((self._stepped, torch.stack(self._batch_losses).mean()))
+            self._batch_losses = []
+            self._stepped = None
+        if len(self._loss) >= (self.sync_every or 1) or len(self._gnorm) >= 4 * (
+            self.sync_every or 1
+        ):
             self._drain(trainer)
 
     def _drain(self, trainer: L.Trainer | None = None) -> None:
         """Copy buffered device scalars to the host, check divergence, hand all to the sink."""
-        items = self._scalars
-        self._scalars = []
+        items, self._scalars = self._scalars, []
         if self._gnorm:
-            values = torch.stack([v.float() for _, v in self._gnorm]).tolist()
-            items += [(names.GRAD_NORM, v, s) for (s, _), v in zip(self._gnorm, values)]
+            values = torch.stack([v.float() for _, _, v in self._gnorm]).tolist()
+            items += [(k, v, s) for (k, s, _), v in zip(self._gnorm, values)]
             self._gnorm = []
         if self._loss:
-            values = torch.stack([v.float().reshape(()) for _, v in self._loss]).tolist()
-            losses = _mean_per_step([(s, v) for (s, _), v in zip(self._loss, values)])
+            values = torch.stack([v for _, v in self._loss]).tolist()
+            losses = [(s, v) for (s, _), v in zip(self._loss, values)]
             self._loss = []
             items += [(names.TRAIN_LOSS, v, s) for s, v in losses]
             self._check_divergence(losses, trainer)
@@ -190,21 +268,10 @@ class LRStudyCallback(Callback):
             self._sink.log_many(items)
 
     def _check_divergence(self, losses: list[tuple[int, float]], trainer: L.Trainer | None) -> None:
-        if self.divergence_factor is None or self.diverged_at is not None:
-            return
-        for step, v in losses:
-            if self._first_loss is None and math.isfinite(v):
-                self._first_loss = v
-            reason = None
-            if not math.isfinite(v):
-                reason = f"non-finite loss ({v})"
-            elif self._first_loss and v > self.divergence_factor * self._first_loss:
-                reason = f"loss {v:.4g} > {self.divergence_factor:g} x initial loss {self._first_loss:.4g}"
-            if reason:
-                self.diverged_at, self.diverged_reason = step, reason
-                if trainer is not None:
-                    trainer.should_stop = True
-                return
+        if self._guard.diverged_at is None and self._guard.check(losses):
+            self.diverged_at, self.diverged_reason = self._guard.diverged_at, self._guard.reason
+            if trainer is not None and self.stop_on_divergence:
+                trainer.should_stop = True
 
     # --- per epoch ---------------------------------------------------------------------------------
 
@@ -215,42 +282,64 @@ class LRStudyCallback(Callback):
         if self._sink is None:
             return
         self._drain(trainer)
-        step = max(self._opt_steps.values(), default=0)  # optimizer steps done so far
+        step = self._opt_steps.get(self._primary, 0) if self._primary else 0  # steps done so far
         items = [
             (names.EPOCH, trainer.current_epoch + 1, step),
             (names.EPOCH_SECONDS, time.perf_counter() - self._epoch_t0, step),
         ]
-        for key, value in trainer.callback_metrics.items():
-            if key.endswith("_step") or not isinstance(value, torch.Tensor) or value.numel() != 1:
+        metrics = trainer.callback_metrics
+        for key, value in metrics.items():
+            # Skip step values, the unsuffixed twin of a `<key>_epoch`, our own per-step names,
+            # and values not recomputed since the last epoch (e.g. validation that did not run).
+            if key.endswith("_step") or f"{key}_epoch" in metrics or _is_per_step(key):
                 continue
+            if not isinstance(value, torch.Tensor) or value.numel() != 1:
+                continue
+            if self._forwarded.get(key) is value:
+                continue
+            self._forwarded[key] = value  # a reference, not id(): ids of freed tensors are reused
             items.append((key, float(value), step))
         self._sink.log_many(items)
 
     # --- exit paths --------------------------------------------------------------------------------
 
-    def on_exception(self, trainer: L.Trainer, pl_module: L.LightningModule, exception: BaseException) -> None:
+    def on_exception(
+        self, trainer: L.Trainer, pl_module: L.LightningModule, exception: BaseException
+    ) -> None:
+        # Lightning skips the teardown hooks after an exception: close the run here instead.
         self.interrupted = isinstance(exception, KeyboardInterrupt)
         self.failed = None if self.interrupted else exception
+        with contextlib.suppress(Exception):  # never mask the exception that is propagating
+            self._finish()
 
     def teardown(self, trainer: L.Trainer, pl_module: L.LightningModule, stage: str) -> None:
-        if stage != "fit" or self._sink is None:
+        if stage == "fit":
+            self._finish()
+
+    def _finish(self) -> None:
+        if self._sink is None:
             return
+        sink = self._sink
         try:
             self._drain(None)
+            tags: dict[str, Any] = {}
             if self.diverged_at is not None:
-                track_runs.set_tags(
-                    self.client,
-                    self.run_id,
-                    {
-                        names.TAG_DIVERGED_AT: self.diverged_at,
-                        names.TAG_DIVERGED_REASON: self.diverged_reason,
-                    },
-                )
+                tags[names.TAG_DIVERGED_AT] = self.diverged_at
+                tags[names.TAG_DIVERGED_REASON] = self.diverged_reason
+            if self._mode == "logger":
+                tags[names.TAG_OUTCOME] = self.outcome
+            if tags:
+                track_runs.set_tags(self.client, self.run_id, tags)
         finally:
-            self._sink.close()
             self._sink = None
-            if self._owns_run:
-                track_runs.end_run(self.client, self.run_id, outcome=self.outcome)
+            if self._context is not None:
+                context_provider.exit_context(self._context)
+                self._context = None
+            try:
+                sink.close()
+            finally:
+                if self._mode == "owned":
+                    track_runs.end_run(self.client, self.run_id, outcome=self.outcome)
 
     @property
     def outcome(self) -> str:
@@ -268,18 +357,15 @@ class LRStudyCallback(Callback):
             sink.close()
 
 
-def _mean_per_step(values: list[tuple[int, float]]) -> list[tuple[int, float]]:
-    """One loss per optimizer step: with gradient accumulation several batches share a step."""
-    out: dict[int, list[float]] = {}
-    for s, v in values:
-        out.setdefault(s, []).append(v)
-    return [(s, vs[0] if len(vs) == 1 else sum(vs) / len(vs)) for s, vs in out.items()]
-
-
 def _group_names(optimizers: list[torch.optim.Optimizer]) -> list[list[str]]:
     """Metric suffix per param group: its "name" if set, else pg<i>; prefixed when ambiguous."""
-    raw = [[str(g.get("name") or f"pg{i}") for i, g in enumerate(o.param_groups)] for o in optimizers]
+    raw = [
+        [str(g.get("name") or f"pg{i}") for i, g in enumerate(o.param_groups)] for o in optimizers
+    ]
     flat = [n for gs in raw for n in gs]
     if len(set(flat)) == len(flat):
         return raw
-    return [[f"{type(o).__name__.lower()}{j}_{n}" for n in gs] for j, (o, gs) in enumerate(zip(optimizers, raw))]
+    return [
+        [f"{type(o).__name__.lower()}{j}_{n}" for n in gs]
+        for j, (o, gs) in enumerate(zip(optimizers, raw))
+    ]

@@ -24,7 +24,12 @@ OSC_MAX = 1.0
 SPREAD_MAX = 0.05
 
 VERDICTS = ("too_low", "good", "too_high", "diverged")  # tag values of lrstudy.diagnosis
-VERDICT_TEXT = {"too_low": "too low", "good": "good", "too_high": "too high", "diverged": "diverged"}
+VERDICT_TEXT = {
+    "too_low": "too low",
+    "good": "good",
+    "too_high": "too high",
+    "diverged": "diverged",
+}
 
 
 def rules_text() -> list[str]:
@@ -50,20 +55,23 @@ def rules_text() -> list[str]:
 
 def diagnose(configs: pd.DataFrame) -> pd.DataFrame:
     """Add verdict, reason, best_lr, best_score, clearly_worse, unstable to a config table."""
-    out = configs.copy()
-    out["verdict"], out["reason"] = "good", ""
-    out["best_lr"], out["best_score"] = np.nan, np.nan
-    out["clearly_worse"], out["unstable"] = False, False
-    for _, fam in out.groupby("family", sort=True):
-        alive = fam[(fam["n_diverged"] == 0) & np.isfinite(fam["score"])]
-        best = alive.loc[alive["score"].idxmax()] if len(alive) else None
-        for i, row in fam.iterrows():
-            verdict, reason, worse, unstable = _verdict(row, best)
-            out.loc[i, ["verdict", "reason"]] = verdict, reason
-            out.loc[i, ["clearly_worse", "unstable"]] = worse, unstable
-            if best is not None:
-                out.loc[i, ["best_lr", "best_score"]] = best["lr"], best["score"]
-    return out
+    alive = configs[(configs["n_diverged"] == 0) & np.isfinite(configs["score"])]
+    best_idx = alive.groupby("family")["score"].idxmax()
+    cols: dict[str, list] = {
+        k: [] for k in ("verdict", "reason", "clearly_worse", "unstable", "best_lr", "best_score")
+    }
+    for _, row in configs.iterrows():
+        best = configs.loc[best_idx[row["family"]]] if row["family"] in best_idx else None
+        verdict, reason, worse, unstable = _verdict(row, best)
+        for k, v in zip(
+            ("verdict", "reason", "clearly_worse", "unstable"),
+            (verdict, reason, worse, unstable),
+            strict=True,
+        ):
+            cols[k].append(v)
+        cols["best_lr"].append(np.nan if best is None else best["lr"])
+        cols["best_score"].append(np.nan if best is None else best["score"])
+    return configs.assign(**cols)
 
 
 def _verdict(row: pd.Series, best: pd.Series | None) -> tuple[str, str, bool, bool]:
@@ -98,7 +106,12 @@ def _verdict(row: pd.Series, best: pd.Series | None) -> tuple[str, str, bool, bo
     if row["config"] == best["config"]:
         return "good", "best LR of its family", worse, unstable
     note = "; unstable: " + "; ".join(why_unstable) if unstable else ""
-    return "good", f"within noise of the best ({gap:+.3f} vs margin {margin:.3f}){note}", worse, unstable
+    return (
+        "good",
+        f"within noise of the best ({gap:+.3f} vs margin {margin:.3f}){note}",
+        worse,
+        unstable,
+    )
 
 
 def run_verdicts(configs: pd.DataFrame) -> dict[str, str]:

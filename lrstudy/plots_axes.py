@@ -9,7 +9,14 @@ import pandas as pd
 from matplotlib.figure import Figure
 
 from lrstudy.analyze import family_label, fmt_value
-from lrstudy.plots import lr_color, lr_norm, optimizer_colors
+from lrstudy.plots import (
+    colorbar_beside,
+    grid_figure,
+    log_axis,
+    lr_color,
+    lr_norm,
+    optimizer_colors,
+)
 
 AXIS_TEXT = {"batch_size": "batch size", "momentum": "momentum (β1)", "weight_decay": "weight decay",
              "train_fraction": "train fraction"}  # fmt: skip
@@ -28,7 +35,9 @@ def axis_heatmap_data(configs: pd.DataFrame, axis: str, swept: list[str]) -> lis
     out = []
     for panel, g in _panels(configs, axis, swept):
         ok = g.assign(score=g["score"].where(g["n_diverged"] == 0))
-        grid = ok.pivot_table(index=axis, columns="lr", values="score", aggfunc="mean", dropna=False)
+        grid = ok.pivot_table(
+            index=axis, columns="lr", values="score", aggfunc="mean", dropna=False
+        )
         out.append({"panel": panel, "optimizer": g["optimizer"].iloc[0], "rows": list(grid.index),
                     "lrs": list(grid.columns), "values": grid.to_numpy(float)})  # fmt: skip
     return out
@@ -40,7 +49,9 @@ def draw_axis_heatmap(panel: dict, ax, axis: str, vmin: float, vmax: float) -> m
     for (i, j), val in np.ndenumerate(v):
         text = "×" if not np.isfinite(val) else f"{val:.2f}".lstrip("0")
         dark = np.isfinite(val) and (val - vmin) / max(vmax - vmin, 1e-9) > 0.6
-        ax.text(j, i, text, ha="center", va="center", fontsize=7, color="white" if dark else "black")
+        ax.text(
+            j, i, text, ha="center", va="center", fontsize=7, color="white" if dark else "black"
+        )
     ax.set_xticks(range(len(panel["lrs"])), [fmt_value(x) for x in panel["lrs"]], rotation=45)
     ax.set_yticks(range(len(panel["rows"])), [fmt_value(x) for x in panel["rows"]])
     ax.set_xlabel("peak LR (log-spaced grid)")
@@ -58,8 +69,9 @@ def axis_heatmap_figure(panels: list[dict], axis: str, optimizers) -> Figure:
     ncols = 2 if len(panels) > 1 else 1
     nrows = -(-len(panels) // ncols)
     rows_per = max(len(p["rows"]) for p in panels)
-    fig = Figure(figsize=(11, 0.8 + (1.0 + 0.35 * rows_per) * nrows), layout="constrained")
-    axes = fig.subplots(nrows, ncols, squeeze=False).ravel()
+    fig, axes = grid_figure(nrows, ncols, row_h=0.3 + 0.32 * rows_per, right=1.0, bottom=0.95,
+                            hgap=1.2, wgap=1.0)  # fmt: skip
+    axes = axes.ravel()
     im = None
     for ax, p in zip(axes, panels, strict=False):
         im = draw_axis_heatmap(p, ax, axis, vmin, vmax)
@@ -67,7 +79,7 @@ def axis_heatmap_figure(panels: list[dict], axis: str, optimizers) -> Figure:
     for ax in axes[len(panels) :]:
         ax.set_visible(False)
     if im is not None:
-        fig.colorbar(im, ax=list(axes[: len(panels)]), label="mean final val accuracy", fraction=0.03)
+        colorbar_beside(fig, axes[min(len(panels), ncols) - 1], im, "mean final val accuracy")
     return fig
 
 
@@ -97,8 +109,8 @@ def draw_learning_curves(panel: dict, ax) -> None:
 def learning_curve_figure(panels: list[dict]) -> Figure:
     ncols = 2 if len(panels) > 1 else 1
     nrows = -(-len(panels) // ncols)
-    fig = Figure(figsize=(11, 0.6 + 2.8 * nrows), layout="constrained")
-    axes = fig.subplots(nrows, ncols, squeeze=False).ravel()
+    fig, axes = grid_figure(nrows, ncols, row_h=2.4, right=1.1, wgap=1.6, hgap=0.75)
+    axes = axes.ravel()
     for ax, p in zip(axes, panels, strict=False):
         draw_learning_curves(p, ax)
         ax.legend(loc="center left", bbox_to_anchor=(1.0, 0.5), frameon=False, fontsize=7)
@@ -109,13 +121,22 @@ def learning_curve_figure(panels: list[dict]) -> Figure:
 
 def robustness_data(configs: pd.DataFrame) -> list[dict]:
     """Per family: accuracy vs LR for clean inputs (σ = 0) and each logged noise level."""
-    sigmas = sorted((c for c in configs.columns if c.startswith("noise:")), key=lambda c: float(c[6:]))
+    sigmas = sorted(
+        (c for c in configs.columns if c.startswith("noise:")), key=lambda c: float(c[6:])
+    )
     out = []
     for fam, g in configs.groupby("family", sort=True):
         g = g[g["n_diverged"] == 0].sort_values("lr")
-        lines = [{"sigma": 0.0, "lr": g["lr"].to_numpy(float), "y": g["final_val_acc"].to_numpy(float)}]
-        lines += [{"sigma": float(c[6:]), "lr": g["lr"].to_numpy(float), "y": g[c].to_numpy(float)} for c in sigmas]
-        out.append({"family": fam, "optimizer": g["optimizer"].iloc[0] if len(g) else "", "lines": lines})
+        lines = [
+            {"sigma": 0.0, "lr": g["lr"].to_numpy(float), "y": g["final_val_acc"].to_numpy(float)}
+        ]
+        lines += [
+            {"sigma": float(c[6:]), "lr": g["lr"].to_numpy(float), "y": g[c].to_numpy(float)}
+            for c in sigmas
+        ]
+        out.append(
+            {"family": fam, "optimizer": g["optimizer"].iloc[0] if len(g) else "", "lines": lines}
+        )
     return out
 
 
@@ -124,7 +145,7 @@ def draw_robustness(panel: dict, ax) -> None:
     for ln in panel["lines"]:
         ax.plot(ln["lr"], ln["y"], marker="o", ms=3, lw=1.3, color=NOISE_CMAP(0.85 * ln["sigma"] / top),
                 label=f"σ = {fmt_value(ln['sigma'])}")  # fmt: skip
-    ax.set_xscale("log")
+    log_axis(ax, "x", [v for ln in panel["lines"] for v in ln["lr"]], pad=1.4)
     ax.set_xlabel("peak LR (log scale)")
     ax.set_ylabel("test accuracy under noise")
     ax.set_title(panel["family"])
@@ -134,15 +155,14 @@ def robustness_figure(panels: list[dict], optimizers) -> Figure:
     colors = optimizer_colors(optimizers)
     ncols = 2 if len(panels) > 1 else 1
     nrows = -(-len(panels) // ncols)
-    fig = Figure(figsize=(11, 0.8 + 2.6 * nrows), layout="constrained")
-    axes = fig.subplots(nrows, ncols, squeeze=False).ravel()
+    fig, axes = grid_figure(nrows, ncols, row_h=2.3, hgap=0.75, bottom=0.6 + 0.55)
+    axes = axes.ravel()
     for ax, p in zip(axes, panels, strict=False):
         draw_robustness(p, ax)
         ax.title.set_color(colors.get(p["optimizer"], "#000"))
     for ax in axes[len(panels) :]:
         ax.set_visible(False)
     handles, labels = axes[0].get_legend_handles_labels()
-    fig.legend(handles, labels, loc="outside lower center", ncol=len(labels), frameon=False,
+    fig.legend(handles, labels, loc="lower center", ncol=len(labels), frameon=False,
                title="Gaussian input noise (std, input units)")  # fmt: skip
     return fig
-

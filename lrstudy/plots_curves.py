@@ -12,17 +12,30 @@ from matplotlib.figure import Figure
 
 from lrstudy import names as N
 from lrstudy.analyze import binned, fmt_value
-from lrstudy.plots import LR_CMAP, lr_color, lr_norm, optimizer_colors
+from lrstudy.plots import (
+    LR_CMAP,
+    colorbar_beside,
+    grid_figure,
+    log_axis,
+    lr_color,
+    lr_norm,
+    optimizer_colors,
+)
 
 PLOT_POINTS = 200  # per curve in small multiples (< the 500 cap): ~1 point per 2 px at page width
 
 
 def _by_run(history: pd.DataFrame, key: str) -> dict[str, tuple[np.ndarray, np.ndarray]]:
     h = history[history["key"] == key]
-    return {rid: (g["step"].to_numpy(), g["value"].to_numpy(float)) for rid, g in h.groupby("run_id", sort=True)}
+    return {
+        rid: (g["step"].to_numpy(), g["value"].to_numpy(float))
+        for rid, g in h.groupby("run_id", sort=True)
+    }
 
 
-def _seed_stats(curves: list[tuple[np.ndarray, np.ndarray]], grid: np.ndarray | None, hi: float, n: int):
+def _seed_stats(
+    curves: list[tuple[np.ndarray, np.ndarray]], grid: np.ndarray | None, hi: float, n: int
+):
     """Align seeds on exact steps (short curves) or on shared bins, then mean / min / max."""
     rows = []
     for s, v in curves:
@@ -41,7 +54,9 @@ def _seed_stats(curves: list[tuple[np.ndarray, np.ndarray]], grid: np.ndarray | 
     return x[keep], mean[keep], lo[keep], up[keep]
 
 
-def curves_data(trials: pd.DataFrame, history: pd.DataFrame, key: str, max_points: int = PLOT_POINTS) -> list[dict]:
+def curves_data(
+    trials: pd.DataFrame, history: pd.DataFrame, key: str, max_points: int = PLOT_POINTS
+) -> list[dict]:
     """Per family: one series per LR with seed mean, min/max band, n, diverged count."""
     by_run = _by_run(history, key)
     panels = []
@@ -75,33 +90,34 @@ def draw_curves(panel: dict, ax, norm, logy: bool = False, fallback_color: str =
         if len(s["mean"]) and s["n_diverged"] == 0:
             starts.append(s["mean"][0])
             starts.append(np.max(s["mean"]))
-    if logy:
-        ax.set_yscale("log")
-        finite = [v for s in panel["series"] for v in s["mean"] if np.isfinite(v) and v > 0]
-        if finite and starts:  # exploding runs are cut off: keep the healthy curves readable
-            ax.set_ylim(max(min(finite) * 0.8, 1e-8), max(starts) * 1.5)
+    finite = [v for s in panel["series"] for v in s["mean"] if np.isfinite(v) and v > 0]
+    if logy and log_axis(ax, "y", finite) and starts:
+        # exploding runs are cut off: keep the healthy curves readable
+        ax.set_ylim(max(min(finite) * 0.8, 1e-8), max(starts) * 1.5)
     ax.set_title(panel["family"])
 
 
-def _colorbar(fig: Figure, ax, norm) -> None:
-    sm = mpl.cm.ScalarMappable(norm=norm, cmap=mpl.colors.ListedColormap(LR_CMAP(np.linspace(0, 0.9, 256))))
-    cb = fig.colorbar(sm, ax=ax, pad=0.01, fraction=0.04)
-    cb.set_label("peak LR", fontsize=8)
-    cb.ax.tick_params(labelsize=7)
+def _lr_bar(fig: Figure, ax, norm) -> None:
+    sm = mpl.cm.ScalarMappable(
+        norm=norm, cmap=mpl.colors.ListedColormap(LR_CMAP(np.linspace(0, 0.9, 256)))
+    )
+    colorbar_beside(fig, ax, sm, "peak LR")
 
 
-def convergence_figure(loss_panels: list[dict], acc_panels: list[dict], trials: pd.DataFrame) -> Figure:
-    """Rows = families; left train loss, right val accuracy, coloured by LR."""
+def convergence_figure(
+    loss_panels: list[dict], acc_panels: list[dict], trials: pd.DataFrame
+) -> Figure:
+    """Rows = families; left train loss, right val accuracy (shared step axis), coloured by LR."""
     fams = sorted({p["family"] for p in loss_panels} | {p["family"] for p in acc_panels})
     loss = {p["family"]: p for p in loss_panels}
     acc = {p["family"]: p for p in acc_panels}
     colors = optimizer_colors(trials["optimizer"])
-    fig = Figure(figsize=(11, 0.4 + 2.3 * len(fams)), layout="constrained")
-    axes = np.atleast_2d(fig.subplots(len(fams), 2, squeeze=False))
+    fig, axes = grid_figure(len(fams), 2, row_h=2.0, right=0.95, wgap=0.85, hgap=0.55)
     for row, fam in zip(axes, fams, strict=True):
         g = trials[trials["family"] == fam]
         norm = lr_norm(g["lr"])
         color = colors[g["optimizer"].iloc[0]]
+        row[1].sharex(row[0])
         if fam in loss:
             draw_curves(loss[fam], row[0], norm, logy=True, fallback_color=color)
         if fam in acc:
@@ -111,7 +127,7 @@ def convergence_figure(loss_panels: list[dict], acc_panels: list[dict], trials: 
         row[0].set_title(f"{fam} — train loss", color=color)
         row[1].set_title(f"{fam} — val accuracy", color=color)
         if g["lr"].notna().any():
-            _colorbar(fig, row[1], norm)
+            _lr_bar(fig, row[1], norm)
     for ax in axes[-1]:
         ax.set_xlabel("optimizer step")
     return fig
@@ -121,8 +137,8 @@ def grad_norm_figure(panels: list[dict], trials: pd.DataFrame) -> Figure:
     colors = optimizer_colors(trials["optimizer"])
     ncols = 2 if len(panels) > 1 else 1
     nrows = -(-len(panels) // ncols)
-    fig = Figure(figsize=(11, 0.4 + 2.5 * nrows), layout="constrained")
-    axes = fig.subplots(nrows, ncols, squeeze=False).ravel()
+    fig, axes = grid_figure(nrows, ncols, row_h=2.2, right=0.95, wgap=1.5, hgap=0.75)
+    axes = axes.ravel()
     for ax, p in zip(axes, panels, strict=False):
         g = trials[trials["family"] == p["family"]]
         norm = lr_norm(g["lr"])
@@ -131,13 +147,15 @@ def grad_norm_figure(panels: list[dict], trials: pd.DataFrame) -> Figure:
         ax.set_ylabel("gradient L2 norm (log)")
         ax.set_xlabel("optimizer step")
         if g["lr"].notna().any():
-            _colorbar(fig, ax, norm)
+            _lr_bar(fig, ax, norm)
     for ax in axes[len(panels) :]:
         ax.set_visible(False)
     return fig
 
 
-def schedules_data(trials: pd.DataFrame, history: pd.DataFrame, max_points: int = 500) -> list[dict]:
+def schedules_data(
+    trials: pd.DataFrame, history: pd.DataFrame, max_points: int = 500
+) -> list[dict]:
     """Per schedule label and optimizer: applied LR ÷ peak LR of one representative run (the
     median LR among non-diverged configurations, lowest seed)."""
     by_run = _by_run(history, N.LR)
@@ -154,7 +172,15 @@ def schedules_data(trials: pd.DataFrame, history: pd.DataFrame, max_points: int 
             x, y = binned(s, v, max_points)
             keep = np.isfinite(y)
             s, v = x[keep], y[keep]
-        out.append({"schedule": sched, "optimizer": opt, "peak": float(pick["lr"]), "x": s, "y": v / pick["lr"]})
+        out.append(
+            {
+                "schedule": sched,
+                "optimizer": opt,
+                "peak": float(pick["lr"]),
+                "x": s,
+                "y": v / pick["lr"],
+            }
+        )
     return out
 
 
@@ -175,8 +201,8 @@ def schedules_figure(data: list[dict], trials: pd.DataFrame) -> Figure:
     n = max(1, len({d["schedule"] for d in data}))
     ncols = min(3, n)
     nrows = -(-n // ncols)
-    fig = Figure(figsize=(11, 0.4 + 2.6 * nrows), layout="constrained")
-    axes = fig.subplots(nrows, ncols, squeeze=False).ravel()
+    fig, axes = grid_figure(nrows, ncols, row_h=2.3, hgap=0.75)
+    axes = axes.ravel()
     draw_schedules(data, axes, optimizer_colors(trials["optimizer"]))
     for ax in axes[n:]:
         ax.set_visible(False)

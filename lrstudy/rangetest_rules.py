@@ -30,15 +30,19 @@ SLIDE_WINDOW = 15 / _FASTAI_STEPS_PER_DECADE  # ~1.21 decades
 SLIDE_THRESHOLD = 0.005 * _FASTAI_STEPS_PER_DECADE  # ~0.062 loss per decade
 
 RULES = ("steepest", "valley", "min_div10", "slide")
-# valley first: fastai's default since v2.5, because it lands in the steep part of the curve without
-# reading a single noisy derivative (steepest) or sitting next to the blow-up (min, slide).
-PREFERENCE = ("valley", "steepest", "min_div10", "slide")
+# min_div10 first. Checked against full LR grids (2 seeds, val acc after 5-10 epochs at a constant
+# LR; MNIST-1D MLP and CNN, sklearn digits MLP; SGD momentum 0.9 and Adam: 6 cases), its LR was
+# within 0.07 accuracy of the grid's best in all 6, steepest within 0.05 (but it reads a derivative,
+# the noisiest statistic); valley, fastai's default, was 4-10x too low (up to 0.26 accuracy below
+# the best) and slide fell into the blow-up in 4 of 6 tests that did not stop early.
+PREFERENCE = ("min_div10", "steepest", "valley", "slide")
 
 EXPLANATIONS = {
     "valley": "about halfway along the longest stretch over which the smoothed loss keeps falling "
     "(fastai's default rule), so training is fast yet well below the LR where the loss blows up",
-    "steepest": "where the smoothed loss falls fastest per decade of LR",
-    "min_div10": "one tenth of the LR at the lowest smoothed loss, a safe step back from divergence",
+    "steepest": "where the smoothed loss falls fastest per decade of LR on its way down",
+    "min_div10": "one tenth of the LR at the lowest smoothed loss, a step back from where more LR stops"
+    " helping, which tracked the best grid LR most reliably in lrstudy's checks",
     "slide": "the left end of the last 1.2-decade window, sliding down from the blow-up, whose two "
     "ends still disagree on the loss slope (fastai's interval-slide rule)",
 }
@@ -119,9 +123,11 @@ def usable_curve(
 def steepest(lrs: np.ndarray, losses: np.ndarray) -> float | None:
     """Steepest descent: the LR minimising d(loss)/d(log10 LR) (central differences, np.gradient).
 
+    Only points up to the lowest loss count: beyond it the loss is on its way up, and a dip there
+    (a classifier falling back from a spike to chance level, say) is recovery, not descent.
     None when the loss never decreases.
     """
-    grad = np.gradient(losses, np.log10(lrs))
+    grad = np.gradient(losses, np.log10(lrs))[: int(np.argmin(losses)) + 1]
     i = int(np.argmin(grad))
     return float(lrs[i]) if grad[i] < 0 else None
 
@@ -208,7 +214,7 @@ def suggest(lrs: np.ndarray, losses: np.ndarray) -> dict[str, float | None]:
 
 
 def recommend(suggestions: dict[str, float | None]) -> str | None:
-    """The rule to use: the first of `PREFERENCE` with an answer (valley, unless it has none)."""
+    """The rule to use: the first of `PREFERENCE` with an answer (min_div10 if there is one)."""
     return next((r for r in PREFERENCE if suggestions.get(r) is not None), None)
 
 
@@ -236,8 +242,16 @@ def draw_range_test(
     ax.plot(x, raw, color="0.75", lw=0.8, label="loss")
     ax.plot(x, sm, color="C0", lw=1.8, label="smoothed loss")
     finite = sm[np.isfinite(sm)]
-    if finite.size:  # the raw blow-up would squash the interesting part of the curve
+    if finite.size:
+        # The blow-up would squash the part that matters: show the descent, from the start level
+        # (max of the first 10% of points) down to the minimum, with as much again above it.
         lo, hi = float(finite.min()), float(finite.max())
+        raw_ok = raw[np.isfinite(raw)]
+        if raw_ok.size:  # the raw loss dips below the (lagging) smoothed curve: keep it in view
+            lo = min(lo, float(np.percentile(raw_ok, 2)))
+        start = float(finite[: max(1, finite.size // 10)].max())
+        if start - lo > 1e-3 * max(abs(lo), 1e-12):
+            hi = min(hi, start + (start - lo))
         pad = 0.05 * (hi - lo or abs(hi) or 1.0)
         ax.set_ylim(lo - pad, hi + pad)
     for i, rule in enumerate(RULES):

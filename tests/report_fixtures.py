@@ -17,10 +17,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
+import pandas as pd
 from mlflow.entities import Metric, Param
 from mlflow.tracking import MlflowClient
 
 from lrstudy import names as N
+from lrstudy.read_history import clean_history
 
 # Sweet-spot LR per optimizer: the synthetic loss converges fastest there.
 SWEET_SPOT = {"sgd": 0.1, "adam": 3e-3, "adamw": 3e-3, "rmsprop": 1e-3}
@@ -43,9 +45,8 @@ class SyntheticStudy:
     seeds: tuple[int, ...] = (0, 1)
     epochs: int = 4
     steps_per_epoch: int = 30
-    sweep: dict[str, tuple[float, ...]] = field(
-        default_factory=dict
-    )  # e.g. {"weight_decay": (0, 1e-4)}
+    # swept axes besides the LR, e.g. {"weight_decay": (0.0, 1e-4)}
+    sweep: dict[str, tuple[float, ...]] = field(default_factory=dict)
     noise_sigmas: tuple[float, ...] = ()
     range_test: bool = False
     killed_duplicate: bool = True  # a KILLED attempt of the first trial next to its finished redo
@@ -174,7 +175,7 @@ def write_study(tracking_uri: str, spec: SyntheticStudy, artifact_root: Path) ->
             tags = {N.TAG_KIND: N.KIND_TRIAL, N.TAG_STUDY: spec.study, N.TAG_TRIAL_KEY: trial_key,
                     N.TAG_SPEC_HASH: "abc123", N.TAG_VERSION: "0.1.0", N.TAG_OUTCOME: outcome,
                     N.TAG_PARAM_GROUPS: "all", N.TAG_LR_SOURCE: "spec",
-                    "lrstudy.config_key": config_key}  # fmt: skip
+                    N.TAG_CONFIG_KEY: config_key}  # fmt: skip
             if div_at is not None:
                 tags[N.TAG_DIVERGED_AT] = str(div_at)
                 tags[N.TAG_DIVERGED_REASON] = "non-finite loss"
@@ -246,3 +247,73 @@ def write_study(tracking_uri: str, spec: SyntheticStudy, artifact_root: Path) ->
     for p in parents:
         client.set_terminated(p, "FINISHED")
     return WrittenStudy(exp_id, parents, chosen, ignored, n_points)
+
+
+# --- hand-built frames (no store): curves with known verdicts ---------------------------------
+
+STEPS = np.arange(400)
+
+
+def good_loss(seed: int = 0) -> np.ndarray:
+    rng = np.random.default_rng(seed)
+    return 2.3 * np.exp(-STEPS / 40) + 0.1 + 0.02 * rng.standard_normal(len(STEPS))
+
+
+def slow_loss(seed: int = 0) -> np.ndarray:  # too low an LR: still falling at the end
+    rng = np.random.default_rng(seed)
+    return 2.3 * np.exp(-STEPS / 900) + 0.1 + 0.02 * rng.standard_normal(len(STEPS))
+
+
+def oscillating_loss(seed: int = 0) -> np.ndarray:  # too high: big swings around a plateau
+    rng = np.random.default_rng(seed)
+    return 1.2 + 0.6 * np.sin(STEPS / 8.0) + 0.02 * rng.standard_normal(len(STEPS))
+
+
+def diverging_loss() -> np.ndarray:  # explodes, then NaN (as logged) and clamped Inf
+    loss = good_loss()[:60].copy()
+    loss[50:58] = 10.0 ** np.arange(1, 9)
+    loss[58], loss[59] = MLFLOW_MAX_FLOAT, np.nan
+    return loss
+
+
+def raw(run_id: str, key: str, values, steps=None, t0: int = 0) -> pd.DataFrame:
+    steps = np.arange(len(values)) if steps is None else np.asarray(steps)
+    return pd.DataFrame(
+        {"run_id": run_id, "key": key, "step": steps, "timestamp": t0 + steps, "value": values}
+    )
+
+
+def study_frames():
+    """Four configurations x 2 seeds: slow (1e-3), good (1e-2), oscillating (1e-1), diverging (1)."""
+    kinds = {1e-3: ("slow", 0.55), 1e-2: ("good", 0.93), 1e-1: ("osc", 0.80), 1.0: ("div", np.nan)}
+    rows, hist = [], []
+    for lr, (kind, acc) in kinds.items():
+        for seed in (0, 1):
+            rid = f"{kind}-{seed}"
+            loss = {"slow": slow_loss, "good": good_loss, "osc": oscillating_loss}.get(kind)
+            loss = diverging_loss() if loss is None else loss(seed)
+            final = acc + 0.004 * seed
+            rows.append(
+                {
+                    "run_id": rid,
+                    "run_name": rid,
+                    "status": "FINISHED",
+                    "start_time": 1,
+                    "params.optimizer": "sgd",
+                    "params.lr": str(lr),
+                    "params.seed": str(seed),
+                    "params.schedule_label": "constant",
+                    "params.opt.momentum": "0.9",
+                    "params.opt.weight_decay": "0.0",
+                    "params.batch_size": "100",
+                    f"tags.{N.TAG_OUTCOME}": N.OUTCOME_DIVERGED if kind == "div" else N.OUTCOME_OK,
+                    f"tags.{N.TAG_CONFIG_KEY}": f"sgd|{lr}",
+                    f"metrics.{N.FINAL_VAL_ACC}": final,
+                    f"metrics.{N.BEST_VAL_ACC}": final + 0.01,
+                    f"metrics.{N.FINAL_TRAIN_ACC}": final + 0.05,
+                    f"metrics.{N.STEPS_TO_TARGET}": {"good": 200.0, "osc": 300.0}.get(kind, np.nan),
+                    f"metrics.{N.TRAIN_LOSS}": float(loss[-1]),
+                }  # fmt: skip
+            )
+            hist.append(raw(rid, N.TRAIN_LOSS, loss))
+    return pd.DataFrame(rows), clean_history(pd.concat(hist))

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import importlib
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -80,3 +81,30 @@ def test_import_pulls_in_neither_torch_nor_lightning():
         "sys.exit(1 if bad else 0)"
     )
     assert subprocess.run([sys.executable, "-c", code], cwd=ROOT).returncode == 0
+
+
+def test_import_mlflow_registers_the_entry_point_and_stays_inert(tmp_path):
+    # Install just the entry point (a bare .dist-info on sys.path), as `pip install` would, and let
+    # a fresh interpreter `import mlflow`: it must load our provider, and start runs untagged.
+    dist = tmp_path / "lrstudy_ep-0.0.dist-info"
+    dist.mkdir()
+    (dist / "METADATA").write_text("Metadata-Version: 2.1\nName: lrstudy-ep\nVersion: 0.0\n")
+    (dist / "entry_points.txt").write_text(
+        "[mlflow.run_context_provider]\nlrstudy = lrstudy.context_provider:LRStudyContextProvider\n"
+    )
+    code = (
+        "import mlflow\n"
+        "from mlflow.tracking.context import registry\n"
+        "ours = [p for p in registry._run_context_provider_registry "
+        "if type(p).__name__ == 'LRStudyContextProvider']\n"
+        "assert len(ours) == 1, 'entry point not loaded'\n"
+        "assert 'lrstudy.study' not in registry.resolve_tags()\n"
+        "from lrstudy.context_provider import study_context\n"
+        "with study_context('s'):\n"
+        "    assert registry.resolve_tags()['lrstudy.study'] == 's'\n"
+    )
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(tmp_path), str(ROOT)])}
+    proc = subprocess.run(
+        [sys.executable, "-c", code], cwd=tmp_path, env=env, capture_output=True, text=True
+    )
+    assert proc.returncode == 0, proc.stderr[-2000:]

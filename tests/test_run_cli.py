@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import signal
+import sqlite3
 import subprocess
 import sys
 import time
@@ -106,24 +107,24 @@ def test_plan_shows_what_is_done(smoke_store: str, capsys: pytest.CaptureFixture
     assert "12 trials, 12 done, 0 to run" in out
 
 
-def _wait_for_running_trial(uri: str, proc: subprocess.Popen, timeout: float = 120) -> None:
-    """Poll the store until the subprocess has a trial run in progress with steps logged."""
+def _wait_for_running_trial(db: Path, proc: subprocess.Popen, timeout: float = 120) -> None:
+    """Poll the store until the subprocess has a trial run in progress with steps logged.
+
+    Read-only sqlite, not MlflowClient: a client would race the subprocess's schema creation.
+    """
+    query = (
+        "SELECT count(*) FROM runs r JOIN tags t ON t.run_uuid = r.run_uuid "
+        f"WHERE r.status = 'RUNNING' AND t.key = '{names.TAG_KIND}' AND t.value = 'trial'"
+    )
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         assert proc.poll() is None, proc.communicate()
-        if Path(uri.removeprefix("sqlite:///")).exists():
+        if db.exists():
             try:
-                client = MlflowClient(uri)
-                exp = client.get_experiment_by_name("slow")
-                if exp is not None:
-                    for r in client.search_runs([exp.experiment_id]):
-                        running = (
-                            r.info.status == "RUNNING"
-                            and r.data.tags.get(names.TAG_KIND) == "trial"
-                        )
-                        if running and client.get_metric_history(r.info.run_id, names.LR):
-                            return
-            except Exception:  # noqa: BLE001 - the store may be mid-migration; poll again
+                with sqlite3.connect(f"file:{db}?mode=ro", uri=True) as con:
+                    if con.execute(query).fetchone()[0]:
+                        return
+            except sqlite3.Error:  # tables not created yet
                 pass
         time.sleep(0.2)
     raise AssertionError("no trial started in time")
@@ -131,9 +132,7 @@ def _wait_for_running_trial(uri: str, proc: subprocess.Popen, timeout: float = 1
 
 def _slow_study(tmp_path: Path) -> Path:
     # Each trial takes a few seconds, so the signal lands mid-trial; the rerun stays affordable.
-    text = (
-        SMOKE.read_text().replace("epochs: 2", "epochs: 100").replace("name: smoke", "name: slow")
-    )
+    text = SMOKE.read_text().replace("epochs: 2", "epochs: 40").replace("name: smoke", "name: slow")
     text = text.replace("experiment: smoke", "experiment: slow").replace(
         "seeds: [0, 1]", "seeds: [0]"
     )
@@ -152,7 +151,7 @@ def test_interrupted_study_is_closed_and_resumed(tmp_path: Path, sig: signal.Sig
     proc = subprocess.Popen(
         cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, cwd=tmp_path
     )
-    _wait_for_running_trial(uri, proc)
+    _wait_for_running_trial(tmp_path / "mlflow.db", proc)
     proc.send_signal(sig)
     _, err = proc.communicate(timeout=120)
     parents, trials = _runs(uri, "slow")

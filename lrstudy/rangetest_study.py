@@ -1,0 +1,230 @@
+"""Range tests on a study's own task: `python -m lrstudy find-lr` and `lr: auto`.
+
+Both build the model, optimizer and batches exactly as a trial does (same model, param groups with
+layer-wise LR, optimizer hyperparameters, batch size, seed) and run `find_lr` with a plain
+cross-entropy loss. Each test is logged as its own run (kind=range_test) tagged with a key that
+hashes every setting the result depends on; `lr: auto` reuses the newest run with its key, so a
+resumed study gets the same LR, and a `find-lr` run made by hand beforehand is reused as well.
+The range test runs on the full training split, whatever a trial's `train_fraction`.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+from torch.nn import functional as F
+
+from lrstudy import rangetest_rules as rules
+from lrstudy.errors import UserInputError
+from lrstudy.plan import Trial
+from lrstudy.rangetest import RangeTestResult, _check_ramp, find_lr, settings_key
+from lrstudy.spec import StudySpec
+from lrstudy.track import range_runs
+
+DEFAULT_RAMP = {"lr_min": 1e-7, "lr_max": 10.0, "steps": 200, "mode": "exp"}  # also the CLI's
+RULES_VERSION = 1  # part of the key: bump when a rule changes, so old suggestions are not reused
+
+
+def range_test_settings(spec: StudySpec, trial: Trial, ramp: dict[str, Any]) -> dict[str, Any]:
+    """Everything a reference range test's result depends on (its key hashes this).
+
+    The seed is the study's first seed for every trial, so all seeds of a configuration train at
+    the same automatic LR and their spread measures seeds, not range-test noise.
+    """
+    return {
+        "study": spec.name,
+        "optimizer": trial.optimizer,
+        "hparams": trial.hparams,
+        "layer_lr": trial.layer_lr,
+        "model": trial.model,
+        "model_args": trial.model_args,
+        "dataset": trial.dataset,
+        "data_args": trial.data_args,
+        "batch_size": trial.batch_size,
+        "seed": spec.seeds[0],
+        **ramp,
+        "smoothing": rules.SMOOTHING,
+        "stop_factor": rules.STOP_FACTOR,
+        "rules": RULES_VERSION,
+    }
+
+
+def run_reference_test(
+    spec: StudySpec, trial: Trial, data: Any, settings: dict[str, Any]
+) -> RangeTestResult:
+    """Build the trial's model/optimizer/batches and range-test them (deterministic per settings)."""
+    from lrstudy.models import build_model, layer_groups
+    from lrstudy.optim import build_optimizer
+    from lrstudy.train import TensorBatches
+
+    if spec.train.threads:
+        torch.set_num_threads(spec.train.threads)
+    device = _device(spec.train.accelerator)
+    seed = settings["seed"]
+    # fork_rng: seed for a reproducible init and dropout without touching the caller's RNG.
+    with torch.random.fork_rng(devices=[device] if device.type == "cuda" else []):
+        torch.manual_seed(seed)
+        model = build_model(trial.model, data.input_shape, data.num_classes, trial.model_args).to(
+            device
+        )
+        groups = layer_groups(model) if trial.layer_lr else None
+        optimizer, _ = build_optimizer(
+            model, trial.optimizer, settings["lr_min"], trial.hparams, trial.layer_lr, groups
+        )
+        batches = TensorBatches(data.x_train, data.y_train, trial.batch_size, seed).to(device)
+        return find_lr(
+            model,
+            batches,
+            optimizer,
+            lr_min=settings["lr_min"],
+            lr_max=settings["lr_max"],
+            steps=settings["steps"],
+            mode=settings["mode"],
+            smoothing=settings["smoothing"],
+            stop_factor=settings["stop_factor"],
+            loss_fn=_cross_entropy,
+        )
+
+
+def _cross_entropy(
+    model: torch.nn.Module, batch: tuple[torch.Tensor, torch.Tensor]
+) -> torch.Tensor:
+    x, y = batch
+    return F.cross_entropy(model(x), y)
+
+
+def _device(accelerator: str) -> torch.device:
+    if accelerator in ("auto", "gpu", "cuda") and torch.cuda.is_available():
+        return torch.device("cuda")
+    if accelerator in ("auto", "mps") and torch.backends.mps.is_available():
+        return torch.device("mps")
+    return torch.device("cpu")
+
+
+def log_result(
+    client, experiment_id: str, spec: StudySpec, settings: dict, result: RangeTestResult
+) -> str:
+    """Write the test as a kind=range_test run under the study; returns its run id."""
+    params = {
+        range_runs.PARAM_OPTIMIZER: settings["optimizer"],
+        range_runs.PARAM_SUGGESTION: result.recommended or "none",
+        range_runs.PARAM_LR_MIN: result.lr_min,
+        range_runs.PARAM_LR_MAX: result.lr_max,
+        range_runs.PARAM_STEPS: result.steps,
+        range_runs.PARAM_MODE: result.mode,
+        "steps_run": len(result.lrs),
+        "stop_reason": result.stop_reason or "none",
+        "spread": f"{result.spread:.4g}" if result.spread else "none",
+        "group_ratios": [float(f"{r:.6g}") for r in result.group_ratios],
+        **{
+            k: settings[k]
+            for k in ("model", "model_args", "dataset", "data_args", "batch_size", "seed")
+        },
+        **{k: settings[k] for k in ("layer_lr", "smoothing", "stop_factor", "rules")},
+        **{f"opt.{k}": v for k, v in settings["hparams"].items()},
+    }
+    fig = result.figure()
+    fig.suptitle(f"{spec.name}: {settings['optimizer']}")
+    return range_runs.log_range_test(
+        client,
+        experiment_id,
+        name=f"range test {settings['optimizer']}",
+        study=spec.name,
+        key=settings_key(settings),
+        params=params,
+        lrs=result.lrs,
+        losses=result.losses,
+        smoothed=result.smoothed,
+        suggestions=result.suggestions,
+        figure=fig,
+    )
+
+
+def auto_lr(
+    client, experiment_id: str, spec: StudySpec, trial: Trial, data: Any
+) -> tuple[float, str]:
+    """(LR, "range_test:<rule>") for a trial with `lr: auto`, reusing a logged test when possible.
+
+    Raises:
+        UserInputError: the range test gave no suggestion (the loss never fell before it blew up).
+    """
+    settings = range_test_settings(spec, trial, DEFAULT_RAMP)
+    run = range_runs.latest_range_test(client, experiment_id, settings_key(settings))
+    if run is None:
+        result = run_reference_test(spec, trial, data, settings)
+        log_result(client, experiment_id, spec, settings, result)
+        found = (result.recommended_lr, result.recommended) if result.recommended else None
+    else:
+        found = range_runs.recorded_suggestion(run)
+    if found is None:
+        raise UserInputError(
+            f"{spec.name}: lr: auto for {trial.optimizer}: the range test found no usable LR "
+            f"(loss not decreasing before it blew up); give lr explicitly or run find-lr to see why"
+        )
+    return found[0], f"range_test:{found[1]}"
+
+
+def run_find_lr_cli(spec: StudySpec, source: str, tracking_uri: str, args: Any) -> int:
+    """Run, log and print a range test for one of the study's optimizers; 0 on success.
+
+    Raises:
+        UserInputError: an optimizer the study does not have, or a bad ramp (min/max/steps/mode).
+    """
+    from lrstudy.execute import preflight
+    from lrstudy.track.store import experiment_id, open_client
+
+    available = list(dict.fromkeys(o.name for o in spec.optimizers))
+    name = args.optimizer or available[0]
+    if name not in available:
+        raise UserInputError(
+            f"{source}: --optimizer {name!r} is not in this study; its optimizers: {', '.join(available)}"
+        )
+    ramp = {"lr_min": args.lr_min, "lr_max": args.lr_max, "steps": args.steps, "mode": args.mode}
+    _check_ramp(**ramp, error=UserInputError)
+    trials, data = preflight(spec, source)
+    # The first planned trial of that optimizer carries the study's resolved hyperparameters
+    # (and the first value of any sweep axis), exactly as training would see them.
+    trial = next(t for t in trials if t.optimizer == name)
+    client = open_client(tracking_uri)
+    exp = experiment_id(client, spec.experiment)
+    settings = range_test_settings(spec, trial, ramp)
+    result = run_reference_test(spec, trial, data, settings)
+    run_id = log_result(client, exp, spec, settings, result)
+    print(format_result(spec, trial, result))
+    print(f"run {run_id} in experiment {spec.experiment!r} ({tracking_uri})")
+    return 0 if result.recommended else 1
+
+
+def format_result(spec: StudySpec, trial: Trial, result: RangeTestResult) -> str:
+    """The find-lr printout: set-up, stop, one row per rule, spread and the recommendation."""
+    given = next(o for o in spec.optimizers if o.name == trial.optimizer).hparams
+    opt = trial.optimizer + (
+        f" ({', '.join(f'{k}={v}' for k, v in given.items())})" if given else ""
+    )
+    n = len(result.lrs)
+    if result.stop_index is not None:
+        stop = f"stopped at step {result.stop_index} (LR {result.lrs[result.stop_index]:.3g}): {result.stop_reason}"
+    else:
+        stop = f"ran all {n} steps" + (f" ({result.stop_reason})" if result.stop_reason else "")
+    lines = [
+        f"LR range test: study {spec.name}, {opt}, {trial.model} on {trial.dataset}, "
+        f"batch {trial.batch_size}, seed {spec.seeds[0]}",
+        f"{result.mode} ramp {result.lr_min:g} -> {result.lr_max:g} over {result.steps} steps; {stop} "
+        f"[{result.seconds:.1f} s]",
+        "",
+        f"  {'rule':<10} {'suggested LR':>12}",
+    ]
+    for rule in rules.RULES:
+        lr = result.suggestions.get(rule)
+        mark = "  <- recommended" if rule == result.recommended else ""
+        lines.append(f"  {rule:<10} {(f'{lr:.3g}' if lr is not None else '-'):>12}{mark}")
+    spread = result.spread
+    lines.append(f"  spread (max/min): {spread:.1f}x" if spread else "  spread: -")
+    if result.stop_index is None and result.recommended:
+        lines.append(
+            f"  note: the smoothed loss never exceeded {rules.STOP_FACTOR:g}x its best, so the rules"
+            " read the curve up to --max (a classifier's loss may stall at chance instead)"
+        )
+    lines += ["", result.explanation]
+    return "\n".join(lines)

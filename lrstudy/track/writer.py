@@ -1,0 +1,129 @@
+"""A separate process that writes metric batches to MLflow, so training never pays for the store.
+
+Why a process and not only a thread: MLflow's `log_batch` spends ~80-200 us of pure Python
+(SQLAlchemy) per metric on sqlite. With ~5 metrics per optimizer step that is 0.4-1 ms of
+GIL-holding work per step in a writer thread, as much as the small model's whole step
+(measured: bench/bench_overhead.py). In another process it runs on another core instead.
+
+It is started with `python -m lrstudy.track.writer URI` rather than `multiprocessing`, which
+would re-import the user's `__main__` (a plugin user's unguarded training script would run
+twice). Frames on stdin are length-prefixed pickles of `(seq, run_id, rows)`; the child
+answers each with a line `seq ok` or `seq err <message>` on stdout. It ignores SIGINT (Ctrl-C
+reaches the whole process group; the parent decides when writing stops) and exits when stdin
+closes, i.e. also when the parent dies.
+"""
+
+from __future__ import annotations
+
+import atexit
+import os
+import pickle
+import signal
+import struct
+import subprocess
+import sys
+import threading
+
+_HEADER = struct.Struct("!I")
+_WRITERS: dict[str, WriterProcess] = {}
+_LOCK = threading.Lock()
+
+
+class WriterError(RuntimeError):
+    """The writer process failed to store a batch (the message is MLflow's)."""
+
+
+class WriterProcess:
+    """Client side: send one batch, wait for its acknowledgement. Thread-safe."""
+
+    def __init__(self, uri: str) -> None:
+        self.uri = uri
+        env = {**os.environ, "PYTHONPATH": os.pathsep.join(p for p in sys.path if p)}
+        self._proc = subprocess.Popen(
+            [sys.executable, "-m", "lrstudy.track.writer", uri],
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            env=env,
+        )
+        self._lock = threading.Lock()
+        self._seq = 0
+
+    def alive(self) -> bool:
+        return self._proc.poll() is None
+
+    def write(self, run_id: str, rows: list[tuple[str, float, int, int]]) -> None:
+        """Store `rows` (key, value, step, timestamp_ms) for `run_id`; blocks until stored."""
+        with self._lock:
+            self._seq += 1
+            payload = pickle.dumps((self._seq, run_id, rows), protocol=pickle.HIGHEST_PROTOCOL)
+            try:
+                self._proc.stdin.write(_HEADER.pack(len(payload)) + payload)
+                self._proc.stdin.flush()
+                answer = self._proc.stdout.readline().decode()
+            except (BrokenPipeError, OSError) as e:
+                raise WriterError(f"metric writer process for {self.uri} is gone ({e})") from None
+            if not answer:
+                raise WriterError(
+                    f"metric writer process for {self.uri} exited ({self._proc.poll()})"
+                )
+            seq, status, *msg = answer.rstrip("\n").split(" ", 2)
+            if status != "ok":
+                raise WriterError(msg[0] if msg else answer)
+
+    def close(self) -> None:
+        with self._lock:
+            if self._proc.stdin and not self._proc.stdin.closed:
+                self._proc.stdin.close()
+            try:
+                self._proc.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                self._proc.kill()
+
+
+def writer_for(uri: str) -> WriterProcess:
+    """The shared writer process for `uri` (started on first use, reused by later trials)."""
+    with _LOCK:
+        w = _WRITERS.get(uri)
+        if w is None or not w.alive():
+            w = _WRITERS[uri] = WriterProcess(uri)
+        return w
+
+
+@atexit.register
+def close_writers() -> None:
+    """Stop every writer process after it stored what it was sent."""
+    with _LOCK:
+        writers = list(_WRITERS.values())
+        _WRITERS.clear()
+    for w in writers:
+        w.close()
+
+
+def _serve(uri: str) -> None:
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    from mlflow.entities import Metric
+    from mlflow.tracking import MlflowClient
+
+    # Acks go to a private copy of stdout; anything else printing to fd 1 lands on stderr.
+    out = os.fdopen(os.dup(1), "wb")
+    os.dup2(2, 1)
+    client = MlflowClient(tracking_uri=uri)
+    src = sys.stdin.buffer
+    while True:
+        head = src.read(_HEADER.size)
+        if len(head) < _HEADER.size:
+            return  # parent closed stdin (or died): nothing more will come
+        seq, run_id, rows = pickle.loads(src.read(_HEADER.unpack(head)[0]))
+        try:
+            for i in range(0, len(rows), 1000):  # MLflow's limit per log_batch
+                metrics = [Metric(k, v, ts, s) for k, v, s, ts in rows[i : i + 1000]]
+                client.log_batch(run_id, metrics=metrics, synchronous=True)
+            out.write(f"{seq} ok\n".encode())
+        except Exception as e:  # noqa: BLE001 - reported to the parent, which raises it
+            first = (str(e).strip().splitlines() or [type(e).__name__])[0]
+            out.write(f"{seq} err {type(e).__name__}: {first}\n".encode())
+        out.flush()
+
+
+if __name__ == "__main__":
+    _serve(sys.argv[1])
