@@ -100,7 +100,10 @@ def trial_table(runs: pd.DataFrame) -> pd.DataFrame:
     )
     # seeds of one configuration share the config key tag; a label shared by several keys (say,
     # two layer-wise LR variants) gets the key appended so the two never merge
-    key = _get(runs, f"tags.{N.TAG_CONFIG_KEY}").fillna(t["config"]).astype(str)
+    exact = t.apply(
+        lambda r: f"{r['family']}|{r['lr']!r}|" + "|".join(repr(r[a]) for a in AXES), axis=1
+    )
+    key = _get(runs, f"tags.{N.TAG_CONFIG_KEY}").fillna(exact).astype(str)
     clash = key.groupby(t["config"]).transform("nunique") > 1
     t.loc[clash, "config"] = t.loc[clash, "config"] + " [" + key[clash] + "]"
     return t.sort_values(["family", "lr", "seed", "run_id"], kind="stable").reset_index(drop=True)

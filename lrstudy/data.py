@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
-import gzip
 import hashlib
 import inspect
 import json
@@ -17,7 +16,6 @@ import os
 import random
 import tempfile
 import zipfile
-import zlib
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -26,6 +24,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from lrstudy.datafiles import IDX_FILES, idx_file, read_idx_dir, read_npz
 from lrstudy.errors import UserInputError
 
 
@@ -276,75 +275,6 @@ DATASETS: dict[str, Callable[..., Dataset]] = {
 }
 
 
-# --- files: npz:PATH and idx:DIR -------------------------------------------------------------------
-
-_NPZ_KEYS = ("x_train", "y_train", "x_test", "y_test")
-_IDX_FILES = {  # key -> (file name without .gz, IDX magic)
-    "x_train": ("train-images-idx3-ubyte", 0x00000803),
-    "y_train": ("train-labels-idx1-ubyte", 0x00000801),
-    "x_test": ("t10k-images-idx3-ubyte", 0x00000803),
-    "y_test": ("t10k-labels-idx1-ubyte", 0x00000801),
-}
-
-
-def _load_npz(ref: str, path: Path) -> Dataset:
-    try:
-        with np.load(path, allow_pickle=False) as f:
-            missing = [k for k in _NPZ_KEYS if k not in f.files]
-            if missing:
-                raise UserInputError(
-                    f"{path}: missing arrays {', '.join(missing)} (need {', '.join(_NPZ_KEYS)})"
-                )
-            arrays = [f[k] for k in _NPZ_KEYS]
-    except (OSError, ValueError, EOFError, zipfile.BadZipFile, AttributeError) as e:
-        # AttributeError: a plain .npy file loads as an array, which has no .files
-        first = str(e).splitlines()[0] if str(e) else type(e).__name__
-        raise UserInputError(f"{path}: not a readable .npz with plain arrays ({first})") from None
-    return _finish(ref, *arrays, where=str(path))
-
-
-def _idx_file(directory: Path, base: str) -> Path | None:
-    for candidate in (directory / base, directory / f"{base}.gz"):
-        if candidate.is_file():
-            return candidate
-    return None
-
-
-def _read_idx(path: Path, magic: int) -> np.ndarray:
-    """Parse one IDX file (unsigned-byte data): 4-byte magic, big-endian uint32 dims, then the data."""
-    try:
-        with (gzip.open if path.suffix == ".gz" else open)(path, "rb") as f:
-            raw = f.read()
-    except (OSError, EOFError, zlib.error) as e:
-        raise UserInputError(f"{path}: cannot read ({e})") from None
-    found = int.from_bytes(raw[:4], "big") if len(raw) >= 4 else None
-    if found != magic:
-        shown = "fewer than 4 bytes" if found is None else f"0x{found:08x}"
-        raise UserInputError(f"{path}: bad IDX magic: found {shown}, expected 0x{magic:08x}")
-    ndim = magic & 0xFF
-    header = 4 + 4 * ndim
-    if len(raw) < header:
-        raise UserInputError(f"{path}: IDX header truncated ({len(raw)} bytes)")
-    dims = tuple(int(d) for d in np.frombuffer(raw, dtype=">u4", count=ndim, offset=4))
-    if len(raw) - header != int(np.prod(dims)):
-        raise UserInputError(
-            f"{path}: IDX dims {dims} need {int(np.prod(dims))} data bytes, found {len(raw) - header}"
-        )
-    return np.frombuffer(raw, dtype=np.uint8, offset=header).reshape(dims)
-
-
-def _load_idx(ref: str, directory: Path) -> Dataset:
-    arrays = {}
-    for key, (base, magic) in _IDX_FILES.items():
-        path = _idx_file(directory, base) or directory / base  # a vanished file fails in _read_idx
-        arrays[key] = (path, _read_idx(path, magic))
-    for split in ("train", "test"):
-        (xp, x), (yp, y) = arrays[f"x_{split}"], arrays[f"y_{split}"]
-        if len(x) != len(y):
-            raise UserInputError(f"{xp} has {len(x)} images but {yp} has {len(y)} labels")
-    return _finish(ref, *(arrays[k][1] for k in _NPZ_KEYS), where=str(directory))
-
-
 # --- public entry points ---------------------------------------------------------------------------
 
 
@@ -379,7 +309,7 @@ def check_dataset_ref(ref: str) -> None:
         directory = Path(rest).expanduser()
         if not directory.is_dir():
             raise UserInputError(f"dataset {ref!r}: no such directory {rest}")
-        missing = [b for b, _ in _IDX_FILES.values() if _idx_file(directory, b) is None]
+        missing = [b for b, _ in IDX_FILES.values() if idx_file(directory, b) is None]
         if missing:
             raise UserInputError(
                 f"dataset {ref!r}: {rest} lacks {', '.join(missing)} (each may end in .gz)"
@@ -431,7 +361,8 @@ def load_dataset(ref: str, args: dict | None = None, cache_dir: Path | None = No
     if factory is None:
         kind, _, rest = ref.partition(":")
         path = Path(rest).expanduser()
-        return _load_npz(ref, path) if kind == "npz" else _load_idx(ref, path)
+        arrays = read_npz(path) if kind == "npz" else read_idx_dir(path)
+        return _finish(ref, *arrays, where=str(path))
     params = inspect.signature(factory).parameters
     kwargs = {k: _coerce(ref, k, v, params[k].default) for k, v in args.items()}
     if "cache_dir" in params:

@@ -91,9 +91,11 @@ def draw_curves(panel: dict, ax, norm, logy: bool = False, fallback_color: str =
             starts.append(s["mean"][0])
             starts.append(np.max(s["mean"]))
     finite = [v for s in panel["series"] for v in s["mean"] if np.isfinite(v) and v > 0]
-    if logy and log_axis(ax, "y", finite) and starts:
-        # exploding runs are cut off: keep the healthy curves readable
-        ax.set_ylim(max(min(finite) * 0.8, 1e-8), max(starts) * 1.5)
+    if logy and finite:
+        # exploding runs are cut off at 1.5x the healthy curves' highest point: keep those readable
+        lo, hi = max(min(finite) * 0.8, 1e-8), (max(starts) if starts else max(finite)) * 1.5
+        if log_axis(ax, "y", [lo, hi]):
+            ax.set_ylim(lo, hi)
     ax.set_title(panel["family"])
 
 
@@ -187,8 +189,11 @@ def schedules_data(
 def draw_schedules(data: list[dict], axes, colors: dict[str, str]) -> None:
     scheds = sorted({d["schedule"] for d in data})
     for ax, sched in zip(axes, scheds, strict=False):
-        for d in (d for d in data if d["schedule"] == sched):
-            ax.plot(d["x"], d["y"], color=colors[d["optimizer"]], lw=1.5,
+        lines = [d for d in data if d["schedule"] == sched]
+        for i, d in enumerate(lines):
+            # optimizers usually share a schedule's shape: widest line first, so all stay visible
+            width = 1.4 + 2.4 * (len(lines) - 1 - i) / max(len(lines) - 1, 1)
+            ax.plot(d["x"], d["y"], color=colors[d["optimizer"]], lw=width,
                     label=f"{d['optimizer']} (peak {fmt_value(d['peak'])})")  # fmt: skip
         ax.set_title(f"schedule: {sched}")
         ax.set_xlabel("optimizer step")

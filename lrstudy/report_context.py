@@ -132,7 +132,7 @@ def tables(configs: pd.DataFrame) -> dict:
                          "auc_acc": mean_std(r["auc_val_acc"], r["auc_val_acc_std"], r["n"]),
                          "auc_loss": mean_std(r["auc_train_loss"], r["auc_train_loss_std"], r["n"])})  # fmt: skip
             cells = [
-                (r["config"], r["config"]),
+                (fam, fam),
                 (fmt_value(r["lr"]), _sort(r["lr"])),
                 (str(r["n"]), str(r["n"])),
                 (
