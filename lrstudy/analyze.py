@@ -262,9 +262,11 @@ def config_table(t: pd.DataFrame) -> pd.DataFrame:
     ).reset_index(drop=True)
 
 
-def mean_std(mean: float, std: float, n: int, digits: int = 3) -> str:
-    """'0.842 ± 0.011 (n=2)'; the ± part only when there is a spread to show."""
+def mean_std(mean: float, std: float, n: int | None, digits: int = 3) -> str:
+    """'0.842 ± 0.011 (n=2)'; the ± part only when there is a spread to show; n=None leaves out
+    the count (for tables that show n in a column of their own)."""
+    count = "" if n is None else f" (n={n})"
     if mean is None or not np.isfinite(mean):
-        return f"— (n={n})"
+        return f"—{count}"
     spread = f" ± {std:.{digits}f}" if std is not None and np.isfinite(std) else ""
-    return f"{mean:.{digits}f}{spread} (n={n})"
+    return f"{mean:.{digits}f}{spread}{count}"

@@ -32,7 +32,15 @@ NOISE_ACC_PREFIX = "robust/acc_noise_"  # + sigma, e.g. "robust/acc_noise_0.1"
 # Range test runs (kind=range_test)
 RT_LOSS = "loss"
 RT_SMOOTHED = "smoothed_loss"
-RT_SUGGESTION_PREFIX = "suggestion/"  # + rule name, e.g. "suggestion/valley"
+RT_SUGGESTION_PREFIX = "suggestion/"  # + rule name, e.g. "suggestion/valley" (logged at step 0)
+TAG_RANGE_TEST_KEY = "lrstudy.range_test_key"  # hash of everything the test's result depends on
+PARAM_OPTIMIZER = "optimizer"
+PARAM_SUGGESTION = "suggestion"  # name of the recommended rule; its LR is metric suggestion/<rule>
+PARAM_LR_MIN = "lr_min"
+PARAM_LR_MAX = "lr_max"
+PARAM_STEPS = "steps"
+PARAM_MODE = "mode"
+FIGURE_ARTIFACT = "range_test.png"
 
 # Tags
 TAG_STUDY = "lrstudy.study"

@@ -45,7 +45,7 @@ class Trial:
     divergence_factor: float
     evaluate_noise: tuple[float, ...]
     accelerator: str
-    threads: int | None
+    threads: int
     swept: dict[str, Any] = field(hash=False)  # the sweep axes and their values for this trial
     lr_auto: bool = False
 

@@ -100,7 +100,7 @@ def draw_learning_curves(panel: dict, ax) -> None:
     norm = lr_norm([ln["lr"] for ln in panel["lines"]])
     for ln in panel["lines"]:
         ax.errorbar(ln["x"], ln["y"], yerr=ln["err"], color=lr_color(norm, ln["lr"]), marker="o",
-                    ms=3, lw=1.2, capsize=2, label=f"lr={fmt_value(ln['lr'])}")  # fmt: skip
+                    ms=3, lw=1.2, capsize=2, label=f"lr={fmt_value(ln['lr'])}" + ("" if len(ln["x"]) else " (diverged)"))  # fmt: skip
     ax.set_xlabel("train fraction (share of the training set)")
     ax.set_ylabel("final val accuracy")
     ax.set_title(panel["panel"])

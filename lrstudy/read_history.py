@@ -16,8 +16,10 @@ So for SQL stores we issue one Core SELECT per chunk of runs against MLflow's ow
 (`mlflow.store.tracking.dbmodels.models.SqlMetric`) on the store's engine, and downsample there:
 per-step keys keep every k-th step (all duplicates of a kept step come along, so the "last logged
 value per step" rule stays exact); epoch keys and diverged runs (short) are read in full.
-Tracking servers get the REST `get-history-bulk-interval` endpoint (server-side sampling); any
-other store, or a failure of the fast path, falls back to get_metric_history in a thread pool.
+Tracking servers get the REST `get-history-bulk-interval` endpoint (server-side sampling, <= 500
+points per run and key; one request per key and 100 runs; measured 1.7 s for 40 runs x 4 keys on a
+local `mlflow server` over sqlite, same page as reading the sqlite file). Any other store, or a
+failure of the fast path, falls back to get_metric_history in a thread pool.
 """
 
 from __future__ import annotations

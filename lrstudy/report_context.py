@@ -40,10 +40,11 @@ FIGURE_CAPTIONS = {
 
 
 def _safe_uri(uri: str) -> str:
-    """The tracking URI without credentials (user:password@ or a token in the query)."""
+    """The tracking URI without credentials (user:password@, or a token in the query)."""
     parts = urlsplit(uri)
-    host = parts.hostname or ""
-    netloc = host + (f":{parts.port}" if parts.port else "")
+    if not (parts.username or parts.password or parts.query):
+        return uri  # rebuilding would mangle sqlite:////abs/path
+    netloc = (parts.hostname or "") + (f":{parts.port}" if parts.port else "")
     return urlunsplit((parts.scheme, netloc, parts.path, "", ""))
 
 
@@ -103,6 +104,10 @@ def _sort(v) -> str:
     return "" if v is None or (isinstance(v, float) and not math.isfinite(v)) else f"{v:.6g}"
 
 
+def _cell(r: pd.Series, col: str, digits: int = 3) -> tuple[str, str]:
+    return mean_std(r[col], r[col + "_std"], None, digits), _sort(r[col])
+
+
 def best_text(configs: pd.DataFrame) -> str:
     alive = configs[(configs["n_diverged"] == 0) & np.isfinite(configs["score"])]
     if alive.empty:
@@ -131,27 +136,13 @@ def tables(configs: pd.DataFrame) -> dict:
             conv.append({"family": fam, "lr": fmt_value(r["lr"]), "steps": _steps(r),
                          "auc_acc": mean_std(r["auc_val_acc"], r["auc_val_acc_std"], r["n"]),
                          "auc_loss": mean_std(r["auc_train_loss"], r["auc_train_loss_std"], r["n"])})  # fmt: skip
-            cells = [
-                (fam, fam),
-                (fmt_value(r["lr"]), _sort(r["lr"])),
-                (str(r["n"]), str(r["n"])),
-                (
-                    mean_std(r["final_val_acc"], r["final_val_acc_std"], r["n"]),
-                    _sort(r["final_val_acc"]),
-                ),
-                (
-                    mean_std(r["best_val_acc"], r["best_val_acc_std"], r["n"]),
-                    _sort(r["best_val_acc"]),
-                ),
-                (
-                    mean_std(r["final_train_acc"], r["final_train_acc_std"], r["n"]),
-                    _sort(r["final_train_acc"]),
-                ),
-                (mean_std(r["gen_gap"], r["gen_gap_std"], r["n"]), _sort(r["gen_gap"])),
-                (
-                    mean_std(r["train_seconds"], r["train_seconds_std"], r["n"], 1),
-                    _sort(r["train_seconds"]),
-                ),
+            # (text, sort key); n has its own column, so the cells show mean ± std only
+            cells = [(fam, fam), (fmt_value(r["lr"]), _sort(r["lr"])), (str(r["n"]), str(r["n"]))]
+            cells += [
+                _cell(r, c) for c in ("final_val_acc", "best_val_acc", "final_train_acc", "gen_gap")
+            ]
+            cells += [
+                _cell(r, "train_seconds", 1),
                 (f"{r['n_diverged']}/{r['n']}", _sort(r["divergence_rate"])),
                 (VERDICT_TEXT[r["verdict"]], str(VERDICTS.index(r["verdict"]))),
             ]
@@ -194,7 +185,7 @@ def page_context(sr, data: dict, figs: dict, tracking_uri: str, generated: datet
         "rules": rules_text(),
         "tables": tables(configs),
         "final_head": [
-            "configuration",
+            "optimizer · schedule · …",
             "peak LR",
             "n",
             "final val acc",

@@ -211,7 +211,11 @@ class Target(_Model):
 
 
 class Divergence(_Model):
-    """A trial diverges on a non-finite loss or a loss above `factor` x its initial loss."""
+    """A trial diverges on a non-finite loss or a loss above `factor` x its initial loss.
+
+    The initial loss is the mean of the first 5 step losses (one noisy first batch must not stop a
+    healthy run); before those 5 are in, only a jump above factor**2 x the first loss counts.
+    """
 
     factor: float = Field(default=10.0, gt=1)
 
@@ -222,7 +226,9 @@ class TrainSpec(_Model):
     target: Target | None = None
     divergence: Divergence = Divergence()
     accelerator: Literal["auto", "cpu", "gpu", "cuda", "mps"] = "auto"
-    threads: int | None = Field(default=None, ge=1)
+    # Small reference models run fastest on one CPU thread, and the second core then serves the
+    # metric writer process; set more for bigger models. Ignored on GPU.
+    threads: int = Field(default=1, ge=1)
 
 
 class TaskSpec(_Model):

@@ -202,8 +202,7 @@ def run_trial(
     lr = trial.lr if lr is None else lr
     if lr is None:
         raise ValueError("trial has no learning rate (lr: auto must be resolved first)")
-    if trial.threads:
-        torch.set_num_threads(trial.threads)
+    torch.set_num_threads(trial.threads)
     L.seed_everything(trial.seed, verbose=False)
     ds, _ = prepare(trial, data)
     model = build_model(trial.model, ds.input_shape, ds.num_classes, trial.model_args)

@@ -202,3 +202,11 @@ def test_user_errors_are_one_line(store, tmp_path):
     client.create_run(exp, tags={N.TAG_KIND: N.KIND_STUDY, N.TAG_STUDY: "empty study"})
     with pytest.raises(UserInputError, match="no finished trial runs"):
         build_report(uri, study="empty study", out_dir=tmp_path)
+
+
+def test_store_is_shown_without_credentials():
+    from lrstudy.report_context import _safe_uri
+
+    assert _safe_uri("sqlite:////tmp/a/mlflow.db") == "sqlite:////tmp/a/mlflow.db"
+    assert _safe_uri("https://user:secret@host:5000/x") == "https://host:5000/x"
+    assert _safe_uri("https://host/?token=secret") == "https://host/"

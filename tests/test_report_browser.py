@@ -58,7 +58,7 @@ def page(tmp_path_factory):
     root = tmp_path_factory.mktemp("browser")
     uri = f"sqlite:///{root}/mlflow.db"
     spec = SyntheticStudy(study="browser", optimizers=("adam",), lrs={"adam": (1e-4, 3e-3, 0.1)},
-                          epochs=3, steps_per_epoch=20, sweep={"weight_decay": (0.0, 1e-4)},
+                          epochs=3, steps_per_epoch=20, sweep={"train_fraction": (0.5, 1.0)},
                           noise_sigmas=(0.1,), range_test=True)  # fmt: skip
     write_study(uri, spec, root / "artifacts")
     result = generate_report(uri, study="browser", out_dir=root / "reports", log_artifact=False)
@@ -87,8 +87,9 @@ def test_chromium_loads_the_page_without_errors_and_draws_every_figure(page):
     dom = Figures()
     dom.feed(proc.stdout)
     assert dom.root_attrs.get("data-scripts-ok") == "1"  # the inline script ran to its end
+    # train fraction swept here (learning curves); the weight-decay heatmap is in test_report.py
     expected = {"lr-sensitivity", "convergence", "stability", "outcomes", "schedules", "grad-norm",
-                "axis-weight_decay", "robustness"}  # fmt: skip
+                "learning-curves", "robustness"}  # fmt: skip
     assert set(dom.figures) == expected
     for name, f in dom.figures.items():
         drawn = (f["svg"] == 1 and f["paths"] >= 5) or any(

@@ -18,17 +18,18 @@ from pathlib import Path
 from typing import Any
 
 from lrstudy import names
-from lrstudy.track import runs as track_runs
 
-# TODO(lead): move these next to the other names in lrstudy/names.py.
-TAG_RANGE_TEST_KEY = "lrstudy.range_test_key"  # hash of everything the test's result depends on
-PARAM_OPTIMIZER = "optimizer"
-PARAM_SUGGESTION = "suggestion"  # name of the recommended rule; its LR is metric suggestion/<rule>
-PARAM_LR_MIN = "lr_min"
-PARAM_LR_MAX = "lr_max"
-PARAM_STEPS = "steps"
-PARAM_MODE = "mode"
-FIGURE_ARTIFACT = "range_test.png"
+from lrstudy.names import (  # noqa: F401 - re-exported for callers of this module
+    FIGURE_ARTIFACT,
+    PARAM_LR_MAX,
+    PARAM_LR_MIN,
+    PARAM_MODE,
+    PARAM_OPTIMIZER,
+    PARAM_STEPS,
+    PARAM_SUGGESTION,
+    TAG_RANGE_TEST_KEY,
+)
+from lrstudy.track import runs as track_runs
 
 _MAX_BATCH = 1000  # MLflow's limit of metrics per log_batch call
 
