@@ -102,12 +102,18 @@ def main() -> None:
     med = {m: statistics.median(v) for m, v in per_step.items()}
     tmed = {m: statistics.median(v) for m, v in totals.items()}
     print("\nratios (median marginal per-step cost; total-time ratio in brackets):")
-    print(f"  lrstudy / lightning-no-logger: {med['lrstudy'] / med['lightning']:.2f}x "
-          f"[{tmed['lrstudy'] / tmed['lightning']:.2f}x]   goal <= 1.05x")
-    print(f"  lrstudy / floor:               {med['lrstudy'] / med['floor']:.2f}x "
-          f"[{tmed['lrstudy'] / tmed['floor']:.2f}x]   stretch goal <= 1.3x")
-    print(f"  peer / lrstudy:                {med['peer'] / med['lrstudy']:.1f}x "
-          f"[{tmed['peer'] / tmed['lrstudy']:.1f}x]   goal >= 4x")
+    print(
+        f"  lrstudy / lightning-no-logger: {med['lrstudy'] / med['lightning']:.2f}x "
+        f"[{tmed['lrstudy'] / tmed['lightning']:.2f}x]   goal <= 1.05x"
+    )
+    print(
+        f"  lrstudy / floor:               {med['lrstudy'] / med['floor']:.2f}x "
+        f"[{tmed['lrstudy'] / tmed['floor']:.2f}x]   stretch goal <= 1.3x"
+    )
+    print(
+        f"  peer / lrstudy:                {med['peer'] / med['lrstudy']:.1f}x "
+        f"[{tmed['peer'] / tmed['lrstudy']:.1f}x]   goal >= 4x"
+    )
 
 
 if __name__ == "__main__":

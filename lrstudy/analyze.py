@@ -3,8 +3,9 @@
 Frames:
   runs     one row per run, as read by `lrstudy.read` (columns run_id, tags.*, params.*, metrics.*)
   history  long: run_id, key, step, value (one value per step, Inf restored)
-  trials   `trial_table(runs)`: typed columns per run (optimizer, schedule, lr, seed, axes, finals)
-  configs  `config_table(trials, history)`: one row per configuration, seeds aggregated
+  trials   `trial_table(runs)`: typed columns per run (optimizer, schedule, lr, seed, axes, finals),
+           `trial_metrics(trials, history)` adds curve metrics (oscillation, trend, AUC, score)
+  configs  `config_table(trial_metrics(...))`: one row per configuration, seeds aggregated
 """
 
 from __future__ import annotations
@@ -26,7 +27,6 @@ FINALS = {  # trials column -> summary metric logged once at the end of a trial
     "final_train_acc": N.FINAL_TRAIN_ACC,
     "steps_to_target": N.STEPS_TO_TARGET,
     "train_seconds": N.TRAIN_SECONDS,
-    "last_loss": N.TRAIN_LOSS,  # latest logged per-step loss: non-finite when the run blew up
 }
 # The oscillation index compares the loss's path length with its net drop, on bin means: a
 # per-batch loss is noisy, and averaging ~8 points per bin keeps that noise out of the index.
@@ -50,11 +50,17 @@ def _get(runs: pd.DataFrame, col: str) -> pd.Series:
     return runs[col] if col in runs.columns else pd.Series(np.nan, index=runs.index, dtype=object)
 
 
+def _first_of_json_list(s) -> float:
+    try:
+        v = json.loads(s) if isinstance(s, str) else None
+        return float(v[0]) if isinstance(v, list) and v else np.nan
+    except (ValueError, TypeError):
+        return np.nan
+
+
 def _momentum(runs: pd.DataFrame) -> pd.Series:
     """Param `momentum` when swept, else opt.momentum, else beta1 of opt.betas."""
-    betas = _get(runs, "params.opt.betas").map(
-        lambda s: json.loads(s)[0] if isinstance(s, str) and s.startswith("[") else np.nan
-    )
+    betas = _get(runs, "params.opt.betas").map(_first_of_json_list)
     return (
         _num(_get(runs, "params.momentum"))
         .fillna(_num(_get(runs, "params.opt.momentum")))
@@ -87,7 +93,8 @@ def trial_table(runs: pd.DataFrame) -> pd.DataFrame:
         t[col] = _num(_get(runs, f"metrics.{metric}")).astype(float)
     for col in sorted(c for c in runs.columns if c.startswith(f"metrics.{N.NOISE_ACC_PREFIX}")):
         t["noise:" + col.removeprefix(f"metrics.{N.NOISE_ACC_PREFIX}")] = _num(runs[col])
-    t["diverged"] = (outcome == N.OUTCOME_DIVERGED) | ~np.isfinite(t["last_loss"].fillna(0.0))
+    nonfinite = _get(runs, "nonfinite").fillna("").astype(str).str.split(",")
+    t["diverged"] = (outcome == N.OUTCOME_DIVERGED) | nonfinite.map(lambda ks: N.TRAIN_LOSS in ks)
     t["start_time"] = _num(runs["start_time"])
     # plugin runs: no optimizer/lr params -> the run is its own configuration, named after itself
     bare = (t["optimizer"] == "") & t["lr"].isna()

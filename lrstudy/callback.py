@@ -188,7 +188,11 @@ class LRStudyCallback(Callback):
             self._norm_keys[id(opt)] = names.group_metric(names.GRAD_NORM, f"opt{j}", n_opts)
         self._primary = id(trainer.optimizers[0]) if trainer.optimizers else None
         flat = [g for gs in self._groups.values() for g in gs]
-        track_runs.set_tags(self.client, self.run_id, {names.TAG_PARAM_GROUPS: ",".join(flat)})
+        track_runs.set_tags(
+            self.client,
+            self.run_id,
+            {names.TAG_PARAM_GROUPS: ",".join(flat), names.TAG_DEVICE: str(pl_module.device)},
+        )
         if self.sync_every is None:
             self.sync_every = 8 if pl_module.device.type == "cpu" else 64
 

@@ -56,6 +56,7 @@ TAG_DIVERGED_REASON = "lrstudy.diverged_reason"
 TAG_PID = "lrstudy.pid"
 TAG_HOST = "lrstudy.host"
 TAG_ERROR = "lrstudy.error"
+TAG_DEVICE = "lrstudy.device"  # where training ran, e.g. "cpu" or "cuda:0"
 TAG_PARAM_GROUPS = "lrstudy.param_groups"  # comma-separated group names, in order
 TAG_LR_SOURCE = "lrstudy.lr_source"  # "spec" or "range_test:<suggestion>" for lr: auto
 PARENT_RUN_ID = "mlflow.parentRunId"  # MLflow's own nesting tag

@@ -31,6 +31,8 @@ VERDICT_COLORS = {
     "too_high": "#fd8d3c",
     "diverged": "#252525",
 }
+# a loss/grad-norm axis goes log only when its values span at least half a decade
+LOG_MIN_RATIO = 3.0
 LR_CMAP = mpl.colormaps["viridis"].resampled(256)  # sequential: dark = low LR, yellow = high LR
 SVG_MAX_BYTES = 700_000  # above this a figure is embedded as PNG instead (page size budget)
 _ROUND = re.compile(r"(\.\d)\d+")
@@ -92,19 +94,32 @@ def grid_figure(nrows: int, ncols: int, *, row_h: float = 2.4, width: float = 11
     return fig, axes
 
 
-def log_axis(ax, which: str, values, pad: float | None = None) -> bool:
+def log_tick(v: float, _pos=None) -> str:
+    """Short plain labels for log axes: 0.001 ... 1000, else 1e-5 / 3e4 (never 1e-05 or mathtext)."""
+    if not (v > 0 and np.isfinite(v)):
+        return ""
+    e = int(np.floor(np.log10(v) + 1e-9))
+    if -3 <= e <= 3:
+        return f"{v:g}"
+    m = v / 10.0**e
+    return f"1e{e}" if abs(m - 1) < 1e-6 else f"{m:.2g}e{e}"
+
+
+def log_axis(ax, which: str, values, pad: float | None = None, min_ratio: float = 1.0) -> bool:
     """Log scale on `which` axis if `values` hold a positive finite number (else the axis stays
     linear: log-scaling an empty axis raises). Plain tick labels ('0.001', not mathtext '10^-3':
     mathtext parsing was ~20% of the render time), no minor ticks (they were another ~20%).
-    With `pad`, the limits are [min / pad, max * pad]. Returns whether the scale is log."""
+    With `pad`, the limits are [min / pad, max * pad]. Values spanning less than `min_ratio`
+    (max / min) stay linear: a loss between 2.0 and 2.4 reads better that way. Returns whether the
+    scale is log."""
     v = np.asarray(
         [x for x in np.ravel(np.asarray(values, dtype=float)) if np.isfinite(x) and x > 0]
     )
-    if not len(v):
+    if not len(v) or v.max() < min_ratio * v.min():
         return False
     axis = ax.xaxis if which == "x" else ax.yaxis
     (ax.set_xscale if which == "x" else ax.set_yscale)("log")
-    axis.set_major_formatter(mpl.ticker.FuncFormatter(lambda x, _: f"{x:g}"))
+    axis.set_major_formatter(mpl.ticker.FuncFormatter(log_tick))
     axis.set_minor_locator(mpl.ticker.NullLocator())
     if np.log10(v.max() / v.min()) < 2.5:  # a decade or two: label 1-2-5 steps, not just 1 tick
         axis.set_major_locator(mpl.ticker.LogLocator(subs=(1.0, 2.0, 5.0)))
@@ -123,7 +138,7 @@ def colorbar_beside(fig: Figure, ax, mappable, label: str) -> None:
     cax = ax.inset_axes([1.02, 0.0, 0.025, 1.0])
     cb = fig.colorbar(mappable, cax=cax)
     if isinstance(mappable.norm, mpl.colors.LogNorm):
-        cb.ax.yaxis.set_major_formatter(mpl.ticker.FuncFormatter(lambda v, _: f"{v:g}"))
+        cb.ax.yaxis.set_major_formatter(mpl.ticker.FuncFormatter(log_tick))
         cb.ax.yaxis.set_minor_formatter(mpl.ticker.NullFormatter())
     cb.minorticks_off()
     cb.set_label(label, fontsize=8)

@@ -13,6 +13,7 @@ from matplotlib.figure import Figure
 from lrstudy import names as N
 from lrstudy.analyze import binned, fmt_value
 from lrstudy.plots import (
+    LOG_MIN_RATIO,
     LR_CMAP,
     colorbar_beside,
     grid_figure,
@@ -79,23 +80,30 @@ def curves_data(
 
 
 def draw_curves(panel: dict, ax, norm, logy: bool = False, fallback_color: str = "#555") -> None:
-    starts = []
+    healthy = [s["mean"] for s in panel["series"] if s["n_diverged"] == 0] or [
+        s["mean"] for s in panel["series"]
+    ]
+    vals = np.concatenate(healthy) if healthy else np.array([])
+    vals = vals[np.isfinite(vals)]
+    lo, hi = (float(vals.min()), float(vals.max())) if len(vals) else (0.0, 1.0)
+    is_log = logy and log_axis(ax, "y", [lo, hi], min_ratio=LOG_MIN_RATIO)
+    # The limits frame the healthy curves; exploding runs leave through the top. Values are
+    # clipped a bit above it (1e308 would overflow matplotlib's log axis).
+    if is_log:
+        bottom, top = lo / 1.25, hi * 1.5
+    else:
+        bottom, top = lo - 0.1 * (hi - lo or 1.0), hi + 0.25 * (hi - lo or 1.0)
+    cap = top + 10 * (top - bottom)
     for s in panel["series"]:
         color = lr_color(norm, s["lr"]) if np.isfinite(s["lr"]) and s["lr"] > 0 else fallback_color
-        ax.plot(s["x"], s["mean"], color=color, lw=1.2)
+        mean, low, high = (np.minimum(s[k], cap) for k in ("mean", "lo", "hi"))
+        ax.plot(s["x"], mean, color=color, lw=1.2)
         if s["n"] > 1:
-            ax.fill_between(s["x"], s["lo"], s["hi"], color=color, alpha=0.15, lw=0)
+            ax.fill_between(s["x"], low, high, color=color, alpha=0.15, lw=0)
         if s["n_diverged"] and len(s["x"]):
-            ax.plot(s["x"][-1:], s["mean"][-1:], marker="x", color=color, ms=6, ls="none")
-        if len(s["mean"]) and s["n_diverged"] == 0:
-            starts.append(s["mean"][0])
-            starts.append(np.max(s["mean"]))
-    finite = [v for s in panel["series"] for v in s["mean"] if np.isfinite(v) and v > 0]
-    if logy and finite:
-        # exploding runs are cut off at 1.5x the healthy curves' highest point: keep those readable
-        lo, hi = max(min(finite) * 0.8, 1e-8), (max(starts) if starts else max(finite)) * 1.5
-        if log_axis(ax, "y", [lo, hi]):
-            ax.set_ylim(lo, hi)
+            ax.plot(s["x"][-1:], mean[-1:], marker="x", color=color, ms=6, ls="none")
+    if logy and len(vals):  # accuracy panels keep matplotlib's own limits
+        ax.set_ylim(bottom, top)
     ax.set_title(panel["family"])
 
 
@@ -124,7 +132,7 @@ def convergence_figure(
             draw_curves(loss[fam], row[0], norm, logy=True, fallback_color=color)
         if fam in acc:
             draw_curves(acc[fam], row[1], norm, fallback_color=color)
-        row[0].set_ylabel("train loss (log)")
+        row[0].set_ylabel("train loss" + (" (log)" if row[0].get_yscale() == "log" else ""))
         row[1].set_ylabel("val accuracy")
         row[0].set_title(f"{fam} — train loss", color=color)
         row[1].set_title(f"{fam} — val accuracy", color=color)
@@ -146,7 +154,7 @@ def grad_norm_figure(panels: list[dict], trials: pd.DataFrame) -> Figure:
         norm = lr_norm(g["lr"])
         draw_curves(p, ax, norm, logy=True, fallback_color=colors[p["optimizer"]])
         ax.set_title(p["family"], color=colors[p["optimizer"]])
-        ax.set_ylabel("gradient L2 norm (log)")
+        ax.set_ylabel("gradient L2 norm" + (" (log)" if ax.get_yscale() == "log" else ""))
         ax.set_xlabel("optimizer step")
         if g["lr"].notna().any():
             _lr_bar(fig, ax, norm)

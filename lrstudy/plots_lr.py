@@ -9,6 +9,7 @@ from matplotlib.figure import Figure
 
 from lrstudy.diagnose import OSC_MAX, SPREAD_MAX, VERDICT_TEXT
 from lrstudy.plots import (
+    LOG_MIN_RATIO,
     VERDICT_COLORS,
     family_style,
     grid_figure,
@@ -87,7 +88,9 @@ def draw_sensitivity(data: dict, axes) -> None:
         ]
         log_axis(ax, "x", lrs, pad=1.6)
         if logy:
-            log_axis(ax, "y", [v for fam in data["families"] for v in fam["panels"][col]["mean"]])
+            vals = [v for fam in data["families"] for v in fam["panels"][col]["mean"]]
+            if not log_axis(ax, "y", vals, min_ratio=LOG_MIN_RATIO):
+                label = label.replace(" (log)", "")
         ax.set_xlabel("peak LR (log scale)")
         ax.set_title(label)
 

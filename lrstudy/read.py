@@ -10,14 +10,13 @@ import math
 from collections.abc import Iterable
 from dataclasses import dataclass
 
-import numpy as np
 import pandas as pd
 from mlflow.entities import ViewType
 from mlflow.tracking import MlflowClient
 
 from lrstudy import names as N
 from lrstudy.errors import UserInputError
-from lrstudy.read_history import clamp_to_inf
+from lrstudy.read_history import MLFLOW_MAX_FLOAT, clamp_to_inf
 
 
 @dataclass
@@ -53,7 +52,9 @@ def _search(client: MlflowClient, experiment_ids: list[str], filter_string: str)
 
 
 def runs_frame(runs: Iterable) -> pd.DataFrame:
-    """MLflow Run objects → one row each; metric values with clamped Inf restored."""
+    """MLflow Run objects → one row each; metric values with clamped Inf restored. Column
+    `nonfinite` lists the metrics whose latest value is NaN/Inf (a NaN cell alone cannot tell a
+    logged NaN from a metric that was never logged)."""
     rows = []
     for r in runs:
         row = {
@@ -65,11 +66,17 @@ def runs_frame(runs: Iterable) -> pd.DataFrame:
         }
         row.update({f"tags.{k}": v for k, v in r.data.tags.items()})
         row.update({f"params.{k}": v for k, v in r.data.params.items()})
+        metrics = {k: float(v) for k, v in r.data.metrics.items()}
         row.update(
             {
-                f"metrics.{k}": float(clamp_to_inf(np.array([v]))[0])
-                for k, v in r.data.metrics.items()
+                f"metrics.{k}": v
+                for k, v in zip(metrics, clamp_to_inf(list(metrics.values())), strict=True)
             }
+        )
+        row["nonfinite"] = ",".join(
+            sorted(
+                k for k, v in metrics.items() if not math.isfinite(v) or abs(v) >= MLFLOW_MAX_FLOAT
+            )
         )
         rows.append(row)
     df = pd.DataFrame(

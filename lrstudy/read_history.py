@@ -91,7 +91,7 @@ def _sql_points(store, run_ids: list[str], keys: list[str], stride: int) -> pd.D
                             "timestamp": np.fromiter(cols[3], "int64"),
                             "value": value,
                         }
-                    )  # fmt: skip
+                    )
                 )
     return pd.concat(frames, ignore_index=True) if frames else pd.DataFrame(columns=HISTORY_COLUMNS)
 
@@ -169,9 +169,9 @@ def read_histories(
             parts.append(_sql_points(store, all_ids, keys_per_epoch, 1))
         elif isinstance(store, RestStore):
             parts.append(_rest_points(store, all_ids, keys_per_step + keys_per_epoch, max_points))
-        else:
-            raise TypeError(type(store).__name__)
-    except Exception:  # unknown store, or an MLflow schema we don't know: the slow public path
+        else:  # a store with no bulk path we know: one public call per run and key
+            parts.append(_client_points(client, all_ids, keys_per_step + keys_per_epoch))
+    except Exception:  # a schema or server we don't know: fall back to the slow public path
         parts = [_client_points(client, all_ids, keys_per_step + keys_per_epoch)]
     raw = pd.concat(
         [p for p in parts if not p.empty] or [pd.DataFrame(columns=HISTORY_COLUMNS)],

@@ -22,7 +22,7 @@ from lrstudy.plots import VERDICT_COLORS, optimizer_colors
 FIGURE_CAPTIONS = {
     "lr-sensitivity": "Final and best validation accuracy and final train loss against the peak LR. "
     "Line = mean over seeds, band = min–max over seeds, dots = single seeds, × at the panel edge = "
-    "a diverged seed, dashed vertical line = the LR range test's recommended LR.",
+    "a diverged seed.",
     "convergence": "Seed mean (line) and min–max band over seeds, per LR (colour). × = the last "
     "point of a configuration with diverged seeds; exploding losses are cut off at the top.",
     "stability": "Per LR: share of diverged seeds, oscillation index of the train loss, "
@@ -37,6 +37,9 @@ FIGURE_CAPTIONS = {
     "robustness": "Test accuracy under Gaussian input noise of each σ, per LR (σ = 0: clean "
     "final val accuracy); diverged configurations are left out.",
 }
+
+
+RANGE_TEST_NOTE = " Dashed vertical lines: the LR range test's recommended LR per optimizer."
 
 
 def _safe_uri(uri: str) -> str:
@@ -209,7 +212,8 @@ def page_context(sr, data: dict, figs: dict, tracking_uri: str, generated: datet
             k: {
                 **f,
                 "markup": Markup(f["markup"]) if f["kind"] == "svg" else f["markup"],
-                "caption": FIGURE_CAPTIONS.get(k, ""),
+                "caption": FIGURE_CAPTIONS.get(k, "")
+                + (RANGE_TEST_NOTE if k == "lr-sensitivity" and len(sr.range_tests) else ""),
             }
             for k, f in figs.items()
         },  # fmt: skip

@@ -313,6 +313,7 @@ def study_frames():
                     f"metrics.{N.FINAL_TRAIN_ACC}": final + 0.05,
                     f"metrics.{N.STEPS_TO_TARGET}": {"good": 200.0, "osc": 300.0}.get(kind, np.nan),
                     f"metrics.{N.TRAIN_LOSS}": float(loss[-1]),
+                    "nonfinite": "" if np.isfinite(loss[-1]) else N.TRAIN_LOSS,
                 }  # fmt: skip
             )
             hist.append(raw(rid, N.TRAIN_LOSS, loss))

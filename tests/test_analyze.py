@@ -105,6 +105,8 @@ def test_run_curve_metrics_flags_non_finite_and_exploding_losses():
 
 def test_trial_table_types_columns_and_marks_divergence():
     runs, _ = study_frames()
+    # a run whose tag says ok but whose last logged loss is NaN diverged all the same
+    runs.loc[runs["run_id"] == "div-0", f"tags.{N.TAG_OUTCOME}"] = N.OUTCOME_OK
     t = trial_table(runs)
     assert t["lr"].tolist() == sorted(t["lr"].tolist())
     assert set(t["family"]) == {"sgd · constant"}  # nothing else swept

@@ -15,7 +15,7 @@ from lrstudy import names as N
 from lrstudy.diagnose import VERDICTS
 from lrstudy.errors import UserInputError
 from lrstudy.read import find_study
-from lrstudy.read_history import read_histories
+from lrstudy.read_history import _client_points, clean_history, read_histories
 from lrstudy.report import build_report, generate_report
 from tests.report_fixtures import SyntheticStudy, write_study
 
@@ -151,6 +151,9 @@ def test_histories_are_deduplicated_and_strided(store):
     resumed = client.get_metric_history(first, N.TRAIN_LOSS)
     latest = {m.step: m.value for m in sorted(resumed, key=lambda m: m.timestamp)}
     assert full.set_index("step")["value"].to_dict() == pytest.approx(latest)
+    # the slow public path (stores without a bulk path) reads the same curve
+    slow = clean_history(_client_points(client, [first], [N.TRAIN_LOSS]))
+    assert slow.equals(full)
     strided, _ = read_histories(client, {"all": ([first], 4)}, [N.TRAIN_LOSS], [N.VAL_ACC])
     loss = strided[strided["key"] == N.TRAIN_LOSS]
     assert (loss["step"] % 4 == 0).all() and len(loss) == 15
