@@ -7,6 +7,8 @@ Measured in one run, each setup in a fresh process, one torch thread (as the pee
   lrstudy    lrstudy's trial: same model, data, optimizer (SGD 0.1, momentum 0.9), cosine schedule,
              batch 100, 40 steps/epoch, tracking LR/momentum/loss/grad-norm every step into sqlite
 
+lrstudy's clock starts after the store and its writer process exist (both are set up once per
+study, not per trial); the peer's includes its store creation, as a user's script would.
 Each setup runs at two lengths (E1 and E2 epochs); the marginal cost per step is
 (t(E2) - t(E1)) / (steps(E2) - steps(E1)), which removes fixed costs (imports, store creation).
 Totals at E2 are printed too. Usage: python bench/bench_overhead.py [--e1 5 --e2 20 --repeats 3]
@@ -39,6 +41,7 @@ def lrstudy_trial(epochs: int) -> float:
     from lrstudy.spec import parse_spec
     from lrstudy.track import runs
     from lrstudy.track.store import experiment_id, open_client
+    from lrstudy.track.writer import writer_for
     from lrstudy.train import run_trial
 
     spec = parse_spec(
@@ -53,7 +56,9 @@ schedules: [{{name: cosine}}]
     trial = plan_trials(spec)[0]
     data = load_dataset("mnist1d")
     tmp = tempfile.mkdtemp()
-    client = open_client(f"sqlite:///{tmp}/mlflow.db")  # store creation is not part of a trial
+    uri = f"sqlite:///{tmp}/mlflow.db"
+    client = open_client(uri)  # store creation is per study, not part of a trial
+    writer_for(uri).wait_ready()  # likewise the writer process (started once per study)
     exp = experiment_id(client, "bench")
     t0 = time.perf_counter()
     run_id = runs.start_run(client, exp, name=trial.name, tags={})

@@ -35,6 +35,7 @@ from lrstudy.plan import Trial, plan_trials
 from lrstudy.spec import StudySpec
 from lrstudy.track import runs as track_runs
 from lrstudy.track.store import experiment_id, open_client
+from lrstudy.track.writer import writer_for
 
 
 @dataclass
@@ -160,6 +161,7 @@ def run_study(
     console = console or Console(stderr=True)
     trials, data = preflight(spec, source)
     client = open_client(tracking_uri)
+    writer_for(tracking_uri)  # start the metric writer process now; it loads while we set up
     exp = experiment_id(client, spec.experiment)
     existing = track_runs.search_study_runs(client, exp, names.KIND_TRIAL, spec.name)
     parents = track_runs.search_study_runs(client, exp, names.KIND_STUDY, spec.name)

@@ -15,6 +15,7 @@ import numpy as np
 import pandas as pd
 from markupsafe import Markup
 
+from lrstudy import names as N
 from lrstudy.analyze import AXES, AXIS_SHORT, fmt_value, mean_std, swept_axes
 from lrstudy.diagnose import VERDICT_TEXT, VERDICTS, rules_text
 from lrstudy.plots import VERDICT_COLORS, optimizer_colors
@@ -90,8 +91,11 @@ def header(sr, trials: pd.DataFrame, tracking_uri: str) -> list[tuple[str, str]]
         ("target", f"{p['target_metric']} {'≥' if p.get('target_mode', 'max') == 'max' else '≤'} {p.get('target_value')}" if "target_metric" in p else "—"),
         ("store", f"{_safe_uri(tracking_uri)} — experiment {sr.experiment_name} ({sr.experiment_id})"),
         ("date", _when((sr.parent or {}).get("start_time") or trials["start_time"].min())),
-        ("lrstudy version", tags.get("lrstudy.version", "—")),
+        ("lrstudy version", tags.get(N.TAG_VERSION, "—")),
     ]  # fmt: skip
+    device_col = f"tags.{N.TAG_DEVICE}"
+    if device_col in sr.runs.columns and sr.runs[device_col].notna().any():
+        items.insert(-2, ("device", ", ".join(sorted(sr.runs[device_col].dropna().unique()))))
     if p.get("description"):
         items.insert(0, ("description", p["description"]))
     return items

@@ -232,3 +232,18 @@ def test_schema_lists_the_study_fields(capsys: pytest.CaptureFixture) -> None:
     assert {"name", "task", "train", "optimizers", "schedules", "sweep", "search"} <= set(
         schema["properties"]
     )
+
+
+def test_report_from_the_real_smoke_study(smoke_store: str, tmp_path: Path) -> None:
+    from lrstudy.report import build_report
+
+    path = build_report(smoke_store, study="smoke", experiment="smoke", out_dir=tmp_path)
+    html = path.read_text(encoding="utf-8")
+    assert path == tmp_path / "smoke" / "index.html"
+    assert "diverged" in html and "sgd" in html and "adam" in html
+    client = MlflowClient(smoke_store)
+    parents, trials = _runs(smoke_store)
+    artifacts = [a.path for a in client.list_artifacts(parents[0].info.run_id, "report")]
+    assert artifacts == [names.REPORT_ARTIFACT]
+    verdicts = {t.data.tags.get(names.TAG_DIAGNOSIS) for t in _runs(smoke_store)[1]}
+    assert "diverged" in verdicts and verdicts <= {"too_low", "good", "too_high", "diverged"}

@@ -18,7 +18,6 @@ from pathlib import Path
 from typing import Any
 
 from lrstudy import names
-
 from lrstudy.names import (  # noqa: F401 - re-exported for callers of this module
     FIGURE_ARTIFACT,
     PARAM_LR_MAX,

@@ -70,6 +70,10 @@ class WriterProcess:
             if status != "ok":
                 raise WriterError(msg[0] if msg else answer)
 
+    def wait_ready(self) -> None:
+        """Block until the child has imported MLflow and opened the store (an empty batch)."""
+        self.write("", [])
+
     def close(self) -> None:
         with self._lock:
             if self._proc.stdin and not self._proc.stdin.closed:
@@ -114,6 +118,10 @@ def _serve(uri: str) -> None:
         if len(head) < _HEADER.size:
             return  # parent closed stdin (or died): nothing more will come
         seq, run_id, rows = pickle.loads(src.read(_HEADER.unpack(head)[0]))
+        if not rows:  # a readiness probe
+            out.write(f"{seq} ok\n".encode())
+            out.flush()
+            continue
         try:
             for i in range(0, len(rows), 1000):  # MLflow's limit per log_batch
                 metrics = [Metric(k, v, ts, s) for k, v, s, ts in rows[i : i + 1000]]
