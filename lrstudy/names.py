@@ -61,6 +61,9 @@ TAG_PARAM_GROUPS = "lrstudy.param_groups"  # comma-separated group names, in ord
 TAG_LR_SOURCE = "lrstudy.lr_source"  # "spec" or "range_test:<suggestion>" for lr: auto
 PARENT_RUN_ID = "mlflow.parentRunId"  # MLflow's own nesting tag
 RUN_NAME = "mlflow.runName"
+# MLflow 3's UI opens an experiment in its GenAI view unless this experiment tag says otherwise.
+EXPERIMENT_KIND = "mlflow.experimentKind"
+EXPERIMENT_KIND_TRAINING = "custom_model_development"
 
 KIND_STUDY = "study"
 KIND_TRIAL = "trial"

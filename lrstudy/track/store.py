@@ -7,6 +7,7 @@ import urllib.error
 import urllib.request
 from pathlib import Path
 
+from lrstudy import names
 from lrstudy.errors import UserInputError
 
 DEFAULT_URI = "sqlite:///mlflow.db"
@@ -68,7 +69,15 @@ def experiment_id(client, name: str, *, create: bool = True) -> str | None:
     """The id of experiment `name`, created when missing (and `create`); a deleted one is restored."""
     exp = client.get_experiment_by_name(name)
     if exp is None:
-        return client.create_experiment(name) if create else None
+        if not create:
+            return None
+        return client.create_experiment(
+            name, tags={names.EXPERIMENT_KIND: names.EXPERIMENT_KIND_TRAINING}
+        )
     if exp.lifecycle_stage == "deleted":
         client.restore_experiment(exp.experiment_id)
+    if create and names.EXPERIMENT_KIND not in exp.tags:
+        client.set_experiment_tag(
+            exp.experiment_id, names.EXPERIMENT_KIND, names.EXPERIMENT_KIND_TRAINING
+        )
     return exp.experiment_id
