@@ -86,12 +86,18 @@ def test_import_pulls_in_neither_torch_nor_lightning():
 def test_import_mlflow_registers_the_entry_point_and_stays_inert(tmp_path):
     # Install just the entry point (a bare .dist-info on sys.path), as `pip install` would, and let
     # a fresh interpreter `import mlflow`: it must load our provider, and start runs untagged.
-    dist = tmp_path / "lrstudy_ep-0.0.dist-info"
-    dist.mkdir()
-    (dist / "METADATA").write_text("Metadata-Version: 2.1\nName: lrstudy-ep\nVersion: 0.0\n")
-    (dist / "entry_points.txt").write_text(
-        "[mlflow.run_context_provider]\nlrstudy = lrstudy.context_provider:LRStudyContextProvider\n"
-    )
+    # When lrstudy itself is pip-installed (as `make test` does), its real entry point is already
+    # registered; a second, planted one would load the provider twice.
+    from importlib.metadata import entry_points
+
+    installed = any(ep.name == "lrstudy" for ep in entry_points(group="mlflow.run_context_provider"))
+    if not installed:
+        dist = tmp_path / "lrstudy_ep-0.0.dist-info"
+        dist.mkdir()
+        (dist / "METADATA").write_text("Metadata-Version: 2.1\nName: lrstudy-ep\nVersion: 0.0\n")
+        (dist / "entry_points.txt").write_text(
+            "[mlflow.run_context_provider]\nlrstudy = lrstudy.context_provider:LRStudyContextProvider\n"
+        )
     code = (
         "import mlflow\n"
         "from mlflow.tracking.context import registry\n"
