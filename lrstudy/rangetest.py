@@ -202,15 +202,16 @@ _END = object()
 def _check_ramp(
     lr_min: float, lr_max: float, steps: int, mode: str, error: type[Exception]
 ) -> None:
-    for name, v in (("minimum LR", lr_min), ("maximum LR", lr_max)):
+    # Named for both callers: find_lr(lr_min=...) and `find-lr --min ...`.
+    for name, v in (("lr_min (--min)", lr_min), ("lr_max (--max)", lr_max)):
         if isinstance(v, bool) or not isinstance(v, int | float) or not math.isfinite(v) or v <= 0:
             raise error(f"{name} must be a finite number > 0, got {v!r}")
     if lr_min >= lr_max:
-        raise error(f"minimum LR ({lr_min:g}) must be below the maximum LR ({lr_max:g})")
+        raise error(f"lr_min (--min) {lr_min:g} must be below lr_max (--max) {lr_max:g}")
     if isinstance(steps, bool) or not isinstance(steps, int) or steps < 10:
-        raise error(f"steps must be an integer >= 10 (the rules need a curve), got {steps!r}")
+        raise error(f"steps (--steps) must be an integer >= 10 (the rules need a curve), got {steps!r}")
     if mode not in ("exp", "linear"):
-        raise error(f"mode must be 'exp' or 'linear', got {mode!r}")
+        raise error(f"mode (--mode) must be 'exp' or 'linear', got {mode!r}")
 
 
 def _record(pending, tracker, lrs, losses, smoothed) -> int | None:

@@ -157,10 +157,10 @@ def test_one_shot_iterator_ends_the_test_early():
 @pytest.mark.parametrize(
     ("kwargs", "message"),
     [
-        ({"lr_min": 1.0, "lr_max": 0.1}, "below the maximum"),
-        ({"lr_min": 0.0}, "minimum LR must be"),
-        ({"steps": 5}, "steps must be an integer >= 10"),
-        ({"mode": "cos"}, "mode must be"),
+        ({"lr_min": 1.0, "lr_max": 0.1}, r"below lr_max \(--max\)"),
+        ({"lr_min": 0.0}, r"lr_min \(--min\) must be"),
+        ({"steps": 5}, r"steps \(--steps\) must be an integer >= 10"),
+        ({"mode": "cos"}, r"mode \(--mode\) must be"),
         ({"smoothing": 1.0}, "smoothing"),
         ({"stop_factor": 1.0}, "stop_factor"),
     ],
@@ -226,8 +226,8 @@ def test_find_lr_cli_logs_a_range_test_run(store_uri, capsys):
     ("args", "message"),
     [
         (_args(optimizer="rmsprop"), "'rmsprop' is not in this study; its optimizers: sgd, adam"),
-        (_args(lr_min=1.0, lr_max=1.0), "must be below the maximum"),
-        (_args(steps=3), "steps must be an integer >= 10"),
+        (_args(lr_min=1.0, lr_max=1.0), r"--min\) 1 must be below lr_max \(--max\) 1"),
+        (_args(steps=3), r"steps \(--steps\) must be an integer >= 10"),
     ],
 )
 def test_find_lr_cli_rejects_bad_input_before_touching_mlflow(tmp_path, args, message):
