@@ -311,4 +311,5 @@ def _progress(console: Console) -> Progress:
         TextColumn("{task.fields[best]}"),
         console=console,
         transient=False,
+        disable=not console.is_terminal,  # logs and CI get the per-trial lines only
     )
