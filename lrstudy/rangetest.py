@@ -209,7 +209,9 @@ def _check_ramp(
     if lr_min >= lr_max:
         raise error(f"lr_min (--min) {lr_min:g} must be below lr_max (--max) {lr_max:g}")
     if isinstance(steps, bool) or not isinstance(steps, int) or steps < 10:
-        raise error(f"steps (--steps) must be an integer >= 10 (the rules need a curve), got {steps!r}")
+        raise error(
+            f"steps (--steps) must be an integer >= 10 (the rules need a curve), got {steps!r}"
+        )
     if mode not in ("exp", "linear"):
         raise error(f"mode (--mode) must be 'exp' or 'linear', got {mode!r}")
 

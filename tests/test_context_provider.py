@@ -90,7 +90,9 @@ def test_import_mlflow_registers_the_entry_point_and_stays_inert(tmp_path):
     # registered; a second, planted one would load the provider twice.
     from importlib.metadata import entry_points
 
-    installed = any(ep.name == "lrstudy" for ep in entry_points(group="mlflow.run_context_provider"))
+    installed = any(
+        ep.name == "lrstudy" for ep in entry_points(group="mlflow.run_context_provider")
+    )
     if not installed:
         dist = tmp_path / "lrstudy_ep-0.0.dist-info"
         dist.mkdir()
