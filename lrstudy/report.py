@@ -119,15 +119,15 @@ def generate_report(
 ) -> ReportResult:
     """`build_report`, returning the HTML and the figures the bench prints as well."""
     t = [time.perf_counter()]
-    from mlflow.tracking import MlflowClient  # lazy: importing mlflow alone takes ~1 s
-
     from lrstudy.read import find_study
     from lrstudy.report_figures import render_figures
     from lrstudy.track import annotate
+    from lrstudy.track.store import open_client
 
     t.append(time.perf_counter())
-    client = MlflowClient(tracking_uri)
-    client._tracking_client.store  # noqa: B018  (opening the store: timed on its own)
+    # Reading never creates a store: a mistyped sqlite path or a dead server is a one-line error.
+    # (mlflow is imported lazily in there: importing it alone takes ~1 s.)
+    client = open_client(tracking_uri, create=False)
     t.append(time.perf_counter())
     sr = find_study(client, study=study, experiment=experiment, parent_run_id=parent_run_id)
     t.append(time.perf_counter())

@@ -247,3 +247,12 @@ def test_report_from_the_real_smoke_study(smoke_store: str, tmp_path: Path) -> N
     assert artifacts == [names.REPORT_ARTIFACT]
     verdicts = {t.data.tags.get(names.TAG_DIAGNOSIS) for t in _runs(smoke_store)[1]}
     assert "diverged" in verdicts and verdicts <= {"too_low", "good", "too_high", "diverged"}
+
+
+def test_report_on_a_missing_store_creates_nothing(
+    tmp_path: Path, capsys: pytest.CaptureFixture
+) -> None:
+    uri = f"sqlite:///{tmp_path}/typo/mlflow.db"
+    assert main(["report", "--experiment", "smoke", "--tracking-uri", uri]) == 2
+    assert "does not exist" in capsys.readouterr().err
+    assert not (tmp_path / "typo").exists()
