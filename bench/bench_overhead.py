@@ -35,14 +35,14 @@ def lrstudy_trial(epochs: int) -> float:
 
     torch.set_num_threads(1)
     sys.path.insert(0, str(ROOT))
-    from lrstudy.callback import LRStudyCallback
-    from lrstudy.data import load_dataset
     from lrstudy.plan import plan_trials
     from lrstudy.spec import parse_spec
     from lrstudy.track import runs
+    from lrstudy.track.callback import LRStudyCallback
     from lrstudy.track.store import experiment_id, open_client
     from lrstudy.track.writer import writer_for
-    from lrstudy.train import run_trial
+    from lrstudy.train.data import load_dataset
+    from lrstudy.train.module import run_trial
 
     spec = parse_spec(
         f"""

@@ -37,10 +37,10 @@ def main() -> None:
     from torch.nn import functional as F
 
     from lrstudy import find_lr
-    from lrstudy.data import load_dataset
-    from lrstudy.models import build_model
-    from lrstudy.optim import build_optimizer
-    from lrstudy.train import TensorBatches
+    from lrstudy.train.data import load_dataset
+    from lrstudy.train.models import build_model
+    from lrstudy.train.module import TensorBatches
+    from lrstudy.train.optim import build_optimizer
 
     torch.set_num_threads(1)
     data = load_dataset("mnist1d")

@@ -6,7 +6,7 @@
 
 Prints the build time (not part of the goal), then per timed run (each in a fresh interpreter)
 the wall time of build_report with its stages (mlflow/matplotlib are imported lazily inside it, and
-opening the store is counted), the time of `import lrstudy.report` before it, and the process
+opening the store is counted), the time of `import lrstudy.report.build` before it, and the process
 wall time; then the number of metric points read from MLflow and plotted, and the page size.
 """
 
@@ -80,7 +80,7 @@ def main() -> int:
     # caches behind, which skews an in-process timing either way.
     code = (
         "import json, resource, time; t0 = time.perf_counter()\n"
-        "from lrstudy.report import generate_report\n"
+        "from lrstudy.report.build import generate_report\n"
         "t1 = time.perf_counter(); c1 = time.process_time()\n"
         f"r = generate_report({uri!r}, study='bench', out_dir=r'{out}', log_artifact=False, write_verdicts=False)\n"
         "t2 = time.perf_counter(); kids = resource.getrusage(resource.RUSAGE_CHILDREN)\n"
@@ -98,7 +98,7 @@ def main() -> int:
         m = json.loads(proc.stdout.strip().splitlines()[-1])
         stages = ", ".join(f"{k} {v:.2f} s" for k, v in m["stages"].items())
         print(f"run {i + 1}: build_report {m['build']:.2f} s wall, {m['cpu']:.2f} s CPU incl. render "
-              f"workers ({stages}); + `import lrstudy.report` {m['import']:.2f} s; process wall "
+              f"workers ({stages}); + `import lrstudy.report.build` {m['import']:.2f} s; process wall "
               f"{wall:.2f} s; load average {os.getloadavg()[0]:.1f}")  # fmt: skip
         best = m["build"] if best is None else min(best, m["build"])
     print(f"{m['runs']} runs: {m['read']:,} metric points read, {m['plotted']:,} points plotted, "

@@ -56,13 +56,13 @@ def check_smoke(out: Path) -> None:
 def time_trial() -> None:
     import torch
 
-    from lrstudy.callback import LRStudyCallback
-    from lrstudy.data import load_dataset
     from lrstudy.plan import plan_trials
     from lrstudy.spec import parse_spec
     from lrstudy.track import runs
+    from lrstudy.track.callback import LRStudyCallback
     from lrstudy.track.store import experiment_id, open_client
-    from lrstudy.train import run_trial
+    from lrstudy.train.data import load_dataset
+    from lrstudy.train.module import run_trial
 
     data = load_dataset("mnist1d")
     client = open_client(f"sqlite:////tmp/gpu_bench_{time.time_ns()}.db")

@@ -95,7 +95,7 @@ def _uri(args: argparse.Namespace, spec=None) -> str:
 def cmd_run(args: argparse.Namespace) -> int:
     from rich.console import Console
 
-    from lrstudy.execute import run_study
+    from lrstudy.execute.study import run_study
 
     spec = _load(args.study)
     uri = _uri(args, spec)
@@ -120,7 +120,7 @@ def cmd_run(args: argparse.Namespace) -> int:
         )
     print(f"tracking: {uri} (experiment {spec.experiment!r}; browse: python -m lrstudy ui)")
     if not args.no_report and spec.report.enabled:
-        from lrstudy.report import build_report
+        from lrstudy.report.build import build_report
 
         out = args.report_dir or Path(spec.report.dir)
         path = build_report(uri, study=spec.name, experiment=spec.experiment, out_dir=out)
@@ -165,7 +165,7 @@ def cmd_plan(args: argparse.Namespace) -> int:
 
 
 def cmd_report(args: argparse.Namespace) -> int:
-    from lrstudy.report import build_report
+    from lrstudy.report.build import build_report
 
     if not (args.study or args.experiment or args.run_id):
         raise UserInputError("report: give a STUDY.yaml, --experiment NAME or --run PARENT_RUN_ID")
@@ -184,7 +184,7 @@ def cmd_report(args: argparse.Namespace) -> int:
 
 
 def cmd_find_lr(args: argparse.Namespace) -> int:
-    from lrstudy.rangetest import run_find_lr_cli
+    from lrstudy.rangetest.study import run_find_lr_cli
 
     spec = _load(args.study)
     return run_find_lr_cli(spec, str(args.study), _uri(args, spec), args)
@@ -199,7 +199,7 @@ def cmd_ui(args: argparse.Namespace) -> int:
 
 
 def cmd_schema(args: argparse.Namespace) -> int:
-    from lrstudy.spec import StudySpec
+    from lrstudy.spec.study import StudySpec
 
     print(json.dumps(StudySpec.model_json_schema(), indent=2))
     return 0

@@ -15,8 +15,8 @@ import random
 from dataclasses import dataclass, field
 from typing import Any
 
-from lrstudy.optim_catalog import OPTIMIZERS, resolved_hparams
-from lrstudy.spec import LRRange, OptimizerSpec, ScheduleSpec, StudySpec
+from lrstudy.spec.optimizers import OPTIMIZERS, resolved_hparams
+from lrstudy.spec.study import LRRange, OptimizerSpec, ScheduleSpec, StudySpec
 
 SWEEP_AXES = ("batch_size", "momentum", "weight_decay", "train_fraction")
 

@@ -22,7 +22,7 @@ from mlflow.entities import Metric, Param
 from mlflow.tracking import MlflowClient
 
 from lrstudy import names as N
-from lrstudy.read_history import clean_history
+from lrstudy.report.history import clean_history
 
 # Sweet-spot LR per optimizer: the synthetic loss converges fastest there.
 SWEET_SPOT = {"sgd": 0.1, "adam": 3e-3, "adamw": 3e-3, "rmsprop": 1e-3}

@@ -7,7 +7,7 @@ import pandas as pd
 import pytest
 
 from lrstudy import names as N
-from lrstudy.analyze import (
+from lrstudy.report.analyze import (
     FALLING_REL,
     binned,
     config_table,
@@ -18,9 +18,9 @@ from lrstudy.analyze import (
     trial_metrics,
     trial_table,
 )
-from lrstudy.diagnose import OSC_MAX
-from lrstudy.read import pick_trials
-from lrstudy.read_history import MLFLOW_MAX_FLOAT, clean_history
+from lrstudy.report.diagnose import OSC_MAX
+from lrstudy.report.history import MLFLOW_MAX_FLOAT, clean_history
+from lrstudy.report.read import pick_trials
 from tests.report_fixtures import (
     STEPS,
     diverging_loss,

@@ -263,7 +263,7 @@ def test_a_crash_closes_the_run_as_failed(uri):
 
 
 def test_fluent_runs_inside_fit_get_the_study_context(uri):
-    from lrstudy.context_provider import current_tags
+    from lrstudy.track.context_provider import current_tags
 
     seen = []
 
@@ -309,7 +309,7 @@ def test_nan_metric_values_are_not_lost(uri):
 
 
 def test_divergence_rule_uses_the_mean_of_the_first_losses():
-    from lrstudy.divergence import DivergenceGuard
+    from lrstudy.track.divergence import DivergenceGuard
 
     g = DivergenceGuard(factor=10)
     assert not g.check([(0, 0.1), (1, 3.0), (2, 2.0), (3, 2.0), (4, 2.9)])  # initial loss 2.0
@@ -321,7 +321,7 @@ def test_divergence_rule_uses_the_mean_of_the_first_losses():
 
 
 def test_divergence_rule_catches_an_immediate_blow_up():
-    from lrstudy.divergence import DivergenceGuard
+    from lrstudy.track.divergence import DivergenceGuard
 
     g = DivergenceGuard(factor=10)
     assert g.check([(0, 2.3), (1, 40.0), (2, 1e4)])
@@ -329,7 +329,7 @@ def test_divergence_rule_catches_an_immediate_blow_up():
 
 
 def test_divergence_rule_non_finite_always_counts_and_negative_losses_never_by_factor():
-    from lrstudy.divergence import DivergenceGuard
+    from lrstudy.track.divergence import DivergenceGuard
 
     assert DivergenceGuard(factor=None).check([(0, 1.0), (1, math.nan)])
     g = DivergenceGuard(factor=2)

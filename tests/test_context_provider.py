@@ -13,7 +13,7 @@ import pytest
 from mlflow.tracking.context import registry
 
 from lrstudy import __version__, names
-from lrstudy.context_provider import LRStudyContextProvider, current_tags, study_context
+from lrstudy.track.context_provider import LRStudyContextProvider, current_tags, study_context
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -76,7 +76,7 @@ def test_entry_point_resolves_to_the_class():
 
 def test_import_pulls_in_neither_torch_nor_lightning():
     code = (
-        "import sys, lrstudy.context_provider;"
+        "import sys, lrstudy.track.context_provider;"
         "bad = [m for m in ('torch', 'lightning') if m in sys.modules];"
         "sys.exit(1 if bad else 0)"
     )
@@ -98,7 +98,7 @@ def test_import_mlflow_registers_the_entry_point_and_stays_inert(tmp_path):
         dist.mkdir()
         (dist / "METADATA").write_text("Metadata-Version: 2.1\nName: lrstudy-ep\nVersion: 0.0\n")
         (dist / "entry_points.txt").write_text(
-            "[mlflow.run_context_provider]\nlrstudy = lrstudy.context_provider:LRStudyContextProvider\n"
+            "[mlflow.run_context_provider]\nlrstudy = lrstudy.track.context_provider:LRStudyContextProvider\n"
         )
     code = (
         "import mlflow\n"
@@ -107,7 +107,7 @@ def test_import_mlflow_registers_the_entry_point_and_stays_inert(tmp_path):
         "if type(p).__name__ == 'LRStudyContextProvider']\n"
         "assert len(ours) == 1, 'entry point not loaded'\n"
         "assert 'lrstudy.study' not in registry.resolve_tags()\n"
-        "from lrstudy.context_provider import study_context\n"
+        "from lrstudy.track.context_provider import study_context\n"
         "with study_context('s'):\n"
         "    assert registry.resolve_tags()['lrstudy.study'] == 's'\n"
     )

@@ -10,7 +10,8 @@ import numpy as np
 import pytest
 import torch
 
-from lrstudy.data import (
+from lrstudy.errors import UserInputError
+from lrstudy.train.data import (
     DATASETS,
     Dataset,
     check_dataset_ref,
@@ -19,7 +20,6 @@ from lrstudy.data import (
     load_dataset,
     subset_train,
 )
-from lrstudy.errors import UserInputError
 
 SMALL = {"n_samples": 200}
 

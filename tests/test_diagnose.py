@@ -5,8 +5,8 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
-from lrstudy.analyze import config_table, trial_metrics, trial_table
-from lrstudy.diagnose import (
+from lrstudy.report.analyze import config_table, trial_metrics, trial_table
+from lrstudy.report.diagnose import (
     CLEAR_MARGIN,
     CLEAR_STDS,
     OSC_MAX,

@@ -7,7 +7,7 @@ import torch
 from torch import nn
 
 from lrstudy.errors import UserInputError
-from lrstudy.models import MODELS, build_model, layer_groups, model_arg_names, model_names
+from lrstudy.train.models import MODELS, build_model, layer_groups, model_arg_names, model_names
 
 SHAPES = [
     (40,),

@@ -10,15 +10,15 @@ import pytest
 import torch
 from torch import nn
 
-from lrstudy.optim import (
+from lrstudy.schedules.catalog import build_schedule
+from lrstudy.spec.optimizers import OPTIMIZERS
+from lrstudy.train.optim import (
     ScheduleAdapter,
     build_optimizer,
     make_scheduler,
     momentum_of,
     resolved_optimizer_params,
 )
-from lrstudy.optim_catalog import OPTIMIZERS
-from lrstudy.schedules import build_schedule
 
 
 def _model() -> nn.Sequential:

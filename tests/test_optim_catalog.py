@@ -7,7 +7,7 @@ import inspect
 import pytest
 import torch
 
-from lrstudy.optim_catalog import OPTIMIZERS, resolved_hparams
+from lrstudy.spec.optimizers import OPTIMIZERS, resolved_hparams
 
 # Not hyperparameters of the method: implementation switches, or set by lrstudy itself.
 NOT_TUNABLE = {

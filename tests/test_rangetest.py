@@ -15,7 +15,7 @@ from torch import nn
 from lrstudy import find_lr, names
 from lrstudy.errors import UserInputError
 from lrstudy.plan import plan_trials
-from lrstudy.rangetest import auto_lr, run_find_lr_cli
+from lrstudy.rangetest.study import auto_lr, run_find_lr_cli
 from lrstudy.spec import parse_spec
 from lrstudy.track import range_runs
 
@@ -238,8 +238,8 @@ def test_find_lr_cli_rejects_bad_input_before_touching_mlflow(tmp_path, args, me
 
 
 def test_auto_lr_runs_once_then_reuses_the_logged_suggestion(store_uri):
-    from lrstudy.data import load_dataset
     from lrstudy.track.store import experiment_id, open_client
+    from lrstudy.train.data import load_dataset
 
     spec = parse_spec(SPEC)
     trials = [t for t in plan_trials(spec) if t.lr_auto]

@@ -7,7 +7,7 @@ import math
 import numpy as np
 import pytest
 
-from lrstudy import rangetest_rules as rules
+from lrstudy.rangetest import rules
 
 STEP = 0.05  # decades between grid points
 X = np.round(np.arange(-7, 1 + STEP / 2, STEP), 10)  # log10(lr) from 1e-7 to 10

@@ -12,11 +12,11 @@ from mlflow.entities import Metric, Param, RunTag
 from mlflow.tracking import MlflowClient
 
 from lrstudy import names as N
-from lrstudy.diagnose import VERDICTS
 from lrstudy.errors import UserInputError
-from lrstudy.read import find_study
-from lrstudy.read_history import _client_points, clean_history, read_histories
-from lrstudy.report import build_report, generate_report
+from lrstudy.report.build import build_report, generate_report
+from lrstudy.report.diagnose import VERDICTS
+from lrstudy.report.history import _client_points, clean_history, read_histories
+from lrstudy.report.read import find_study
 from tests.report_fixtures import SyntheticStudy, write_study
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -95,7 +95,7 @@ def test_fresh_process_renders_the_same_bytes_without_importing_torch(store, rep
     uri, _, _ = store
     code = (
         "import sys\n"
-        "from lrstudy.report import build_report\n"
+        "from lrstudy.report.build import build_report\n"
         f"build_report({uri!r}, study={STUDY!r}, out_dir=r'{tmp_path}', log_artifact=False)\n"
         "assert 'torch' not in sys.modules, 'torch was imported'\n"
         "assert 'lightning' not in sys.modules, 'lightning was imported'\n"
@@ -208,7 +208,7 @@ def test_user_errors_are_one_line(store, tmp_path):
 
 
 def test_store_is_shown_without_credentials():
-    from lrstudy.report_context import _safe_uri
+    from lrstudy.report.context import _safe_uri
 
     assert _safe_uri("sqlite:////tmp/a/mlflow.db") == "sqlite:////tmp/a/mlflow.db"
     assert _safe_uri("https://user:secret@host:5000/x") == "https://host:5000/x"

@@ -8,7 +8,7 @@ from html.parser import HTMLParser
 
 import pytest
 
-from lrstudy.report import generate_report
+from lrstudy.report.build import generate_report
 from tests.report_fixtures import SyntheticStudy, write_study
 
 CHROMIUM = shutil.which("chromium")

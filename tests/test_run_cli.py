@@ -235,7 +235,7 @@ def test_schema_lists_the_study_fields(capsys: pytest.CaptureFixture) -> None:
 
 
 def test_report_from_the_real_smoke_study(smoke_store: str, tmp_path: Path) -> None:
-    from lrstudy.report import build_report
+    from lrstudy.report.build import build_report
 
     path = build_report(smoke_store, study="smoke", experiment="smoke", out_dir=tmp_path)
     html = path.read_text(encoding="utf-8")

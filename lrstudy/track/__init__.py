@@ -1,1 +1,2 @@
-"""The only MLflow writer: store set-up, runs, buffered metrics, tags and status."""
+"""Track stage, the only MLflow writer: the Lightning callback, store set-up, runs, claims,
+buffered metrics, tags and status."""

@@ -11,8 +11,8 @@ import pandas as pd
 from matplotlib.figure import Figure
 
 from lrstudy import names as N
-from lrstudy.analyze import binned, fmt_value
-from lrstudy.plots import (
+from lrstudy.report.analyze import binned, fmt_value
+from lrstudy.report.plots.style import (
     LOG_MIN_RATIO,
     LR_CMAP,
     colorbar_beside,

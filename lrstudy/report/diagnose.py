@@ -10,7 +10,7 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
-from lrstudy.analyze import EXPLODE_RATIO, FALLING_REL, fmt_value
+from lrstudy.report.analyze import EXPLODE_RATIO, FALLING_REL, fmt_value
 
 # "Clearly worse" needs a gap that matters in practice (2 points of accuracy) AND one that seed
 # noise cannot explain (twice the best configuration's seed std); the larger of the two applies.

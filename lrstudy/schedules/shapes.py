@@ -2,7 +2,7 @@
 
 Each factory takes the run's length (`total_steps`, `steps_per_epoch`, given by the trainer) and the
 user's arguments (keyword-only, all with defaults, since the spec stage reads them off the
-signature) and returns `step -> multiplier of the peak LR`. `lrstudy.schedules` registers them,
+signature) and returns `step -> multiplier of the peak LR`. `lrstudy.schedules.catalog` registers them,
 adds the stateful Plateau and joins any of them to a warmup.
 
 User durations are in epochs (floats allowed), converted with `steps_per_epoch`. Durations of

@@ -13,7 +13,7 @@ optimizers `train/grad_norm/opt<i>`). The loss belongs to the first optimizer's 
 
 Per-step values stay tensors on the training device and are copied to the host every
 `sync_every` steps (a per-step `.item()` would stall a GPU), then handed to a `MetricSink` that
-writes off the training thread. The divergence guard (`lrstudy.divergence`) checks each copied
+writes off the training thread. The divergence guard (`lrstudy.track.divergence`) checks each copied
 chunk; a blow-up tags the run and stops training cleanly at the end of that batch.
 """
 
@@ -27,9 +27,10 @@ import lightning as L
 import torch
 from lightning.pytorch.callbacks import Callback
 
-from lrstudy import context_provider, names
-from lrstudy.divergence import DivergenceGuard
+from lrstudy import names
+from lrstudy.track import context_provider
 from lrstudy.track import runs as track_runs
+from lrstudy.track.divergence import DivergenceGuard
 from lrstudy.track.sink import MetricSink
 from lrstudy.track.store import experiment_id, open_client, resolve_tracking_uri
 
@@ -82,7 +83,7 @@ class LRStudyCallback(Callback):
     Which run: `run_id` if given; else the run of the Trainer's `MLFlowLogger` if it has one
     (tagged kind=plugin unless it has a kind, and with the outcome at the end); else a new run
     (kind=plugin) that this callback also ends. During fit, fluent `mlflow.start_run()` calls get
-    the study tags (see `lrstudy.context_provider`).
+    the study tags (see `lrstudy.track.context_provider`).
     """
 
     def __init__(

@@ -15,7 +15,7 @@ from collections.abc import Callable
 from concurrent.futures import ProcessPoolExecutor
 
 from lrstudy import names as N
-from lrstudy.analyze import swept_axes
+from lrstudy.report.analyze import swept_axes
 
 _SHARED: tuple | None = None  # (study runs, frames) for forked workers: set only while rendering
 
@@ -23,9 +23,9 @@ _SHARED: tuple | None = None  # (study runs, frames) for forked workers: set onl
 def figure_jobs(sr, data: dict) -> list[tuple[str, Callable]]:
     """(figure id, builder) for every figure this study gets; a builder returns a Figure, or None
     when there is nothing to draw. Builders are lazy: listing the jobs costs nothing."""
-    from lrstudy import plots_axes as PA
-    from lrstudy import plots_curves as PC
-    from lrstudy import plots_lr as P
+    from lrstudy.report.plots import axes as PA
+    from lrstudy.report.plots import curves as PC
+    from lrstudy.report.plots import lr as P
 
     trials, configs, history = data["trials"], data["configs"], data["history"]
 
@@ -79,7 +79,7 @@ def figure_jobs(sr, data: dict) -> list[tuple[str, Callable]]:
 
 
 def _render_job(i: int) -> tuple[str, dict | None]:
-    from lrstudy.plots import plot_style, render
+    from lrstudy.report.plots.style import plot_style, render
 
     sr, data = _SHARED
     name, build = figure_jobs(sr, data)[i]
@@ -97,7 +97,7 @@ def _workers() -> int:
 def render_figures(sr, data: dict, workers: int | None = None) -> dict[str, dict]:
     """Render every figure; returns {figure id: render()} in a fixed order."""
     global _SHARED
-    import lrstudy.plots  # noqa: F401  (import matplotlib once, before forking)
+    import lrstudy.report.plots.style  # noqa: F401  (import matplotlib once, before forking)
 
     n_jobs = len(figure_jobs(sr, data))
     workers = _workers() if workers is None else workers

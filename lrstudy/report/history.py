@@ -1,6 +1,6 @@
 """Metric histories in bulk: the per-step and per-epoch curves of many runs, as one tidy frame.
 
-Part of the MLflow reader (with lrstudy.read). Reading speed, measured on the shared 2-core box
+Part of the MLflow reader (with lrstudy.report.read). Reading speed, measured on the shared 2-core box
 (sqlite store of 100 runs x 2000 steps x 3 per-step keys + epoch metrics = 467k points,
 mlflow 3.17.2, load average 2-3):
 

@@ -8,8 +8,8 @@ import numpy as np
 import pandas as pd
 from matplotlib.figure import Figure
 
-from lrstudy.analyze import family_label, fmt_value
-from lrstudy.plots import (
+from lrstudy.report.analyze import family_label, fmt_value
+from lrstudy.report.plots.style import (
     colorbar_beside,
     grid_figure,
     log_axis,

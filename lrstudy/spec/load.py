@@ -14,7 +14,7 @@ import yaml
 from pydantic import BaseModel, ValidationError
 
 from lrstudy.errors import UserInputError
-from lrstudy.spec import StudySpec
+from lrstudy.spec.study import StudySpec
 
 # PyYAML follows YAML 1.1, where "1e-3" (no dot) is a string; YAML 1.2 and users say it is a float.
 _FLOAT = re.compile(

@@ -13,8 +13,8 @@ import torch
 from torch import nn
 from torch.optim.lr_scheduler import LRScheduler
 
-from lrstudy.optim_catalog import OPTIMIZERS, resolved_hparams
-from lrstudy.schedules import Schedule, monitor_of
+from lrstudy.schedules.catalog import Schedule, monitor_of
+from lrstudy.spec.optimizers import OPTIMIZERS, resolved_hparams
 
 PEAK_LR_KEY = "lrstudy_peak_lr"  # per param group: the LR its schedule multiplier applies to
 

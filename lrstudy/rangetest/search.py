@@ -22,7 +22,7 @@ from typing import Any
 
 import torch
 
-from lrstudy import rangetest_rules as rules
+from lrstudy.rangetest import rules
 
 LossFn = Callable[[torch.nn.Module, Any], torch.Tensor]
 
@@ -265,7 +265,7 @@ def _resolve_optimizer(module: torch.nn.Module, optimizer: Any) -> torch.optim.O
     if isinstance(optimizer, torch.optim.Optimizer):
         return optimizer
     if isinstance(optimizer, str):
-        from lrstudy.optim import build_optimizer
+        from lrstudy.train.optim import build_optimizer
 
         return build_optimizer(module, optimizer, 1e-3, {})[0]
     if optimizer is not None:
@@ -339,19 +339,3 @@ def settings_key(settings: dict[str, Any]) -> str:
     blob = json.dumps(settings, sort_keys=True, default=list).encode()
     return hashlib.sha256(blob).hexdigest()[:16]
 
-
-# The study side lives in rangetest_study (imported lazily: it pulls in data, models and MLflow).
-
-
-def run_find_lr_cli(spec, source: str, tracking_uri: str, args) -> int:
-    """`python -m lrstudy find-lr STUDY.yaml ...`: see `rangetest_study.run_find_lr_cli`."""
-    from lrstudy.rangetest_study import run_find_lr_cli as run
-
-    return run(spec, source, tracking_uri, args)
-
-
-def auto_lr(client, experiment_id: str, spec, trial, data) -> tuple[float, str]:
-    """The LR for a trial with `lr: auto`: see `rangetest_study.auto_lr`."""
-    from lrstudy.rangetest_study import auto_lr as resolve
-
-    return resolve(client, experiment_id, spec, trial, data)

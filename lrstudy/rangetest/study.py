@@ -15,11 +15,11 @@ from typing import Any
 import torch
 from torch.nn import functional as F
 
-from lrstudy import rangetest_rules as rules
 from lrstudy.errors import UserInputError
 from lrstudy.plan import Trial
-from lrstudy.rangetest import RangeTestResult, _check_ramp, find_lr, settings_key
-from lrstudy.spec import StudySpec
+from lrstudy.rangetest import rules
+from lrstudy.rangetest.search import RangeTestResult, _check_ramp, find_lr, settings_key
+from lrstudy.spec.study import StudySpec
 from lrstudy.track import range_runs
 
 DEFAULT_RAMP = {"lr_min": 1e-7, "lr_max": 10.0, "steps": 200, "mode": "exp"}  # also the CLI's
@@ -54,9 +54,9 @@ def run_reference_test(
     spec: StudySpec, trial: Trial, data: Any, settings: dict[str, Any]
 ) -> RangeTestResult:
     """Build the trial's model/optimizer/batches and range-test them (deterministic per settings)."""
-    from lrstudy.models import build_model, layer_groups
-    from lrstudy.optim import build_optimizer
-    from lrstudy.train import TensorBatches
+    from lrstudy.train.models import build_model, layer_groups
+    from lrstudy.train.module import TensorBatches
+    from lrstudy.train.optim import build_optimizer
 
     if spec.train.threads:
         torch.set_num_threads(spec.train.threads)
@@ -171,8 +171,8 @@ def run_find_lr_cli(spec: StudySpec, source: str, tracking_uri: str, args: Any) 
     Raises:
         UserInputError: an optimizer the study does not have, or a bad ramp (min/max/steps/mode).
     """
-    from lrstudy.execute import preflight
     from lrstudy.track.store import experiment_id, open_client
+    from lrstudy.train.preflight import preflight
 
     available = list(dict.fromkeys(o.name for o in spec.optimizers))
     name = args.optimizer or available[0]

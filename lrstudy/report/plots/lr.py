@@ -7,8 +7,8 @@ import numpy as np
 import pandas as pd
 from matplotlib.figure import Figure
 
-from lrstudy.diagnose import OSC_MAX, SPREAD_MAX, VERDICT_TEXT
-from lrstudy.plots import (
+from lrstudy.report.diagnose import OSC_MAX, SPREAD_MAX, VERDICT_TEXT
+from lrstudy.report.plots.style import (
     LOG_MIN_RATIO,
     VERDICT_COLORS,
     family_style,

@@ -24,8 +24,8 @@ from typing import Any
 import numpy as np
 import torch
 
-from lrstudy.datafiles import IDX_FILES, idx_file, read_idx_dir, read_npz
 from lrstudy.errors import UserInputError
+from lrstudy.train.datafiles import IDX_FILES, idx_file, read_idx_dir, read_npz
 
 
 @dataclass(frozen=True)

@@ -1,7 +1,7 @@
 """Metrics of an LR study, as plain functions of tidy frames (no MLflow, no torch).
 
 Frames:
-  runs     one row per run, as read by `lrstudy.read` (columns run_id, tags.*, params.*, metrics.*)
+  runs     one row per run, as read by `lrstudy.report.read` (columns run_id, tags.*, params.*, metrics.*)
   history  long: run_id, key, step, value (one value per step, Inf restored)
   trials   `trial_table(runs)`: typed columns per run (optimizer, schedule, lr, seed, axes, finals),
            `trial_metrics(trials, history)` adds curve metrics (oscillation, trend, AUC, score)

@@ -20,11 +20,11 @@ import torch
 from torch.nn import functional as F
 
 from lrstudy import names
-from lrstudy.data import Dataset, subset_train
-from lrstudy.models import build_model, layer_groups
-from lrstudy.optim import build_optimizer, make_scheduler
 from lrstudy.plan import Trial
-from lrstudy.schedules import build_schedule, monitor_of, warmup_steps_from
+from lrstudy.schedules.catalog import build_schedule, monitor_of, warmup_steps_from
+from lrstudy.train.data import Dataset, subset_train
+from lrstudy.train.models import build_model, layer_groups
+from lrstudy.train.optim import build_optimizer, make_scheduler
 
 # Lightning announces devices and tips at INFO/WARNING for every Trainer; a study builds hundreds.
 for _name in ("lightning.pytorch", "lightning.fabric", "lightning.pytorch.utilities.rank_zero"):

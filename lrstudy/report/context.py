@@ -16,9 +16,9 @@ import pandas as pd
 from markupsafe import Markup
 
 from lrstudy import names as N
-from lrstudy.analyze import AXES, AXIS_SHORT, fmt_value, mean_std, swept_axes
-from lrstudy.diagnose import VERDICT_TEXT, VERDICTS, rules_text
-from lrstudy.plots import VERDICT_COLORS, optimizer_colors
+from lrstudy.report.analyze import AXES, AXIS_SHORT, fmt_value, mean_std, swept_axes
+from lrstudy.report.diagnose import VERDICT_TEXT, VERDICTS, rules_text
+from lrstudy.report.plots.style import VERDICT_COLORS, optimizer_colors
 
 FIGURE_CAPTIONS = {
     "lr-sensitivity": "Final and best validation accuracy and final train loss against the peak LR. "

@@ -1,4 +1,4 @@
-"""The only MLflow reader (with lrstudy.read_history): find a study and read its runs.
+"""The only MLflow reader (with lrstudy.report.history): find a study and read its runs.
 
 One `search_runs` per run kind returns params, tags and the latest value of every metric, which
 covers all the per-trial summaries (final/*, best/*, steps_to_target, train/seconds, robust/*).
@@ -16,7 +16,7 @@ from mlflow.tracking import MlflowClient
 
 from lrstudy import names as N
 from lrstudy.errors import UserInputError
-from lrstudy.read_history import MLFLOW_MAX_FLOAT, clamp_to_inf
+from lrstudy.report.history import MLFLOW_MAX_FLOAT, clamp_to_inf
 
 
 @dataclass

@@ -1,9 +1,9 @@
 """Learning-rate schedules: the registry, the one warmup join, and the stateful Plateau.
 
 A schedule maps a 0-based optimizer step to a multiplier of the peak LR (the spec's `lr`). As in
-optax, shapes are small factories (`lrstudy.schedule_shapes`) and bigger shapes come from one join
+optax, shapes are small factories (`lrstudy.schedules.shapes`) and bigger shapes come from one join
 (`join_warmup`), so a schedule can be evaluated, plotted and tested without an optimizer. The spec
-and report stages import this module, so it must not import torch; `lrstudy.optim.ScheduleAdapter`
+and report stages import this module, so it must not import torch; `lrstudy.train.optim.ScheduleAdapter`
 is the one bridge to torch.
 """
 
@@ -15,7 +15,7 @@ from bisect import bisect_right
 from collections.abc import Callable
 from typing import Any
 
-from lrstudy.schedule_shapes import (
+from lrstudy.schedules.shapes import (
     Schedule,
     check_choice,
     check_number,

@@ -1,6 +1,6 @@
 """Readers for user data files: `npz:PATH` and `idx:DIR` (MNIST / Fashion-MNIST IDX format).
 
-They return raw numpy arrays in (x_train, y_train, x_test, y_test) order; `lrstudy.data` validates
+They return raw numpy arrays in (x_train, y_train, x_test, y_test) order; `lrstudy.train.data` validates
 them and turns them into tensors. Every malformed file is a one-line `UserInputError` naming it.
 """
 

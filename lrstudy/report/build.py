@@ -2,9 +2,10 @@
 
     build_report(tracking_uri, study="quickstart")  ->  reports/quickstart/index.html
 
-Reads through `lrstudy.read` (the only MLflow reader), computes metrics and verdicts
-(`lrstudy.analyze`, `lrstudy.diagnose`), draws figures (`lrstudy.plots*`), renders the jinja2
-template in the top-level templates/, then writes verdict tags and the artifact back through
+Reads through `lrstudy.report.read` (the only MLflow reader), computes metrics and verdicts
+(`lrstudy.report.analyze`, `lrstudy.report.diagnose`), draws figures (`lrstudy.report.plots`),
+renders the jinja2 template of the top-level templates/ (shipped in the wheel as
+`lrstudy/templates/`), then writes verdict tags and the artifact back through
 `lrstudy.track.annotate`. No torch import anywhere on this path.
 """
 
@@ -19,10 +20,18 @@ from pathlib import Path
 import pandas as pd
 
 from lrstudy import names as N
-from lrstudy.analyze import config_table, trial_metrics, trial_table
-from lrstudy.diagnose import diagnose, run_verdicts
+from lrstudy.report.analyze import config_table, trial_metrics, trial_table
+from lrstudy.report.diagnose import diagnose, run_verdicts
 
-TEMPLATES = Path(__file__).resolve().parent.parent / "templates"
+
+def templates_dir() -> Path:
+    """The report templates: the source tree's top-level templates/ (editable installs, tests),
+    else the copy a wheel carries as package data `lrstudy/templates/`."""
+    package = Path(__file__).resolve().parent.parent
+    for candidate in (package.parent / "templates", package / "templates"):
+        if (candidate / "report.html.j2").is_file():
+            return candidate
+    raise FileNotFoundError(f"report template report.html.j2 not found beside {package}")
 
 
 @dataclass
@@ -74,7 +83,7 @@ def _read_plan(runs: pd.DataFrame, max_points: int) -> tuple[dict, list[str], di
 
 def collect(client, sr, max_points: int | None = None) -> dict:
     """Read histories and compute every frame the page needs."""
-    from lrstudy.read_history import MAX_POINTS, read_histories
+    from lrstudy.report.history import MAX_POINTS, read_histories
 
     plan, step_keys, lr_keys = _read_plan(sr.runs, max_points or MAX_POINTS)
     history, n_read = read_histories(client, plan, step_keys, [N.VAL_ACC])
@@ -92,10 +101,10 @@ def render_html(
 ) -> str:
     import jinja2
 
-    from lrstudy.report_context import page_context
+    from lrstudy.report.context import page_context
 
     env = jinja2.Environment(
-        loader=jinja2.FileSystemLoader(TEMPLATES),
+        loader=jinja2.FileSystemLoader(templates_dir()),
         autoescape=True,  # every study/param/tag string is escaped; figures are marked safe
         undefined=jinja2.StrictUndefined,
         trim_blocks=True,
@@ -119,8 +128,8 @@ def generate_report(
 ) -> ReportResult:
     """`build_report`, returning the HTML and the figures the bench prints as well."""
     t = [time.perf_counter()]
-    from lrstudy.read import find_study
-    from lrstudy.report_figures import render_figures
+    from lrstudy.report.figures import render_figures
+    from lrstudy.report.read import find_study
     from lrstudy.track import annotate
     from lrstudy.track.store import open_client
 

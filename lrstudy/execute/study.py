@@ -31,8 +31,8 @@ from rich.progress import (
 
 from lrstudy import names
 from lrstudy.errors import UserInputError
-from lrstudy.plan import Trial, plan_trials
-from lrstudy.spec import StudySpec
+from lrstudy.plan import Trial
+from lrstudy.spec.study import StudySpec
 from lrstudy.track import runs as track_runs
 from lrstudy.track.store import experiment_id, open_client
 from lrstudy.track.writer import writer_for
@@ -52,43 +52,9 @@ class StudyRun:
     best: tuple[str, float] | None = None
 
 
-def preflight(spec: StudySpec, source: str) -> tuple[list[Trial], Any]:
-    """Plan and load everything a user can get wrong, before any MLflow write.
-
-    Raises:
-        UserInputError: bad data set reference or file, bad model name or model_args.
-    """
-    from lrstudy.data import load_dataset
-    from lrstudy.models import build_model
-
-    trials = plan_trials(spec)
-    try:
-        data = load_dataset(spec.task.dataset, spec.task.data_args)
-    except UserInputError as e:
-        raise UserInputError(f"{source}: task.dataset: {e}") from None
-    try:
-        build_model(spec.task.model, data.input_shape, data.num_classes, spec.task.model_args)
-    except UserInputError as e:
-        raise UserInputError(f"{source}: task.model: {e}") from None
-    for i, opt in enumerate(spec.optimizers):
-        if opt.layer_lr is not None and isinstance(opt.layer_lr, tuple):
-            from lrstudy.models import layer_groups
-
-            model = build_model(
-                spec.task.model, data.input_shape, data.num_classes, spec.task.model_args
-            )
-            n = len(layer_groups(model))
-            if len(opt.layer_lr) != n:
-                raise UserInputError(
-                    f"{source}: optimizers[{i}].layer_lr: {list(opt.layer_lr)} has {len(opt.layer_lr)} "
-                    f"multipliers; model {spec.task.model} has {n} layers"
-                )
-    return trials, data
-
-
 def study_params(spec: StudySpec, trials: list[Trial], data: Any) -> dict[str, Any]:
     """Parent-run params: what ran, readable by the report without the spec file."""
-    from lrstudy.train import steps_per_epoch
+    from lrstudy.train.module import steps_per_epoch
 
     spe = steps_per_epoch(len(data.x_train), spec.train.batch_size)
     target = spec.train.target
@@ -140,7 +106,7 @@ def trial_params(trial: Trial, lr: float, spe: int) -> dict[str, Any]:
         "target_metric": trial.target["metric"] if trial.target else "",
         "target_value": trial.target["value"] if trial.target else "",
     }
-    from lrstudy.schedules import warmup_steps_from
+    from lrstudy.schedules.catalog import warmup_steps_from
 
     params["warmup_steps"] = warmup_steps_from(trial.warmup, spe * trial.epochs)
     params.update({f"schedule.{k}": v for k, v in trial.schedule_args.items()})
@@ -159,6 +125,8 @@ def run_study(
 ) -> StudyRun:
     """Run every unfinished trial of `spec`; see the module docstring for the order of business."""
     console = console or Console(stderr=True)
+    from lrstudy.train.preflight import preflight
+
     trials, data = preflight(spec, source)
     client = open_client(tracking_uri)
     writer_for(tracking_uri)  # start the metric writer process now; it loads while we set up
@@ -230,13 +198,13 @@ def _run_one(
     client, exp: str, parent: str, spec: StudySpec, trial: Trial, data: Any
 ) -> tuple[str, dict]:
     """Run one trial under its own child run; never lets the run stay RUNNING."""
-    from lrstudy.callback import LRStudyCallback
-    from lrstudy.train import prepare, run_trial
+    from lrstudy.track.callback import LRStudyCallback
+    from lrstudy.train.module import prepare, run_trial
 
     _, spe = prepare(trial, data)
     lr, lr_source = trial.lr, "spec"
     if trial.lr_auto:
-        from lrstudy.rangetest import auto_lr
+        from lrstudy.rangetest.study import auto_lr
 
         lr, lr_source = auto_lr(client, exp, spec, trial, data)
     tags = {

@@ -11,14 +11,13 @@ import hashlib
 import json
 import math
 import re
-from pathlib import Path
 from typing import Annotated, Any, Literal
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
-from lrstudy.optim_catalog import OPTIMIZERS
-from lrstudy.schedules import SCHEDULES, build_schedule, schedule_arg_names
+from lrstudy.schedules.catalog import SCHEDULES, build_schedule, schedule_arg_names
+from lrstudy.spec.optimizers import OPTIMIZERS
 
 
 class _Model(BaseModel):
@@ -361,16 +360,3 @@ class StudySpec(_Model):
         """The spec with every default filled in, as YAML (logged as the parent run's artifact)."""
         return yaml.safe_dump(self.model_dump(mode="json"), sort_keys=False)
 
-
-def load_spec(path: str | Path) -> StudySpec:
-    """Read and validate a study file (see lrstudy.spec_load); raises UserInputError."""
-    from lrstudy.spec_load import load_spec as _load
-
-    return _load(path)
-
-
-def parse_spec(text: str, source: str = "<study>") -> StudySpec:
-    """Validate a study given as YAML text; `source` names it in error messages."""
-    from lrstudy.spec_load import parse_spec as _parse
-
-    return _parse(text, source)

@@ -1,0 +1,1 @@
+"""Execute stage: claim a study's unfinished trials and run them (in-process, local workers, Ray)."""

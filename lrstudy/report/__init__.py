@@ -1,0 +1,1 @@
+"""Report stage (never imports torch): read MLflow -> tidy frames -> verdicts -> figures -> HTML."""
