@@ -15,8 +15,10 @@ from pathlib import Path
 
 from lrstudy import __version__
 from lrstudy.errors import UserInputError
+from lrstudy.quiet import quiet_libraries
 
 EXIT_USER_ERROR = 2
+EXIT_TRACKING_UNAVAILABLE = 3
 EXIT_INTERRUPTED = 130
 
 
@@ -38,6 +40,21 @@ def _parser() -> argparse.ArgumentParser:
     r.add_argument(
         "--report-dir", type=Path, help="where reports go (default: the study's report.dir)"
     )
+    r.add_argument(
+        "--workers",
+        metavar="N",
+        help="trials trained at once (default: the usable cores; 1 = one process); "
+        "with --executor ray, the Ray tasks in flight",
+    )
+    r.add_argument(
+        "--executor",
+        default="local",
+        help="local (worker processes on this machine, default) or ray (needs lrstudy[ray])",
+    )
+    r.add_argument(
+        "--ray-address",
+        help="Ray cluster to join (default: $RAY_ADDRESS, else a local Ray runtime)",
+    )
     uri(r)
 
     pl = sub.add_parser("plan", help="dry run: list the trials and which are already done")
@@ -51,17 +68,26 @@ def _parser() -> argparse.ArgumentParser:
     rep.add_argument("--out", type=Path, help="report folder (default: reports/)")
     uri(rep)
 
+    from lrstudy.rangetest.ramp import MODES, RAMP  # torch-free: --help stays instant
+
     f = sub.add_parser("find-lr", help="LR range test on the study's task")
     f.add_argument("study", type=Path)
     f.add_argument("--optimizer", help="which of the study's optimizers (default: the first)")
-    f.add_argument("--min", dest="lr_min", type=float, default=1e-7)
-    f.add_argument("--max", dest="lr_max", type=float, default=10.0)
-    f.add_argument("--steps", type=int, default=200)
-    f.add_argument("--mode", choices=["exp", "linear"], default="exp")
+    f.add_argument("--min", dest="lr_min", type=float, default=RAMP.lr_min)
+    f.add_argument("--max", dest="lr_max", type=float, default=RAMP.lr_max)
+    f.add_argument("--steps", type=int, default=RAMP.steps)
+    f.add_argument("--mode", choices=MODES, default=RAMP.mode)
     uri(f)
 
-    u = sub.add_parser("ui", help="MLflow UI on the same store, bound to 127.0.0.1")
-    u.add_argument("--port", type=int, default=5000)
+    u = sub.add_parser(
+        "ui",
+        help="print (and on a desktop open) the URL of a study's runs in MLflow's UI; starts "
+        "`mlflow ui` on 127.0.0.1 for a local store, links to a tracking server's own UI",
+    )
+    u.add_argument("study", type=Path, nargs="?", help="study file: open its trials view")
+    u.add_argument("--experiment", help="MLflow experiment (default: the study's; else the list)")
+    u.add_argument("--port", type=int, default=5000, help="port of the local UI (default: 5000)")
+    u.add_argument("--no-browser", action="store_true", help="only print the URL")
     uri(u)
 
     sub.add_parser("schema", help="print the study file's JSON schema")
@@ -70,6 +96,7 @@ def _parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
+    quiet_libraries()
     try:
         return _COMMANDS[args.command](args)
     except UserInputError as e:
@@ -92,46 +119,79 @@ def _uri(args: argparse.Namespace, spec=None) -> str:
     return resolve_tracking_uri(args.tracking_uri, spec.tracking.uri if spec else None)
 
 
+def _workers(raw: str | None) -> int:
+    from lrstudy.execute.study import default_workers
+
+    if raw is None:
+        return default_workers()
+    try:
+        return int(raw)
+    except ValueError:
+        raise UserInputError(f"--workers: {raw!r} is not allowed; give an integer >= 1") from None
+
+
 def cmd_run(args: argparse.Namespace) -> int:
     from rich.console import Console
 
-    from lrstudy.execute.study import run_study
+    from lrstudy.api import run_study
 
     spec = _load(args.study)
-    uri = _uri(args, spec)
     console = Console(stderr=True)
-    result = run_study(spec, str(args.study), uri, console=console)
-    done = ", ".join(f"{n} {k}" for k, n in sorted(result.outcomes.items())) or "nothing new"
-    console.print(
-        f"{spec.name}: {result.total} trials; {result.skipped} already finished; ran: {done}"
-        + (
-            f"; closed {result.closed_orphans} orphaned run(s) as KILLED"
-            if result.closed_orphans
-            else ""
-        ),
-        highlight=False,
+    result = run_study(
+        args.study,
+        workers=_workers(args.workers),
+        executor=args.executor,
+        tracking_uri=_uri(args, spec),
+        ray_address=args.ray_address,
+        report=not args.no_report,
+        report_dir=args.report_dir,
+        console=console,
     )
+    for line in summary_lines(spec.name, result):
+        console.print(line, highlight=False, markup=False)
+    if result.unavailable:
+        print(
+            f"lrstudy: {result.unavailable}; stopped. Runs in flight are closed by the next "
+            "invocation once their lease expires: start the server and run the same command "
+            "again to finish the study",
+            file=sys.stderr,
+        )
+        return EXIT_TRACKING_UNAVAILABLE
     if result.interrupted:
         console.print("interrupted; run the same command again to resume", highlight=False)
         return EXIT_INTERRUPTED
-    if result.best:
-        console.print(
-            f"best: {result.best[0]} (final val acc {result.best[1]:.3f})", highlight=False
-        )
-    print(f"tracking: {uri} (experiment {spec.experiment!r}; browse: python -m lrstudy ui)")
-    if not args.no_report and spec.report.enabled:
-        from lrstudy.report.build import build_report
-
-        out = args.report_dir or Path(spec.report.dir)
-        path = build_report(uri, study=spec.name, experiment=spec.experiment, out_dir=out)
-        print(f"report: {path}")
+    print(
+        f"tracking: {result.tracking_uri} (experiment {spec.experiment!r}; "
+        "browse: python -m lrstudy ui)"
+    )
+    if result.report_path:
+        print(f"report: {result.report_path}")
     failed = result.outcomes.get("failed", 0)
     if failed:
         print(
             f"{failed} trial(s) failed; run the same command again to retry them", file=sys.stderr
         )
-        return 1
-    return 0
+    for err in result.worker_errors:
+        print(f"lrstudy: {err}", file=sys.stderr)
+    return 1 if failed or result.worker_errors else 0
+
+
+def summary_lines(name: str, result) -> list[str]:
+    """The end-of-run summary: counts over every worker, and the best configuration."""
+    done = ", ".join(f"{n} {k}" for k, n in sorted(result.outcomes.items())) or "nothing new"
+    line = f"{name}: {result.total} trials; {result.skipped} already finished; ran: {done}"
+    if result.done_elsewhere:
+        line += f"; {result.done_elsewhere} finished by another invocation"
+    if result.closed_orphans:
+        line += f"; closed {result.closed_orphans} orphaned run(s) as KILLED"
+    lines = [line]
+    autos = [t for t in result.trials if str(t.get("lr_source", "")).startswith("range_test")]
+    for t in autos:
+        lines.append(f"lr: auto for {t['name']}: {t['lr']:.3g} ({t['lr_source']})")
+    if result.best:
+        b = result.best
+        lines.append(f"best: {b[0]} (final val acc {b[1]:.3f} ± {b[2]:.3f}, n={b[3]} seed(s))")
+    return lines
 
 
 def cmd_plan(args: argparse.Namespace) -> int:
@@ -184,18 +244,99 @@ def cmd_report(args: argparse.Namespace) -> int:
 
 
 def cmd_find_lr(args: argparse.Namespace) -> int:
-    from lrstudy.rangetest.study import run_find_lr_cli
+    from lrstudy.rangetest.study import find_lr_for_study
 
     spec = _load(args.study)
-    return run_find_lr_cli(spec, str(args.study), _uri(args, spec), args)
+    uri = _uri(args, spec)
+    found = find_lr_for_study(
+        spec,
+        str(args.study),
+        uri,
+        optimizer=args.optimizer,
+        lr_min=args.lr_min,
+        lr_max=args.lr_max,
+        steps=args.steps,
+        mode=args.mode,
+    )
+    print(found.text)
+    print(f"run {found.run_id} in experiment {spec.experiment!r} ({uri})")
+    return 0 if found.result.recommended else 1  # 1: the test ran but found no usable LR
 
 
 def cmd_ui(args: argparse.Namespace) -> int:
-    uri = _uri(args)
-    print(f"MLflow UI for {uri} at http://127.0.0.1:{args.port} (Ctrl-C stops it)")
+    """The study's trials in MLflow's UI: a saved view (columns, sort, filter) and its URL.
+
+    A tracking server already serves a UI: print its runs-view URL and start nothing. A local
+    store gets `mlflow ui` on 127.0.0.1:PORT until Ctrl-C. The browser opens only on a desktop.
+    """
+    import signal
+    import webbrowser
+
+    from mlflow.exceptions import MlflowException
+
+    from lrstudy import names
+    from lrstudy.track import runs as track_runs
+    from lrstudy.track import ui_view
+    from lrstudy.track.store import experiment_id, open_client
+
+    spec = _load(args.study) if args.study else None
+    uri = _uri(args, spec)
+    experiment = args.experiment or (spec.experiment if spec else None)
+    server = ui_view.is_server_uri(uri)
+    base = ui_view.base_url(uri) if server else f"http://127.0.0.1:{args.port}"
+    if not server and ui_view.port_in_use(args.port):
+        raise UserInputError(f"ui: port {args.port} on 127.0.0.1 is in use; pass --port")
+    url, view = ui_view.experiments_url(base), None
+    if experiment or server:
+        client = open_client(uri, create=False)  # a server: reachable; a file: it exists
+    if experiment:
+        exp = experiment_id(client, experiment, create=False)
+        if exp is None:
+            raise UserInputError(f"ui: no experiment {experiment!r} in {uri}")
+        study = spec.name if spec else None
+        trials = track_runs.search_study_runs(client, exp, names.KIND_TRIAL, study)
+        try:
+            run_names = [r.info.run_name or "" for r in trials]
+            key = ui_view.ensure_study_view(client, exp, study, run_names)
+            url, view = ui_view.runs_view_url(base, exp, view_key=key), ui_view.view_name(study)
+        except (MlflowException, ValueError) as e:  # e.g. a read-only server: no saved columns
+            print(f"lrstudy: could not save the runs view ({type(e).__name__}); linking without it")
+            url = ui_view.runs_view_url(
+                base,
+                exp,
+                search_filter=ui_view.trials_filter(study),
+                order_by=ui_view.column("metrics", names.FINAL_VAL_ACC),
+            )
+    where = f"MLflow UI of {uri}" if server else f"MLflow UI for {uri} (Ctrl-C stops it)"
+    print(f"{where}:\n  {url}")
+    if view:
+        print(f"  view {view!r} (Views menu): outcome, final val acc and settings per trial")
+    opened = not args.no_browser and ui_view.display_available()
+    if server:
+        if opened:
+            webbrowser.open(url)
+        return 0
+    if opened:
+        ui_view.open_when_ready(url, f"{base}/health")
     cmd = [sys.executable, "-m", "mlflow", "ui", "--backend-store-uri", uri, "--host", "127.0.0.1"]
     cmd += ["--port", str(args.port)]
-    return subprocess.call(cmd, env={**os.environ, "MLFLOW_TRACKING_URI": uri})
+    proc = subprocess.Popen(cmd, env={**os.environ, "MLFLOW_TRACKING_URI": uri})
+
+    def stop(signum, frame):  # `kill PID` of lrstudy ends its UI too, as Ctrl-C does
+        raise KeyboardInterrupt
+
+    previous = signal.signal(signal.SIGTERM, stop)
+    try:
+        return proc.wait()
+    except KeyboardInterrupt:  # Ctrl-C is how this command ends
+        proc.terminate()
+        try:
+            proc.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+        return 0
+    finally:
+        signal.signal(signal.SIGTERM, previous)
 
 
 def cmd_schema(args: argparse.Namespace) -> int:

@@ -49,11 +49,16 @@ TAG_TRIAL_KEY = "lrstudy.trial_key"
 TAG_CONFIG_KEY = "lrstudy.config_key"  # trial key without the seed: groups seeds of a config
 TAG_SPEC_HASH = "lrstudy.spec_hash"
 TAG_VERSION = "lrstudy.version"
-TAG_OUTCOME = "lrstudy.outcome"  # see OUTCOMES
-TAG_DIAGNOSIS = "lrstudy.diagnosis"  # too_low / good / too_high / diverged (written by report)
+TAG_OUTCOME = "lrstudy.outcome"  # one of the OUTCOME_* values below
+TAG_DIAGNOSIS = "lrstudy.diagnosis"  # too_low / good / too_high / at_chance / diverged (report)
 TAG_DIVERGED_AT = "lrstudy.diverged_at_step"
 TAG_DIVERGED_REASON = "lrstudy.diverged_reason"
 TAG_PID = "lrstudy.pid"
+TAG_OWNER = "lrstudy.owner"  # the worker holding a claim: host:pid:random
+TAG_CLAIM = "lrstudy.claim"  # "pending" while a claim is being resolved, then "won"
+TAG_HEARTBEAT = "lrstudy.heartbeat"  # epoch seconds of the owner's last heartbeat (lease)
+TAG_ENGINE = "lrstudy.engine"  # which engine trained the trial ("trial")
+TAG_EXECUTOR = "lrstudy.executor"  # "local" or "ray"
 TAG_HOST = "lrstudy.host"
 TAG_ERROR = "lrstudy.error"
 TAG_DEVICE = "lrstudy.device"  # where training ran, e.g. "cpu" or "cuda:0"
@@ -75,7 +80,11 @@ OUTCOME_DIVERGED = "diverged"
 OUTCOME_FAILED = "failed"
 OUTCOME_KILLED = "killed"
 OUTCOME_RUNNING = "running"
-OUTCOMES = (OUTCOME_OK, OUTCOME_DIVERGED, OUTCOME_FAILED, OUTCOME_KILLED)
+
+# MLflow's per-call limits (its REST API refuses more).
+MLFLOW_MAX_METRICS_PER_BATCH = 1000
+MLFLOW_MAX_PARAMS_PER_BATCH = 100
+MLFLOW_MAX_RESULTS = 1000  # runs per search_runs page
 
 SPEC_ARTIFACT = "study.yaml"  # resolved spec, artifact of the parent run
 REPORT_ARTIFACT = "report/index.html"

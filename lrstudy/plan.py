@@ -7,18 +7,15 @@ resuming asks MLflow which keys are already finished. No torch here.
 
 from __future__ import annotations
 
-import hashlib
 import itertools
-import json
-import math
 import random
 from dataclasses import dataclass, field
 from typing import Any
 
+from lrstudy.keys import stable_hash
+from lrstudy.spec.lr import OptimizerSpec, ScheduleSpec, schedule_label
 from lrstudy.spec.optimizers import OPTIMIZERS, resolved_hparams
-from lrstudy.spec.study import LRRange, OptimizerSpec, ScheduleSpec, StudySpec
-
-SWEEP_AXES = ("batch_size", "momentum", "weight_decay", "train_fraction")
+from lrstudy.spec.study import StudySpec
 
 
 @dataclass(frozen=True)
@@ -76,16 +73,16 @@ class Trial:
     @property
     def key(self) -> str:
         """Stable identity of this trial across invocations (resume skips finished keys)."""
-        return _hash(self.settings)
+        return stable_hash(self.settings)
 
     @property
     def config_key(self) -> str:
         """Identity of the configuration without the seed: seeds of one config share it."""
-        return _hash({k: v for k, v in self.settings.items() if k != "seed"})
+        return stable_hash({k: v for k, v in self.settings.items() if k != "seed"})
 
     @property
     def schedule_label(self) -> str:
-        return f"{self.schedule}+warmup" if self.warmup else self.schedule
+        return schedule_label(self.schedule, self.warmup)
 
     @property
     def name(self) -> str:
@@ -100,10 +97,6 @@ class Trial:
         }
         parts += [f"{short[k]}={v:g}" for k, v in self.swept.items()]
         return " ".join([*parts, f"seed={self.seed}"])
-
-
-def _hash(obj: Any) -> str:
-    return hashlib.sha256(json.dumps(obj, sort_keys=True, default=list).encode()).hexdigest()[:16]
 
 
 def plan_trials(spec: StudySpec) -> list[Trial]:
@@ -126,7 +119,7 @@ def _grid_configs(spec: StudySpec) -> list[Config]:
     axes = spec.sweep.axes()
     for opt in spec.optimizers:
         for sched in spec.schedules:
-            for lr in _lr_grid(opt):
+            for lr in opt.lr_grid():
                 for combo in itertools.product(*axes.values()):
                     out.append((opt, lr, sched, _applicable(opt, dict(zip(axes, combo)))))
     return out
@@ -139,33 +132,10 @@ def _random_configs(spec: StudySpec) -> list[Config]:
     for _ in range(spec.search.trials or 0):
         opt = rng.choice(spec.optimizers)
         sched = rng.choice(spec.schedules)
-        lr = _sample_lr(opt, rng)
+        lr = opt.sample_lr(rng)
         swept = {k: rng.choice(v) for k, v in axes.items()}
         out.append((opt, lr, sched, _applicable(opt, swept)))
     return out
-
-
-def _lr_grid(opt: OptimizerSpec) -> list[float | None]:
-    if opt.lr == "auto":
-        return [None]
-    if isinstance(opt.lr, LRRange):
-        return list(opt.lr.grid())
-    if isinstance(opt.lr, tuple):
-        return list(opt.lr)
-    return [float(opt.lr)]
-
-
-def _sample_lr(opt: OptimizerSpec, rng: random.Random) -> float | None:
-    if opt.lr == "auto":
-        return None
-    if isinstance(opt.lr, LRRange):
-        lo, hi = opt.lr.low, opt.lr.high
-        if opt.lr.scale == "log":  # log-uniform: each decade equally likely
-            return float(f"{math.exp(rng.uniform(math.log(lo), math.log(hi))):.6g}")
-        return float(f"{rng.uniform(lo, hi):.6g}")
-    if isinstance(opt.lr, tuple):
-        return rng.choice(opt.lr)
-    return float(opt.lr)
 
 
 def _applicable(opt: OptimizerSpec, swept: dict[str, Any]) -> dict[str, Any]:

@@ -18,6 +18,9 @@ def _hermetic_env(tmp_path_factory: pytest.TempPathFactory) -> None:
     os.environ["LRSTUDY_CACHE"] = str(tmp_path_factory.mktemp("cache"))
     os.environ.pop("MLFLOW_TRACKING_URI", None)
     os.environ.setdefault("GIT_PYTHON_REFRESH", "quiet")
+    # One process per study unless a test asks for workers (tests/test_execution.py does): a
+    # worker process costs seconds of imports, and most tests are about something else.
+    os.environ["LRSTUDY_WORKERS"] = "1"
 
 
 @pytest.fixture

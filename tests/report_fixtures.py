@@ -49,6 +49,10 @@ class SyntheticStudy:
     sweep: dict[str, tuple[float, ...]] = field(default_factory=dict)
     noise_sigmas: tuple[float, ...] = ()
     range_test: bool = False
+    target: float | None = 0.8  # None: a study without a target (logged as empty strings)
+    num_classes: int | None = 10  # logged on the parent run; None: not logged (older stores)
+    n_test: int = 1000  # validation samples, logged on the parent run
+    stuck: tuple[str, ...] = ()  # optimizers that learn nothing: flat loss, accuracy at chance
     killed_duplicate: bool = True  # a KILLED attempt of the first trial next to its finished redo
     resumed_duplicates: bool = True  # the first trial re-logs steps 10..19 (a resumed run)
     old_parent: bool = True  # one trial sits under an older invocation's parent run
@@ -76,6 +80,14 @@ def _schedule(label: str, total: int) -> np.ndarray:
     if warm:
         mult = np.where(t < warm, (t + 1) / warm, mult)
     return mult
+
+
+def _stuck_curves(key: str, total: int, spe: int, chance: float):
+    """A run that learns nothing: loss flat at ln(1/chance), accuracy at chance."""
+    rng = _rng(key)
+    loss = math.log(1 / chance) + 0.02 * rng.standard_normal(total)
+    grad = 0.5 + 0.05 * rng.random(total)
+    return loss, grad, chance + 0.003 * rng.standard_normal(total // spe), None
 
 
 def _curves(opt: str, lr: float, key: str, total: int, spe: int, label: str, bonus: float):
@@ -109,8 +121,9 @@ def _params(d: dict) -> list[Param]:
 
 
 def _log(client: MlflowClient, run_id: str, metrics: list[Metric]) -> None:
-    for i in range(0, len(metrics), 1000):  # MLflow's log_batch limit
-        client.log_batch(run_id, metrics=metrics[i : i + 1000])
+    step = N.MLFLOW_MAX_METRICS_PER_BATCH
+    for i in range(0, len(metrics), step):
+        client.log_batch(run_id, metrics=metrics[i : i + step])
 
 
 def write_study(tracking_uri: str, spec: SyntheticStudy, artifact_root: Path) -> WrittenStudy:
@@ -129,14 +142,18 @@ def write_study(tracking_uri: str, spec: SyntheticStudy, artifact_root: Path) ->
     parent_params = {
         "study": spec.study, "description": "synthetic study for tests", "dataset": "mnist1d",
         "model": "mlp", "model_args": "{}", "epochs": spec.epochs, "batch_size": 100,
-        "target_metric": N.VAL_ACC, "target_value": 0.8, "target_mode": "max", "search": "grid",
+        "target_metric": N.VAL_ACC if spec.target is not None else "",
+        "target_value": spec.target if spec.target is not None else "",
+        "target_mode": "max" if spec.target is not None else "", "search": "grid",
         "seeds": json.dumps(list(spec.seeds)), "n_trials": 0,
         "optimizers": json.dumps(list(spec.optimizers)),
         "schedules": json.dumps(list(spec.schedules)),
         "sweep": json.dumps({k: list(v) for k, v in spec.sweep.items()}),
         "evaluate_noise": json.dumps(list(spec.noise_sigmas)),
-        "steps_per_epoch": spec.steps_per_epoch, "total_steps": total,
+        "steps_per_epoch": spec.steps_per_epoch, "total_steps": total, "n_test": spec.n_test,
     }  # fmt: skip
+    if spec.num_classes is not None:
+        parent_params["num_classes"] = spec.num_classes
     parent_tags = {N.TAG_KIND: N.KIND_STUDY, N.TAG_STUDY: spec.study, N.TAG_SPEC_HASH: "abc123",
                    N.TAG_VERSION: "0.1.0"}  # fmt: skip
     parents = []
@@ -156,8 +173,12 @@ def write_study(tracking_uri: str, spec: SyntheticStudy, artifact_root: Path) ->
         for lr, seed in itertools.product(spec.lrs[opt], spec.seeds):
             config_key = f"{opt}|{label}|{lr:g}|" + "|".join(f"{k}={v}" for k, v in swept.items())
             trial_key = f"{config_key}|seed={seed}"
-            loss, grad, val_acc, div_at = _curves(opt, lr, trial_key, total, spec.steps_per_epoch,
-                                                  label, bonus)  # fmt: skip
+            if opt in spec.stuck:
+                chance = 1 / (spec.num_classes or 10)
+                loss, grad, val_acc, div_at = _stuck_curves(trial_key, total, spec.steps_per_epoch, chance)  # fmt: skip
+            else:
+                loss, grad, val_acc, div_at = _curves(opt, lr, trial_key, total, spec.steps_per_epoch,
+                                                      label, bonus)  # fmt: skip
             mult = _schedule(label, total)[: len(loss)]
             params = {
                 "optimizer": opt, "lr": lr, "schedule": label.split("+")[0],
@@ -166,8 +187,9 @@ def write_study(tracking_uri: str, spec: SyntheticStudy, artifact_root: Path) ->
                 "train_fraction": swept.get("train_fraction", 1.0), "dataset": "mnist1d",
                 "model": "mlp", "total_steps": total, "steps_per_epoch": spec.steps_per_epoch,
                 "opt.momentum": swept.get("momentum", 0.9), "opt.weight_decay":
-                swept.get("weight_decay", 0.0), "layer_lr": "none", "target_metric": N.VAL_ACC,
-                "target_value": 0.8,
+                swept.get("weight_decay", 0.0), "layer_lr": "none",
+                "target_metric": N.VAL_ACC if spec.target is not None else "",
+                "target_value": spec.target if spec.target is not None else "",
             }  # fmt: skip
             if "momentum" in swept:
                 params["momentum"] = swept["momentum"]
@@ -215,7 +237,7 @@ def write_study(tracking_uri: str, spec: SyntheticStudy, artifact_root: Path) ->
                        Metric(N.BEST_VAL_ACC, float(val_acc.max()), fin, total),
                        Metric(N.FINAL_TRAIN_LOSS, float(np.mean(loss[-spec.steps_per_epoch:])), fin, total),
                        Metric(N.FINAL_TRAIN_ACC, min(1.0, final + 0.03), fin, total)]  # fmt: skip
-                reached = np.nonzero(val_acc >= 0.8)[0]
+                reached = np.nonzero(val_acc >= (spec.target or np.inf))[0]
                 if len(reached):
                     ms.append(Metric(N.STEPS_TO_TARGET, float((reached[0] + 1) * spec.steps_per_epoch), fin, total))  # fmt: skip
                 for sigma in spec.noise_sigmas:

@@ -7,16 +7,13 @@ import pandas as pd
 import pytest
 
 from lrstudy import names as N
-from lrstudy.report.analyze import (
-    FALLING_REL,
+from lrstudy.report.analyze import config_table, fmt_value, trial_metrics, trial_table
+from lrstudy.report.curve_metrics import (
     binned,
-    config_table,
     downsample,
-    end_trend,
     oscillation_index,
     run_curve_metrics,
-    trial_metrics,
-    trial_table,
+    still_falling,
 )
 from lrstudy.report.diagnose import OSC_MAX
 from lrstudy.report.history import MLFLOW_MAX_FLOAT, clean_history
@@ -75,9 +72,17 @@ def test_oscillation_index_separates_smooth_slow_and_oscillating_losses():
     assert np.isnan(oscillation_index(STEPS[:10], good_loss()[:10]))  # too few points to judge
 
 
-def test_end_trend_says_whether_the_loss_is_still_falling():
-    assert end_trend(STEPS, slow_loss()) < FALLING_REL
-    assert end_trend(STEPS, good_loss()) > FALLING_REL
+def test_still_falling_needs_a_real_fall_that_is_still_progress():
+    assert still_falling(STEPS, slow_loss())
+    assert not still_falling(STEPS, good_loss())  # converged: the tail is plateau noise
+    assert not still_falling(STEPS, oscillating_loss())  # swings, no net progress
+    # near chance, slowly: 2.31 -> 2.25 in a straight line, 0.5% of the level per fifth; the
+    # old rule (2% of the level) missed it
+    rng = np.random.default_rng(0)
+    near_chance = 2.31 - 0.06 * STEPS / STEPS[-1] + 0.005 * rng.standard_normal(len(STEPS))
+    assert still_falling(STEPS, near_chance)
+    flat = 2.30 + 0.005 * rng.standard_normal(len(STEPS))
+    assert not still_falling(STEPS, flat)
 
 
 def test_run_curve_metrics_flags_non_finite_and_exploding_losses():
@@ -155,3 +160,34 @@ def test_pick_trials_takes_newest_finished_run_per_trial_key():
         "status KILLED": 1,
         "superseded by a newer run of the same trial": 1,
     }
+
+
+def test_fmt_value_shows_three_significant_digits_and_whole_numbers_in_full():
+    assert fmt_value(0.003139) == "0.00314"
+    assert fmt_value(0.0048063) == "0.00481"
+    assert fmt_value(3e-4) == "0.0003"
+    assert fmt_value(5e-5) == "5e-5"  # the short exponent of the log-axis ticks
+    assert fmt_value(1.2345e-7) == "1.23e-7"
+    assert fmt_value(50.0) == "50" and fmt_value(1024) == "1024" and fmt_value(0.0) == "0"
+    assert fmt_value(float("nan")) == "—" and fmt_value(None) == "—"
+
+
+def test_trial_table_keeps_keys_and_takes_study_settings_from_the_parent():
+    runs, _ = study_frames()
+    runs.loc[0, "params.num_classes"] = "2"  # a trial's own param wins over the study's
+    t = trial_table(runs, {"num_classes": "10", "n_test": "500"}).set_index("run_id")
+    assert t.loc["good-0", "config_key"] == "sgd|0.01" and t.loc["good-0", "trial_key"] == "good-0"
+    assert t.loc["good-0", "num_classes"] == 10 and t.loc["good-0", "n_val"] == 500
+    assert t.loc[runs.loc[0, "run_id"], "num_classes"] == 2
+    assert t.loc["div-0", "outcome"] == N.OUTCOME_DIVERGED
+    bare = trial_table(runs.drop(columns="params.num_classes"))
+    assert bare["num_classes"].isna().all()  # not logged anywhere: unknown
+
+
+def test_config_table_counts_seeds_whose_loss_is_still_falling():
+    runs, hist = study_frames()
+    c = config_table(trial_metrics(trial_table(runs), hist)).set_index("lr")
+    assert c.loc[1e-3, "n_falling"] == 2 and c.loc[1e-3, "still_falling"]
+    assert c.loc[1e-2, "n_falling"] == 0 and not c.loc[1e-2, "still_falling"]
+    assert c.loc[1.0, "n_falling"] == 0  # a blow-up is no progress
+    assert c.loc[1e-2, "config_key"] == "sgd|0.01"

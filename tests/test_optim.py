@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import io
-import json
 import math
 
 import pytest
@@ -17,7 +16,6 @@ from lrstudy.train.optim import (
     build_optimizer,
     make_scheduler,
     momentum_of,
-    resolved_optimizer_params,
 )
 
 
@@ -93,16 +91,6 @@ def test_hparams_override_catalog_defaults() -> None:
     opt, _ = build_optimizer(_model(), "adamw", 1e-3, {"eps": 1e-6, "betas": [0.8, 0.95]})
     group = opt.param_groups[0]
     assert group["eps"] == 1e-6 and group["betas"] == (0.8, 0.95) and group["weight_decay"] == 1e-2
-
-
-def test_resolved_params_include_torch_defaults_and_are_json() -> None:
-    opt, _ = build_optimizer(_model(), "adam", 3e-4, {})
-    params = resolved_optimizer_params(opt)
-    assert params["eps"] == 1e-8 and params["betas"] == [0.9, 0.999] and params["lr"] == 3e-4
-    assert params["amsgrad"] is False and "maximize" in params
-    json.dumps(params)
-    nesterov = resolved_optimizer_params(build_optimizer(_model(), "nesterov", 0.1, {})[0])
-    assert nesterov["nesterov"] is True and nesterov["momentum"] == 0.9
 
 
 @pytest.mark.parametrize(

@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
-import argparse
 import copy
 import math
+from dataclasses import asdict
 
 import pytest
 import torch
@@ -12,12 +12,12 @@ from lightning.pytorch.demos.boring_classes import BoringModel
 from mlflow.tracking import MlflowClient
 from torch import nn
 
-from lrstudy import find_lr, names
+from lrstudy import cli, find_lr, names
 from lrstudy.errors import UserInputError
 from lrstudy.plan import plan_trials
-from lrstudy.rangetest.study import auto_lr, run_find_lr_cli
+from lrstudy.rangetest.ramp import RAMP
+from lrstudy.rangetest.study import auto_lr, find_lr_for_study
 from lrstudy.spec import parse_spec
-from lrstudy.track import range_runs
 
 
 @pytest.fixture(autouse=True)
@@ -188,9 +188,7 @@ def test_figure_is_a_plain_matplotlib_figure(tmp_path):
 # --- the study side ---------------------------------------------------------------------------
 
 
-def _args(**kw) -> argparse.Namespace:
-    base = {"optimizer": None, "lr_min": 1e-5, "lr_max": 10.0, "steps": 40, "mode": "exp"}
-    return argparse.Namespace(**{**base, **kw})
+QUICK = {"lr_min": 1e-5, "steps": 40}  # a short ramp: seconds, yet a curve the rules can read
 
 
 def _range_runs(client: MlflowClient, experiment: str) -> list:
@@ -200,40 +198,74 @@ def _range_runs(client: MlflowClient, experiment: str) -> list:
     )
 
 
-def test_find_lr_cli_logs_a_range_test_run(store_uri, capsys):
+def test_find_lr_for_study_logs_a_range_test_run_and_prints_nothing(store_uri, capsys):
     spec = parse_spec(SPEC)
-    assert run_find_lr_cli(spec, "rt.yaml", store_uri, _args(optimizer="adam")) == 0
-    out = capsys.readouterr().out
+    found = find_lr_for_study(spec, "rt.yaml", store_uri, optimizer="adam", **QUICK)
+    assert capsys.readouterr().out == ""  # the library returns its text; the CLI prints it
     for rule in ("steepest", "valley", "min_div10", "slide", "spread (max/min)", "Recommended LR"):
-        assert rule in out
+        assert rule in found.text
+    assert found.result.recommended is not None and found.result.steps == 40
     client = MlflowClient(store_uri)
     (run,) = _range_runs(client, "rt")
-    assert run.info.run_id in out
+    assert run.info.run_id == found.run_id
     assert run.data.tags[names.TAG_STUDY] == "rt" and run.info.status == "FINISHED"
     p = run.data.params
-    assert p[range_runs.PARAM_OPTIMIZER] == "adam" and p[range_runs.PARAM_MODE] == "exp"
-    assert p[range_runs.PARAM_STEPS] == "40" and float(p[range_runs.PARAM_LR_MIN]) == 1e-5
+    assert p[names.PARAM_OPTIMIZER] == "adam" and p[names.PARAM_MODE] == "exp"
+    assert p[names.PARAM_STEPS] == "40" and float(p[names.PARAM_LR_MIN]) == 1e-5
     assert p["group_ratios"] == "[0.5, 1.0]"  # layer_lr decay 0.5 over fc1, head
-    rule = p[range_runs.PARAM_SUGGESTION]
+    rule = p[names.PARAM_SUGGESTION]
     assert names.RT_SUGGESTION_PREFIX + rule in run.data.metrics
     lrs = client.get_metric_history(run.info.run_id, names.LR)
     assert [m.step for m in lrs] == list(range(len(lrs))) and lrs[0].value == pytest.approx(1e-5)
     assert len(client.get_metric_history(run.info.run_id, names.RT_SMOOTHED)) >= len(lrs) - 1
-    assert [a.path for a in client.list_artifacts(run.info.run_id)] == [range_runs.FIGURE_ARTIFACT]
+    assert [a.path for a in client.list_artifacts(run.info.run_id)] == [names.FIGURE_ARTIFACT]
+
+
+def test_find_lr_command_prints_the_result_and_where_it_was_logged(tmp_path, store_uri, capsys):
+    study = tmp_path / "rt.yaml"
+    study.write_text(SPEC)
+    argv = ["find-lr", str(study), "--optimizer", "adam", "--min", "1e-5", "--steps", "40"]
+    assert cli.main([*argv, "--tracking-uri", store_uri]) == 0
+    out = capsys.readouterr().out.splitlines()
+    assert out[0] == "LR range test: study rt, adam, mlp on blobs, batch 20, seed 3"
+    assert out[1].startswith("exp ramp 1e-05 -> 10 over 40 steps; ")
+    assert out[2:4] == ["", f"  {'rule':<10} {'suggested LR':>12}"]
+    assert out[-2].startswith("Recommended LR ")
+    (run,) = _range_runs(MlflowClient(store_uri), "rt")
+    assert out[-1] == f"run {run.info.run_id} in experiment 'rt' ({store_uri})"
+
+
+def test_find_lr_command_and_find_lr_share_the_ramp_defaults():
+    args = cli._parser().parse_args(["find-lr", "x.yaml"])
+    assert {k: getattr(args, k) for k in asdict(RAMP)} == asdict(RAMP)
+    assert (RAMP.lr_min, RAMP.lr_max, RAMP.steps, RAMP.mode) == (1e-7, 10.0, 200, "exp")
+
+
+def test_find_lr_command_bad_ramp_is_one_line_and_exit_2(tmp_path, capsys):
+    study = tmp_path / "rt.yaml"
+    study.write_text(SPEC)
+    uri = f"sqlite:///{tmp_path}/never.db"
+    assert cli.main(["find-lr", str(study), "--steps", "3", "--tracking-uri", uri]) == 2
+    err = capsys.readouterr().err
+    assert err == (
+        "lrstudy: error: steps (--steps) must be an integer >= 10 (the rules need a curve), got 3\n"
+    )
+    assert not (tmp_path / "never.db").exists()
 
 
 @pytest.mark.parametrize(
-    ("args", "message"),
+    ("kwargs", "message"),
     [
-        (_args(optimizer="rmsprop"), "'rmsprop' is not in this study; its optimizers: sgd, adam"),
-        (_args(lr_min=1.0, lr_max=1.0), r"--min\) 1 must be below lr_max \(--max\) 1"),
-        (_args(steps=3), r"steps \(--steps\) must be an integer >= 10"),
+        ({"optimizer": "rmsprop"}, "'rmsprop' is not in this study; its optimizers: sgd, adam"),
+        ({"lr_min": 1.0, "lr_max": 1.0}, r"--min\) 1 must be below lr_max \(--max\) 1"),
+        ({"steps": 3}, r"steps \(--steps\) must be an integer >= 10"),
+        ({"mode": "cos"}, r"mode \(--mode\) must be 'exp' or 'linear', got 'cos'"),
     ],
 )
-def test_find_lr_cli_rejects_bad_input_before_touching_mlflow(tmp_path, args, message):
+def test_find_lr_for_study_rejects_bad_input_before_touching_mlflow(tmp_path, kwargs, message):
     uri = f"sqlite:///{tmp_path}/never.db"
     with pytest.raises(UserInputError, match=message):
-        run_find_lr_cli(parse_spec(SPEC), "rt.yaml", uri, args)
+        find_lr_for_study(parse_spec(SPEC), "rt.yaml", uri, **kwargs)
     assert not (tmp_path / "never.db").exists()
 
 
@@ -250,7 +282,7 @@ def test_auto_lr_runs_once_then_reuses_the_logged_suggestion(store_uri):
     lr, source = auto_lr(client, exp, spec, trials[0], data)
     assert math.isfinite(lr) and lr > 0 and source.startswith("range_test:")
     (run,) = _range_runs(client, "rt")
-    assert run.data.tags[range_runs.TAG_RANGE_TEST_KEY]
+    assert run.data.tags[names.TAG_RANGE_TEST_KEY]
     # Another seed of the same configuration, and a resumed study: same run, same LR.
     assert auto_lr(client, exp, spec, trials[1], data) == (lr, source)
     assert len(_range_runs(client, "rt")) == 1

@@ -1,13 +1,17 @@
-"""Range-test rules on synthetic loss curves with known answers (no torch, no training)."""
+"""Range-test rules and figure on synthetic loss curves with known answers (no torch, no training)."""
 
 from __future__ import annotations
 
 import math
+import subprocess
+import sys
+from pathlib import Path
 
 import numpy as np
 import pytest
 
-from lrstudy.rangetest import rules
+from lrstudy.rangetest import figure, rules
+from lrstudy.rangetest.result import RangeTestResult
 
 STEP = 0.05  # decades between grid points
 X = np.round(np.arange(-7, 1 + STEP / 2, STEP), 10)  # log10(lr) from 1e-7 to 10
@@ -185,13 +189,65 @@ def test_every_rule_has_a_one_sentence_explanation():
         assert text.count(". ") == 0 and text.endswith(".")
 
 
-def test_draw_range_test_on_a_plain_figure():
+# --- the figure (data and drawing apart, as every figure) -------------------------------------------
+
+
+def _result(losses: np.ndarray, stop_index: int | None) -> RangeTestResult:
+    return RangeTestResult(
+        lrs=list(LRS),
+        losses=list(losses),
+        smoothed=list(losses),
+        suggestions={"valley": 1e-3, "steepest": None, "min_div10": 1e-4, "slide": None},
+        recommended="valley",
+        stop_index=stop_index,
+        stop_reason=None,
+        group_ratios=[1.0],
+        lr_min=float(LRS[0]),
+        lr_max=float(LRS[-1]),
+        steps=len(LRS),
+        mode="exp",
+        seconds=0.0,
+    )
+
+
+def test_figure_data_ends_at_the_stop_and_keeps_the_blow_up_out_of_the_y_range():
+    descent = 2 - np.tanh((X + 3) / 0.5)  # 3 -> 1 around 1e-3
+    losses = np.where(X > -1, 1 + 10 ** (X + 1) * 50, descent)  # then a blow-up to ~500
+    data = figure.range_test_data(_result(losses, stop_index=140))
+    assert len(data.lrs) == len(data.losses) == 141 and data.lrs[-1] == LRS[140]
+    assert data.title == f"LR range test (exp, {len(LRS)} of {len(LRS)} steps)"
+    # From the minimum (1) to the start level (3) plus as much again (5), padded by 5% of 4;
+    # the blow-up to ~500 before the stop stays out of view.
+    assert data.ylim == pytest.approx((1 - 0.2, 5 + 0.2), abs=0.01)
+    assert max(data.losses) > 400
+
+
+def test_figure_data_without_a_finite_loss_leaves_the_y_range_to_matplotlib():
+    assert figure.loss_range([math.nan, math.inf], [math.nan, math.nan]) is None
+
+
+def test_draw_range_test_on_a_plain_figure(tmp_path):
     from matplotlib.figure import Figure
 
     y = 2 - np.tanh((X + 3) / 0.5)
+    data = figure.range_test_data(_result(y, stop_index=None))
     fig = Figure()
     ax = fig.add_subplot()
-    rules.draw_range_test(ax, LRS, y, y, {"valley": 1e-3, "steepest": None}, "valley")
+    figure.draw_range_test(data, ax)
     labels = [line.get_label() for line in ax.get_lines()]
-    assert "smoothed loss" in labels and any("valley" in label for label in labels)
-    assert ax.get_xscale() == "log"
+    assert "smoothed loss" in labels and "valley 0.001 (recommended)" in labels
+    assert "min_div10 0.0001" in labels and not any("steepest" in label for label in labels)
+    assert ax.get_xscale() == "log" and ax.get_ylim() == pytest.approx(data.ylim)
+    path = tmp_path / "rt.png"
+    figure.range_test_figure(_result(y, stop_index=None)).savefig(path)
+    assert path.stat().st_size > 1000
+
+
+def test_rules_figure_result_and_ramp_do_not_import_torch():
+    # The report and the CLI parser (find-lr's defaults) read these without paying for torch.
+    code = (
+        "import sys; import lrstudy.rangetest.rules, lrstudy.rangetest.figure, "
+        "lrstudy.rangetest.result, lrstudy.rangetest.ramp; from lrstudy import cli; cli._parser(); "
+        "assert 'torch' not in sys.modules"
+    )
+    subprocess.run([sys.executable, "-c", code], check=True, cwd=Path(__file__).parents[1])

@@ -208,8 +208,14 @@ def test_user_errors_are_one_line(store, tmp_path):
 
 
 def test_store_is_shown_without_credentials():
-    from lrstudy.report.context import _safe_uri
+    from lrstudy.report.header import _safe_uri
 
     assert _safe_uri("sqlite:////tmp/a/mlflow.db") == "sqlite:////tmp/a/mlflow.db"
     assert _safe_uri("https://user:secret@host:5000/x") == "https://host:5000/x"
     assert _safe_uri("https://host/?token=secret") == "https://host/"
+
+
+def test_a_mistyped_option_is_refused_not_ignored(store, tmp_path):
+    uri, _, _ = store
+    with pytest.raises(TypeError, match="out_dri"):
+        build_report(uri, study=STUDY, out_dri=tmp_path)  # type: ignore[call-arg]

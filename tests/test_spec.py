@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import re
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -129,6 +131,32 @@ ERRORS = {
         r"train\.accelerator: 'tpu' is not allowed",
     ),
     "not a mapping": ("- a\n- b\n", r"a study file must be a mapping"),
+    "accuracy target in percent": (
+        BASE.replace("value: 0.2", "value: 95"),
+        r"train\.target\.value: 95 is not allowed: val/acc is an accuracy, a fraction in \[0, 1\] "
+        r"\(write 0\.95 for 95%\)$",
+    ),
+    "negative accuracy target": (
+        BASE.replace("metric: val/acc, value: 0.2", "metric: train/acc, value: -0.5"),
+        r"train\.target\.value: -0\.5 is not allowed: train/acc is an accuracy, a fraction in \[0, 1\]",
+    ),
+    "target that is not a number": (
+        BASE.replace("value: 0.2", "value: .nan"),
+        r"train\.target\.value: nan is not allowed: .*finite number$",
+    ),
+    # pydantic reports a union's members separately: one mistake, no "(+1 more)", no member label
+    "warmup that is not a number": (
+        BASE.replace("warmup: 2", "warmup: two"),
+        r"schedules\[1\]\.warmup: 'two' is not allowed: [^()]*$",
+    ),
+    "layer_lr decay out of range": (
+        BASE.replace("lr: 1e-3", "lr: 1e-3\n    layer_lr: {decay: -1}"),
+        r"optimizers\[1\]\.layer_lr\.decay: -1 is not allowed: Input should be greater than 0$",
+    ),
+    "unknown key in a union member": (
+        BASE.replace("lr: 1e-3", "lr: 1e-3\n    layer_lr: {decay: 0.5, every: 2}"),
+        r"optimizers\[1\]\.layer_lr\.every: unknown key; allowed: decay$",
+    ),
 }
 
 
@@ -146,3 +174,41 @@ def test_each_mistake_gets_one_clear_line(case: str) -> None:
 def test_missing_file_names_the_path(tmp_path: Path) -> None:
     with pytest.raises(UserInputError, match=r"nope\.yaml: cannot read study file"):
         load_spec(tmp_path / "nope.yaml")
+
+
+def test_more_counts_only_other_mistakes() -> None:
+    two = BASE.replace("epochs: 2", "epochs: ten").replace("batch_size: 50", "batch_size: x")
+    with pytest.raises(
+        UserInputError, match=r"train\.epochs: 'ten' is not allowed: .* \(\+1 more\)$"
+    ):
+        parse_spec(two, source="studies/x.yaml")
+    # The unknown key and the one it was meant to be are two fields, so two mistakes.
+    with pytest.raises(UserInputError, match=r"task: required field is missing \(\+1 more\)$"):
+        parse_spec(BASE.replace("task:", "tsk:"), source="studies/x.yaml")
+
+
+def test_targets_that_are_not_accuracies_may_exceed_one() -> None:
+    spec = parse_spec(BASE.replace("metric: val/acc, value: 0.2", "metric: val/loss, value: 2.5"))
+    assert spec.train.target and spec.train.target.resolved_mode == "min"
+    assert parse_spec(BASE.replace("value: 0.2", "value: 1")).train.target.value == 1.0
+
+
+def test_target_metrics_are_the_names_trials_log() -> None:
+    from lrstudy import names
+    from lrstudy.spec.study import StudySpec
+
+    schema = StudySpec.model_json_schema()["$defs"]["Target"]["properties"]["metric"]
+    assert schema["enum"] == [
+        names.VAL_ACC,
+        names.VAL_LOSS,
+        names.TRAIN_ACC,
+        names.TRAIN_LOSS_EPOCH,
+    ]
+
+
+def test_spec_plan_and_keys_do_not_import_torch() -> None:
+    code = (
+        "import sys; import lrstudy.spec, lrstudy.plan, lrstudy.keys; "
+        "assert 'torch' not in sys.modules"
+    )
+    subprocess.run([sys.executable, "-c", code], check=True, cwd=ROOT)

@@ -1,12 +1,12 @@
-"""The numbers and the picture of an LR range test, without torch.
+"""The numbers of an LR range test, without torch: pure functions of the recorded losses.
 
 A range test (Smith 2015, "Cyclical Learning Rates for Training Neural Networks", sec. 3.3; the
 fastai `lr_find`) trains for a few hundred steps while the LR grows from tiny to huge and records
 the loss. This module holds everything after the loss is known: the EMA smoothing with bias
-correction and the early stop (`LossTracker`), the four suggestion rules, the recommendation and the
-loss-vs-LR figure. All rules read the *smoothed* loss on the points strictly before the early stop,
-with the first 10% of the planned steps left out (fastai does the same: the EMA has barely started
-there and single noisy batches dominate).
+correction and the early stop (`LossTracker`), the four suggestion rules and the recommendation;
+the loss-vs-LR figure is drawn in `figure.py`. All rules read the *smoothed* loss on the points
+strictly before the early stop, with the first 10% of the planned steps left out (fastai does the
+same: the EMA has barely started there and single noisy batches dominate).
 """
 
 from __future__ import annotations
@@ -227,47 +227,3 @@ def spread(suggestions: dict[str, float | None]) -> float | None:
 def explain(rule: str, lr: float) -> str:
     """One sentence saying what the recommended value is and why."""
     return f"Recommended LR {lr:.3g} ({rule}): {EXPLANATIONS[rule]}."
-
-
-def draw_range_test(
-    ax,
-    lrs: Sequence[float],
-    losses: Sequence[float],
-    smoothed: Sequence[float],
-    suggestions: dict[str, float | None],
-    recommended: str | None,
-) -> None:
-    """Loss (faint) and smoothed loss vs LR on a log axis, a dashed line per suggestion."""
-    x, raw, sm = (np.asarray(v, dtype=float) for v in (lrs, losses, smoothed))
-    ax.plot(x, raw, color="0.75", lw=0.8, label="loss")
-    ax.plot(x, sm, color="C0", lw=1.8, label="smoothed loss")
-    finite = sm[np.isfinite(sm)]
-    if finite.size:
-        # The blow-up would squash the part that matters: show the descent, from the start level
-        # (max of the first 10% of points) down to the minimum, with as much again above it.
-        lo, hi = float(finite.min()), float(finite.max())
-        raw_ok = raw[np.isfinite(raw)]
-        if raw_ok.size:  # the raw loss dips below the (lagging) smoothed curve: keep it in view
-            lo = min(lo, float(np.percentile(raw_ok, 2)))
-        start = float(finite[: max(1, finite.size // 10)].max())
-        if start - lo > 1e-3 * max(abs(lo), 1e-12):
-            hi = min(hi, start + (start - lo))
-        pad = 0.05 * (hi - lo or abs(hi) or 1.0)
-        ax.set_ylim(lo - pad, hi + pad)
-    for i, rule in enumerate(RULES):
-        lr = suggestions.get(rule)
-        if lr is None:
-            continue
-        main = rule == recommended
-        ax.axvline(
-            lr,
-            color=f"C{i + 1}",
-            ls="-" if main else "--",
-            lw=2 if main else 1,
-            label=f"{rule} {lr:.2g}" + (" (recommended)" if main else ""),
-        )
-    ax.set_xscale("log")
-    ax.set_xlabel("learning rate")
-    ax.set_ylabel("training loss")
-    ax.legend(fontsize="small", loc="upper left")
-    ax.grid(True, which="major", alpha=0.3)

@@ -1,86 +1,31 @@
-"""LR range test: `find_lr` for any module, `find-lr` for a study's task, and `lr: auto`.
+"""LR range test on any module: `find_lr`, which leaves the module exactly as it found it.
 
 `find_lr` is a plain loop (no Trainer, no Lightning Tuner, so the semantics are ours and exact):
 each step sets every param group to `ratio_g * lr`, calls `loss_fn(module, batch)` or else
 `module.training_step(batch, i)` and uses its loss (a tensor, or the "loss" of a dict), backprops
 and steps the optimizer. Afterwards parameters, buffers, gradients, train/eval flags, the optimizer
 (state and param groups) and torch's RNG are restored exactly, so calling it changes nothing.
-The smoothing, early stop and suggestion rules live, torch-free, in `rangetest_rules`.
+The smoothing, early stop and suggestion rules live, torch-free, in `rules`, the ramp's defaults
+in `ramp`, the returned `RangeTestResult` in `result` and its figure in `figure`.
 """
 
 from __future__ import annotations
 
-import copy
-import hashlib
-import json
 import math
 import time
 import warnings
-from collections.abc import Callable, Iterable, Mapping
-from dataclasses import dataclass
+from collections.abc import Callable, Iterable, Iterator, Mapping
+from dataclasses import dataclass, field
 from typing import Any
 
 import torch
 
 from lrstudy.rangetest import rules
+from lrstudy.rangetest.ramp import RAMP, Ramp
+from lrstudy.rangetest.result import RangeTestResult
+from lrstudy.rangetest.snapshot import Snapshot
 
 LossFn = Callable[[torch.nn.Module, Any], torch.Tensor]
-
-
-@dataclass(frozen=True)
-class RangeTestResult:
-    """One range test. "LR" means the reference LR; param group g ran at `group_ratios[g]` x it."""
-
-    lrs: list[float]  # reference LR of every step run, the stopping step included
-    losses: list[float]  # raw loss of every step run (non-finite ones as they came)
-    smoothed: list[float]  # bias-corrected EMA of the finite losses; NaN where a loss was dropped
-    suggestions: dict[str, float | None]  # rule -> LR (None: the rule has no answer)
-    recommended: str | None  # the rule whose LR to use
-    stop_index: int | None  # step that triggered the early stop (the rules read the points before)
-    stop_reason: str | None
-    group_ratios: list[float]
-    lr_min: float
-    lr_max: float
-    steps: int
-    mode: str
-    seconds: float
-
-    @property
-    def recommended_lr(self) -> float | None:
-        return self.suggestions[self.recommended] if self.recommended else None
-
-    @property
-    def spread(self) -> float | None:
-        """max/min of the suggested LRs (1.0 when every rule agrees)."""
-        return rules.spread(self.suggestions)
-
-    @property
-    def explanation(self) -> str:
-        if self.recommended is None:
-            return (
-                "No suggestion: too few finite losses before the early stop; lower the minimum LR."
-            )
-        return rules.explain(self.recommended, self.recommended_lr)
-
-    def figure(self):
-        """Loss vs LR with the suggestions, as a matplotlib Figure (Agg, no pyplot state)."""
-        from matplotlib.backends.backend_agg import FigureCanvasAgg
-        from matplotlib.figure import Figure
-
-        fig = Figure(figsize=(7, 4.2), layout="constrained")
-        FigureCanvasAgg(fig)
-        ax = fig.add_subplot()
-        end = len(self.lrs) if self.stop_index is None else self.stop_index + 1
-        rules.draw_range_test(
-            ax,
-            self.lrs[:end],
-            self.losses[:end],
-            self.smoothed[:end],
-            self.suggestions,
-            self.recommended,
-        )
-        ax.set_title(f"LR range test ({self.mode}, {len(self.lrs)} of {self.steps} steps)")
-        return fig
 
 
 def find_lr(
@@ -88,10 +33,10 @@ def find_lr(
     train_batches: Iterable[Any],
     optimizer: torch.optim.Optimizer | str | None = None,
     *,
-    lr_min: float = 1e-7,
-    lr_max: float = 10.0,
-    steps: int = 200,
-    mode: str = "exp",
+    lr_min: float = RAMP.lr_min,
+    lr_max: float = RAMP.lr_max,
+    steps: int = RAMP.steps,
+    mode: str = RAMP.mode,
     smoothing: float = rules.SMOOTHING,
     stop_factor: float | None = rules.STOP_FACTOR,
     loss_fn: LossFn | None = None,
@@ -118,7 +63,23 @@ def find_lr(
         ValueError: a bad argument, an empty `train_batches`, or a module that has no optimizer.
         TypeError: the step did not produce a scalar loss tensor.
     """
-    _check_ramp(lr_min, lr_max, steps, mode, ValueError)
+    ramp = Ramp(lr_min, lr_max, steps, mode).check(ValueError)
+    _check_arguments(module, smoothing, stop_factor, loss_fn)
+    optimizer = _resolve_optimizer(module, optimizer)
+    ratios = _group_ratios(optimizer)
+    curve = _Curve(rules.LossTracker(smoothing, stop_factor))
+    saved = Snapshot(module, optimizer)
+    t0 = time.perf_counter()
+    try:
+        ran_out = _run_ramp(module, optimizer, ratios, ramp, train_batches, loss_fn, curve)
+    finally:
+        saved.restore()
+    return _result(curve, ratios, ramp, curve.tracker.stop_reason or ran_out, t0)
+
+
+def _check_arguments(
+    module: torch.nn.Module, smoothing: float, stop_factor: float | None, loss_fn: LossFn | None
+) -> None:
     if not 0 <= smoothing < 1:
         raise ValueError(f"smoothing must be in [0, 1), got {smoothing!r}")
     if stop_factor is not None and not stop_factor > 1:
@@ -129,106 +90,132 @@ def find_lr(
         raise ValueError(
             "the module steps its optimizers itself (manual optimization); pass loss_fn"
         )
-    optimizer = _resolve_optimizer(module, optimizer)
-    ratios = _group_ratios(optimizer)
-    planned = rules.lr_ramp(lr_min, lr_max, steps, mode).tolist()
-    tracker = rules.LossTracker(smoothing, stop_factor)
+
+
+@dataclass
+class _Curve:
+    """The points recorded so far, fed through the tracker that smooths and decides the stop."""
+
+    tracker: rules.LossTracker
+    lrs: list[float] = field(default_factory=list)
+    losses: list[float] = field(default_factory=list)
+    smoothed: list[float] = field(default_factory=list)
+    stop_index: int | None = None  # the step that triggered the early stop
+
+    def record(self, pending: list[tuple[float, torch.Tensor]]) -> bool:
+        """Copy a chunk of (lr, loss) to the host and feed the tracker; True once it stops."""
+        if len(pending) == 1:  # CPU: one value per step, no stack needed
+            values = [pending[0][1].item()]
+        else:
+            values = torch.stack([v.float() for _, v in pending]).tolist()
+        for (lr, _), v in zip(pending, values):
+            self.lrs.append(lr)
+            self.losses.append(v)
+            self.smoothed.append(self.tracker.update(v))
+            if self.tracker.stopped:
+                self.stop_index = len(self.lrs) - 1
+                return True
+        return False
+
+
+def _run_ramp(
+    module: torch.nn.Module,
+    optimizer: torch.optim.Optimizer,
+    ratios: list[float],
+    ramp: Ramp,
+    train_batches: Iterable[Any],
+    loss_fn: LossFn | None,
+    curve: _Curve,
+) -> str | None:
+    """Step through the ramp into `curve`; why it ended early when the batches ran out, else None."""
     device = next((p.device for p in module.parameters()), torch.device("cpu"))
     sync_every = 1 if device.type == "cpu" else 16  # a per-step .item() would stall a GPU
-    lrs: list[float] = []
-    losses: list[float] = []
-    smoothed: list[float] = []
+    planned = rules.lr_ramp(ramp.lr_min, ramp.lr_max, ramp.steps, ramp.mode).tolist()
     pending: list[tuple[float, torch.Tensor]] = []
-    stop_index, stop_reason = None, None
-    saved = _Snapshot(module, optimizer)
-    t0 = time.perf_counter()
-    try:
-        module.train()
-        batches = iter(train_batches)
-        one_shot = batches is train_batches
-        with warnings.catch_warnings():
-            # LightningModule.log warns once per call when there is no Trainer: expected here.
-            warnings.filterwarnings("ignore", message=r".*self\.log\(\)")
-            for i, lr in enumerate(planned):
-                batch = next(batches, _END)
-                if batch is _END and not one_shot:
-                    batches = iter(train_batches)
-                    batch = next(batches, _END)
-                    if batch is _END and i == 0:
-                        raise ValueError("train_batches yielded no batches")
-                if batch is _END:
-                    stop_reason = f"train_batches ran out after {i} steps"
-                    break
-                for group, ratio in zip(optimizer.param_groups, ratios):
-                    _set_lr(group, lr * ratio)
-                optimizer.zero_grad(set_to_none=True)
-                loss = _loss_of(module, _to_device(batch, device), i, loss_fn)
-                loss.backward()
-                optimizer.step()
-                pending.append((lr, loss.detach()))
-                if len(pending) >= sync_every:
-                    stop_index = _record(pending, tracker, lrs, losses, smoothed)
-                    pending = []
-                    if stop_index is not None:
-                        break
-            if pending and stop_index is None:
-                stop_index = _record(pending, tracker, lrs, losses, smoothed)
-    finally:
-        saved.restore()
-    stop_reason = tracker.stop_reason or stop_reason
-    skip = int(rules.SKIP_START * steps)
-    x, y = rules.usable_curve(lrs, smoothed, stop_index=stop_index, skip=skip)
-    suggestions = rules.suggest(x, y)
-    return RangeTestResult(
-        lrs=lrs,
-        losses=losses,
-        smoothed=smoothed,
-        suggestions=suggestions,
-        recommended=rules.recommend(suggestions),
-        stop_index=stop_index,
-        stop_reason=stop_reason,
-        group_ratios=ratios,
-        lr_min=float(lr_min),
-        lr_max=float(lr_max),
-        steps=int(steps),
-        mode=mode,
-        seconds=time.perf_counter() - t0,
-    )
+    done = 0
+    module.train()
+    with warnings.catch_warnings():
+        # LightningModule.log warns once per call when there is no Trainer: expected here.
+        warnings.filterwarnings("ignore", message=r".*self\.log\(\)")
+        for lr, batch in zip(planned, _endless(train_batches)):
+            batch = _to_device(batch, device)
+            pending.append((lr, _step(module, optimizer, ratios, lr, batch, done, loss_fn)))
+            done += 1
+            if len(pending) >= sync_every:
+                stopped, pending = curve.record(pending), []
+                if stopped:
+                    return None
+        if pending:
+            curve.record(pending)
+    return f"train_batches ran out after {done} steps" if done < len(planned) else None
+
+
+def _step(
+    module: torch.nn.Module,
+    optimizer: torch.optim.Optimizer,
+    ratios: list[float],
+    lr: float,
+    batch: Any,
+    i: int,
+    loss_fn: LossFn | None,
+) -> torch.Tensor:
+    """One optimizer step with group g at `ratios[g] * lr`; the loss, still on the device."""
+    for group, ratio in zip(optimizer.param_groups, ratios):
+        _set_lr(group, lr * ratio)
+    optimizer.zero_grad(set_to_none=True)
+    loss = _loss_of(module, batch, i, loss_fn)
+    loss.backward()
+    optimizer.step()
+    return loss.detach()
 
 
 _END = object()
 
 
-def _check_ramp(
-    lr_min: float, lr_max: float, steps: int, mode: str, error: type[Exception]
-) -> None:
-    # Named for both callers: find_lr(lr_min=...) and `find-lr --min ...`.
-    for name, v in (("lr_min (--min)", lr_min), ("lr_max (--max)", lr_max)):
-        if isinstance(v, bool) or not isinstance(v, int | float) or not math.isfinite(v) or v <= 0:
-            raise error(f"{name} must be a finite number > 0, got {v!r}")
-    if lr_min >= lr_max:
-        raise error(f"lr_min (--min) {lr_min:g} must be below lr_max (--max) {lr_max:g}")
-    if isinstance(steps, bool) or not isinstance(steps, int) or steps < 10:
-        raise error(
-            f"steps (--steps) must be an integer >= 10 (the rules need a curve), got {steps!r}"
-        )
-    if mode not in ("exp", "linear"):
-        raise error(f"mode (--mode) must be 'exp' or 'linear', got {mode!r}")
+def _endless(train_batches: Iterable[Any]) -> Iterator[Any]:
+    """The batches, started again whenever they run out; a one-shot iterator just ends.
+
+    Raises:
+        ValueError: a re-iterable `train_batches` that yields no batch at all.
+    """
+    batches = iter(train_batches)
+    one_shot = batches is train_batches
+    first = True
+    while True:
+        batch = next(batches, _END)
+        if batch is _END and not one_shot:
+            batches = iter(train_batches)
+            batch = next(batches, _END)
+            if batch is _END and first:
+                raise ValueError("train_batches yielded no batches")
+        if batch is _END:
+            return
+        first = False
+        yield batch
 
 
-def _record(pending, tracker, lrs, losses, smoothed) -> int | None:
-    """Copy a chunk of losses to the host and feed the tracker; the stopping index, if any."""
-    if len(pending) == 1:  # CPU: one value per step, no stack needed
-        values = [pending[0][1].item()]
-    else:
-        values = torch.stack([v.float() for _, v in pending]).tolist()
-    for (lr, _), v in zip(pending, values):
-        lrs.append(lr)
-        losses.append(v)
-        smoothed.append(tracker.update(v))
-        if tracker.stopped:
-            return len(lrs) - 1
-    return None
+def _result(
+    curve: _Curve, ratios: list[float], ramp: Ramp, stop_reason: str | None, t0: float
+) -> RangeTestResult:
+    """Apply the rules to the recorded curve (after the first SKIP_START of the planned steps)."""
+    skip = int(rules.SKIP_START * ramp.steps)
+    x, y = rules.usable_curve(curve.lrs, curve.smoothed, stop_index=curve.stop_index, skip=skip)
+    suggestions = rules.suggest(x, y)
+    return RangeTestResult(
+        lrs=curve.lrs,
+        losses=curve.losses,
+        smoothed=curve.smoothed,
+        suggestions=suggestions,
+        recommended=rules.recommend(suggestions),
+        stop_index=curve.stop_index,
+        stop_reason=stop_reason,
+        group_ratios=ratios,
+        lr_min=float(ramp.lr_min),
+        lr_max=float(ramp.lr_max),
+        steps=int(ramp.steps),
+        mode=ramp.mode,
+        seconds=time.perf_counter() - t0,
+    )
 
 
 def _loss_of(module: torch.nn.Module, batch: Any, i: int, loss_fn: LossFn | None) -> torch.Tensor:
@@ -303,39 +290,3 @@ def _group_ratios(optimizer: torch.optim.Optimizer) -> list[float]:
     if not ref > 0:
         raise ValueError("every param group has LR 0: there is nothing to scale")
     return [lr / ref for lr in group_lrs]
-
-
-class _Snapshot:
-    """Everything the test changes, copied before it and put back bit for bit after it."""
-
-    def __init__(self, module: torch.nn.Module, optimizer: torch.optim.Optimizer) -> None:
-        self.module, self.optimizer = module, optimizer
-        # Parameters and *all* buffers (state_dict would miss non-persistent ones).
-        self.tensors = [(t, t.detach().clone()) for t in (*module.parameters(), *module.buffers())]
-        self.grads = [
-            (p, None if p.grad is None else p.grad.detach().clone()) for p in module.parameters()
-        ]
-        self.optim_state = copy.deepcopy(optimizer.state_dict())
-        self.modes = [(m, m.training) for m in module.modules()]
-        self.rng = torch.get_rng_state()
-        self.cuda_rng = torch.cuda.get_rng_state_all() if torch.cuda.is_initialized() else None
-
-    def restore(self) -> None:
-        with torch.no_grad():
-            for t, saved in self.tensors:
-                t.copy_(saved)
-        for p, g in self.grads:
-            p.grad = g
-        self.optimizer.load_state_dict(self.optim_state)
-        for m, training in self.modes:
-            m.training = training
-        torch.set_rng_state(self.rng)
-        if self.cuda_rng is not None:
-            torch.cuda.set_rng_state_all(self.cuda_rng)
-
-
-def settings_key(settings: dict[str, Any]) -> str:
-    """Stable hash of a range test's settings (tag lrstudy.range_test_key): equal key, equal test."""
-    blob = json.dumps(settings, sort_keys=True, default=list).encode()
-    return hashlib.sha256(blob).hexdigest()[:16]
-

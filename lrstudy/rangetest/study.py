@@ -10,26 +10,31 @@ The range test runs on the full training split, whatever a trial's `train_fracti
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Any
 
 import torch
 from torch.nn import functional as F
 
+from lrstudy import names
 from lrstudy.errors import UserInputError
+from lrstudy.keys import stable_hash
 from lrstudy.plan import Trial
 from lrstudy.rangetest import rules
-from lrstudy.rangetest.search import RangeTestResult, _check_ramp, find_lr, settings_key
+from lrstudy.rangetest.ramp import RAMP, Ramp
+from lrstudy.rangetest.result import RangeTestResult
+from lrstudy.rangetest.search import find_lr
 from lrstudy.spec.study import StudySpec
 from lrstudy.track import range_runs
 
-DEFAULT_RAMP = {"lr_min": 1e-7, "lr_max": 10.0, "steps": 200, "mode": "exp"}  # also the CLI's
 RULES_VERSION = 1  # part of the key: bump when a rule changes, so old suggestions are not reused
 
 
-def range_test_settings(spec: StudySpec, trial: Trial, ramp: dict[str, Any]) -> dict[str, Any]:
-    """Everything a reference range test's result depends on (its key hashes this).
+def range_test_settings(spec: StudySpec, trial: Trial, ramp: Ramp = RAMP) -> dict[str, Any]:
+    """Everything a reference range test's result depends on.
 
-    The seed is the study's first seed for every trial, so all seeds of a configuration train at
+    `stable_hash` of it is the test's key (tag lrstudy.range_test_key), which `lr: auto` looks
+    for. The seed is the study's first seed for every trial, so all seeds of a configuration train at
     the same automatic LR and their spread measures seeds, not range-test noise.
     """
     return {
@@ -43,7 +48,7 @@ def range_test_settings(spec: StudySpec, trial: Trial, ramp: dict[str, Any]) -> 
         "data_args": trial.data_args,
         "batch_size": trial.batch_size,
         "seed": spec.seeds[0],
-        **ramp,
+        **ramp.settings(),
         "smoothing": rules.SMOOTHING,
         "stop_factor": rules.STOP_FACTOR,
         "rules": RULES_VERSION,
@@ -107,12 +112,12 @@ def log_result(
 ) -> str:
     """Write the test as a kind=range_test run under the study; returns its run id."""
     params = {
-        range_runs.PARAM_OPTIMIZER: settings["optimizer"],
-        range_runs.PARAM_SUGGESTION: result.recommended or "none",
-        range_runs.PARAM_LR_MIN: result.lr_min,
-        range_runs.PARAM_LR_MAX: result.lr_max,
-        range_runs.PARAM_STEPS: result.steps,
-        range_runs.PARAM_MODE: result.mode,
+        names.PARAM_OPTIMIZER: settings["optimizer"],
+        names.PARAM_SUGGESTION: result.recommended or "none",
+        names.PARAM_LR_MIN: result.lr_min,
+        names.PARAM_LR_MAX: result.lr_max,
+        names.PARAM_STEPS: result.steps,
+        names.PARAM_MODE: result.mode,
         "steps_run": len(result.lrs),
         "stop_reason": result.stop_reason or "none",
         "spread": f"{result.spread:.4g}" if result.spread else "none",
@@ -131,7 +136,7 @@ def log_result(
         experiment_id,
         name=f"range test {settings['optimizer']}",
         study=spec.name,
-        key=settings_key(settings),
+        key=stable_hash(settings),
         params=params,
         lrs=result.lrs,
         losses=result.losses,
@@ -149,8 +154,8 @@ def auto_lr(
     Raises:
         UserInputError: the range test gave no suggestion (the loss never fell before it blew up).
     """
-    settings = range_test_settings(spec, trial, DEFAULT_RAMP)
-    run = range_runs.latest_range_test(client, experiment_id, settings_key(settings))
+    settings = range_test_settings(spec, trial)
+    run = range_runs.latest_range_test(client, experiment_id, stable_hash(settings))
     if run is None:
         result = run_reference_test(spec, trial, data, settings)
         log_result(client, experiment_id, spec, settings, result)
@@ -165,23 +170,47 @@ def auto_lr(
     return found[0], f"range_test:{found[1]}"
 
 
-def run_find_lr_cli(spec: StudySpec, source: str, tracking_uri: str, args: Any) -> int:
-    """Run, log and print a range test for one of the study's optimizers; 0 on success.
+@dataclass(frozen=True)
+class StudyRangeTest:
+    """A `find-lr` range test on a study's task, run and logged; the caller prints it."""
+
+    result: RangeTestResult
+    run_id: str  # the kind=range_test run it was logged as
+    text: str  # the printout: set-up, stop, one row per rule, spread, the recommendation
+
+
+def find_lr_for_study(
+    spec: StudySpec,
+    source: str,
+    tracking_uri: str,
+    *,
+    optimizer: str | None = None,
+    lr_min: float = RAMP.lr_min,
+    lr_max: float = RAMP.lr_max,
+    steps: int = RAMP.steps,
+    mode: str = RAMP.mode,
+) -> StudyRangeTest:
+    """Range-test one of the study's optimizers on its task and log the test under the study.
+
+    Args:
+        source: the study file, named in error messages.
+        optimizer: which of the study's optimizers (default: the first).
+        lr_min, lr_max, steps, mode: the ramp (see `rangetest.ramp`).
 
     Raises:
-        UserInputError: an optimizer the study does not have, or a bad ramp (min/max/steps/mode).
+        UserInputError: an optimizer the study does not have, or a bad ramp; both are checked
+            before anything is loaded or written.
     """
     from lrstudy.track.store import experiment_id, open_client
     from lrstudy.train.preflight import preflight
 
     available = list(dict.fromkeys(o.name for o in spec.optimizers))
-    name = args.optimizer or available[0]
+    name = optimizer or available[0]
     if name not in available:
         raise UserInputError(
             f"{source}: --optimizer {name!r} is not in this study; its optimizers: {', '.join(available)}"
         )
-    ramp = {"lr_min": args.lr_min, "lr_max": args.lr_max, "steps": args.steps, "mode": args.mode}
-    _check_ramp(**ramp, error=UserInputError)
+    ramp = Ramp(lr_min, lr_max, steps, mode).check(UserInputError)
     trials, data = preflight(spec, source)
     # The first planned trial of that optimizer carries the study's resolved hyperparameters
     # (and the first value of any sweep axis), exactly as training would see them.
@@ -191,9 +220,7 @@ def run_find_lr_cli(spec: StudySpec, source: str, tracking_uri: str, args: Any) 
     settings = range_test_settings(spec, trial, ramp)
     result = run_reference_test(spec, trial, data, settings)
     run_id = log_result(client, exp, spec, settings, result)
-    print(format_result(spec, trial, result))
-    print(f"run {run_id} in experiment {spec.experiment!r} ({tracking_uri})")
-    return 0 if result.recommended else 1
+    return StudyRangeTest(result, run_id, format_result(spec, trial, result))
 
 
 def format_result(spec: StudySpec, trial: Trial, result: RangeTestResult) -> str:

@@ -4,7 +4,7 @@ Frames:
   runs     one row per run, as read by `lrstudy.report.read` (columns run_id, tags.*, params.*, metrics.*)
   history  long: run_id, key, step, value (one value per step, Inf restored)
   trials   `trial_table(runs)`: typed columns per run (optimizer, schedule, lr, seed, axes, finals),
-           `trial_metrics(trials, history)` adds curve metrics (oscillation, trend, AUC, score)
+           `trial_metrics(trials, history)` adds curve metrics (`curve_metrics`) and `score`
   configs  `config_table(trial_metrics(...))`: one row per configuration, seeds aggregated
 """
 
@@ -12,11 +12,13 @@ from __future__ import annotations
 
 import json
 import math
+import re
 
 import numpy as np
 import pandas as pd
 
 from lrstudy import names as N
+from lrstudy.report.curve_metrics import run_curve_metrics
 
 AXES = ("batch_size", "momentum", "weight_decay", "train_fraction")  # swept besides the LR
 AXIS_SHORT = {"batch_size": "bs", "momentum": "mom", "weight_decay": "wd", "train_fraction": "frac"}
@@ -28,18 +30,6 @@ FINALS = {  # trials column -> summary metric logged once at the end of a trial
     "steps_to_target": N.STEPS_TO_TARGET,
     "train_seconds": N.TRAIN_SECONDS,
 }
-# The oscillation index compares the loss's path length with its net drop, on bin means: a
-# per-batch loss is noisy, and averaging ~8 points per bin keeps that noise out of the index.
-POINTS_PER_BIN = 8
-MAX_BINS = 30
-# A run that barely moved is judged against a quarter of its starting loss: otherwise the batch
-# noise on an almost flat curve (too low an LR) reads as oscillation.
-DROP_FLOOR = 0.25
-END_WINDOW = 0.2  # "still falling" looks at the last 20% of steps
-EXPLODE_RATIO = 10.0  # a loss above 10x its starting level has exploded, whatever the tag says
-# Still falling = the loss dropped by more than 2% over the last fifth of training. A bare slope < 0
-# would call half of all converged runs "falling" because of noise on the plateau.
-FALLING_REL = -0.02
 
 
 def _num(series: pd.Series) -> pd.Series:
@@ -68,15 +58,35 @@ def _momentum(runs: pd.DataFrame) -> pd.Series:
     )
 
 
-def fmt_value(v: float) -> str:
-    """Compact, stable text for an LR or axis value: 4 significant digits (0.0048063 → 0.004806).
-    Display only: configurations are grouped by exact values, never by this text."""
-    return "—" if v is None or (isinstance(v, float) and math.isnan(v)) else f"{v:.4g}"
+def fmt_value(v: float | None) -> str:
+    """Compact, stable text for an LR or axis value: 3 significant digits (0.003139 → 0.00314,
+    5e-05 → 5e-5), whole numbers in full (batch size 1024, lr 50). Display only: configurations
+    are grouped by exact values, never by this text."""
+    if v is None or (isinstance(v, float) and math.isnan(v)):
+        return "—"
+    if float(v).is_integer() and abs(v) < 1e6:
+        return str(int(v))
+    # '5e-05' -> '5e-5', '1.2e+06' -> '1.2e6': the short form log-axis ticks use too
+    return re.sub(r"e([+-])0*(\d)", lambda m: "e" + m[1].replace("+", "") + m[2], f"{v:.3g}")
 
 
-def trial_table(runs: pd.DataFrame) -> pd.DataFrame:
-    """Typed per-run columns; works for lrstudy trials and for plugin runs with few params."""
+def _study_param(runs: pd.DataFrame, name: str, study_params: dict | None) -> pd.Series:
+    """A trial param, else the study's (parent run's) param of the same name: a setting of the
+    whole study, like the number of classes, may be logged once on the parent only."""
+    default = (study_params or {}).get(name)
+    return _num(_get(runs, f"params.{name}")).fillna(_num(pd.Series([default])).iloc[0])
+
+
+def trial_table(runs: pd.DataFrame, study_params: dict | None = None) -> pd.DataFrame:
+    """Typed per-run columns; works for lrstudy trials and for plugin runs with few params.
+
+    Args:
+        runs: runs as read by `lrstudy.report.read`.
+        study_params: the parent run's params, for settings logged once per study
+            (`num_classes`, `n_test` = size of the validation split).
+    """
     t = pd.DataFrame({"run_id": runs["run_id"], "run_name": runs["run_name"]})
+    t["trial_key"] = _get(runs, f"tags.{N.TAG_TRIAL_KEY}").fillna(runs["run_id"]).astype(str)
     t["optimizer"] = _get(runs, "params.optimizer").fillna("").astype(str)
     t["schedule"] = _get(runs, "params.schedule_label").fillna(_get(runs, "params.schedule"))
     t["schedule"] = t["schedule"].fillna("—").astype(str)
@@ -87,7 +97,11 @@ def trial_table(runs: pd.DataFrame) -> pd.DataFrame:
     t["weight_decay"] = _num(_get(runs, "params.opt.weight_decay"))
     t["train_fraction"] = _num(_get(runs, "params.train_fraction"))
     t["total_steps"] = _num(_get(runs, "params.total_steps"))
+    # chance level and the size of the sample behind an accuracy (for "at chance")
+    t["num_classes"] = _study_param(runs, "num_classes", study_params)
+    t["n_val"] = _study_param(runs, "n_test", study_params)
     outcome = _get(runs, f"tags.{N.TAG_OUTCOME}").fillna(N.OUTCOME_OK)
+    t["outcome"] = outcome.astype(str)
     t["diverged_at"] = _num(_get(runs, f"tags.{N.TAG_DIVERGED_AT}"))
     for col, metric in FINALS.items():
         t[col] = _num(_get(runs, f"metrics.{metric}")).astype(float)
@@ -113,6 +127,7 @@ def trial_table(runs: pd.DataFrame) -> pd.DataFrame:
     key = _get(runs, f"tags.{N.TAG_CONFIG_KEY}").fillna(exact).astype(str)
     clash = key.groupby(t["config"]).transform("nunique") > 1
     t.loc[clash, "config"] = t.loc[clash, "config"] + " [" + key[clash] + "]"
+    t["config_key"] = key
     return t.sort_values(["family", "lr", "seed", "run_id"], kind="stable").reset_index(drop=True)
 
 
@@ -128,92 +143,6 @@ def family_label(row: pd.Series, swept: list[str]) -> str:
     return " · ".join(parts)
 
 
-def binned(steps: np.ndarray, values: np.ndarray, n_bins: int, hi: float | None = None):
-    """Mean of the finite values in `n_bins` equal-width step bins → (bin centres, means); bins
-    without a finite value are NaN. The one downsampling rule used for analysis and figures."""
-    steps = np.asarray(steps, dtype=float)
-    values = np.asarray(values, dtype=float)
-    hi = float(steps.max()) if hi is None and len(steps) else (hi or 0.0)
-    edges = np.linspace(0.0, max(hi, 1.0), n_bins + 1)
-    idx = np.clip(np.searchsorted(edges, steps, side="right") - 1, 0, n_bins - 1)
-    ok = np.isfinite(values)
-    sums = np.bincount(idx[ok], weights=values[ok], minlength=n_bins)
-    counts = np.bincount(idx[ok], minlength=n_bins)
-    with np.errstate(invalid="ignore", divide="ignore"):
-        means = np.where(counts > 0, sums / np.maximum(counts, 1), np.nan)
-    return (edges[:-1] + edges[1:]) / 2, means
-
-
-def downsample(steps: np.ndarray, values: np.ndarray, max_points: int):
-    """≤ max_points per curve: as-is when short enough, else bin means (NaN bins dropped)."""
-    steps, values = np.asarray(steps), np.asarray(values, dtype=float)
-    if len(steps) <= max_points:
-        return steps, values
-    x, y = binned(steps, values, max_points)
-    keep = np.isfinite(y)
-    return x[keep], y[keep]
-
-
-def oscillation_index(steps: np.ndarray, loss: np.ndarray) -> float:
-    """Path length of the bin-averaged loss over its net drop, minus 1: 0 for a monotone descent,
-    large when the loss swings up and down. NaN with too few finite points."""
-    finite = np.isfinite(loss)
-    n_bins = min(MAX_BINS, int(finite.sum()) // POINTS_PER_BIN)
-    if n_bins < 3:
-        return float("nan")
-    _, m = binned(steps[finite], loss[finite], n_bins)
-    m = m[np.isfinite(m)]
-    drop = max(m[0] - m[-1], DROP_FLOOR * abs(m[0]), 1e-12)
-    return float(max(np.abs(np.diff(m)).sum() / drop - 1.0, 0.0))
-
-
-def end_trend(steps: np.ndarray, loss: np.ndarray) -> float:
-    """Relative change of the loss over the last END_WINDOW of steps (least-squares line);
-    negative = still falling. NaN with too few points."""
-    finite = np.isfinite(loss)
-    s, v = steps[finite].astype(float), loss[finite]
-    if len(s) < 5:
-        return float("nan")
-    tail = s >= s.max() - END_WINDOW * (s.max() - s.min())
-    if tail.sum() < 3:
-        return float("nan")
-    slope = np.polyfit(s[tail], v[tail], 1)[0]
-    return float(slope * (s[tail].max() - s[tail].min()) / max(abs(v[tail].mean()), 1e-12))
-
-
-def run_curve_metrics(history: pd.DataFrame) -> pd.DataFrame:
-    """Per run: oscillation index, end trend, explosion, AUCs (means over the training curve)."""
-    rows = []
-    loss = history[history["key"] == N.TRAIN_LOSS]
-    acc = history[history["key"] == N.VAL_ACC].groupby("run_id")["value"]
-    acc_auc = acc.apply(lambda v: float(np.nanmean(v)) if np.isfinite(v).any() else np.nan)
-    last_acc = acc.last()
-    for rid, g in loss.groupby("run_id", sort=True):
-        s, v = g["step"].to_numpy(), g["value"].to_numpy()
-        finite = v[np.isfinite(v)]
-        start = finite[: max(1, len(finite) // 20)].mean() if len(finite) else np.nan
-        rows.append(
-            {
-                "run_id": rid,
-                "osc_index": oscillation_index(s, v),
-                "end_trend": end_trend(s, v),
-                "exploded": bool(
-                    (~np.isfinite(v)).any()
-                    or (len(finite) and finite.max() > EXPLODE_RATIO * start)
-                ),
-                "auc_train_loss": float(finite.mean()) if len(finite) else np.nan,
-                "n_steps": int(s.max()) + 1,
-            }
-        )
-    out = pd.DataFrame(
-        rows, columns=["run_id", "osc_index", "end_trend", "exploded", "auc_train_loss", "n_steps"]
-    )
-    out = out.set_index("run_id")
-    out["auc_val_acc"] = acc_auc
-    out["last_val_acc"] = last_acc
-    return out
-
-
 def trial_metrics(trials: pd.DataFrame, history: pd.DataFrame) -> pd.DataFrame:
     """Trials plus their curve metrics, divergence from the curves, gaps and `score`.
 
@@ -221,6 +150,7 @@ def trial_metrics(trials: pd.DataFrame, history: pd.DataFrame) -> pd.DataFrame:
     val/acc (plugin runs), else minus the final train loss.
     """
     t = trials.join(run_curve_metrics(history), on="run_id")
+    t["still_falling"] = t["still_falling"].astype("boolean").fillna(False).astype(bool)
     t["final_val_acc"] = t["final_val_acc"].fillna(t["last_val_acc"].where(~t["diverged"]))
     t["diverged"] = t["diverged"] | t["exploded"].fillna(False).astype(bool)
     # a curve cut short by divergence has no fair area, and its blow-up is not an oscillation
@@ -245,9 +175,8 @@ def config_table(t: pd.DataFrame) -> pd.DataFrame:
     values = t[[*MEASURES, "end_trend", *noise]].astype(float)
     t = t.assign(**values.where(np.isfinite(values)))  # Inf would poison a mean: treat as missing
     g = t.groupby("config", sort=True, dropna=False)
-    out = t.drop_duplicates("config").set_index("config")[
-        ["family", "optimizer", "schedule", "lr", *AXES]
-    ]
+    first = ["config_key", "family", "optimizer", "schedule", "lr", *AXES, "num_classes", "n_val"]
+    out = t.drop_duplicates("config").set_index("config")[first]
     out = out.loc[list(g.groups)].copy()
     out["n"] = g.size()
     out["n_diverged"] = g["diverged"].sum().astype(int)
@@ -259,7 +188,9 @@ def config_table(t: pd.DataFrame) -> pd.DataFrame:
     out["n_reached"] = g["steps_to_target"].count()
     out["steps_to_target"] = g["steps_to_target"].median()
     out["end_trend"] = g["end_trend"].mean()
-    out["still_falling"] = out["end_trend"] < FALLING_REL
+    # a diverged seed's blow-up is no sign of progress; most seeds must still be falling
+    out["n_falling"] = (t["still_falling"] & ~t["diverged"]).groupby(t["config"]).sum().astype(int)
+    out["still_falling"] = 2 * out["n_falling"] > out["n"]
     out["first_diverged_at"] = g["diverged_at"].min()
     for col in noise:
         out[col] = g[col].mean()

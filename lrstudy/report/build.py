@@ -11,17 +11,22 @@ renders the jinja2 template of the top-level templates/ (shipped in the wheel as
 
 from __future__ import annotations
 
+import os
 import re
+import tempfile
 import time
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
-
-import pandas as pd
+from typing import TYPE_CHECKING, TypedDict
 
 from lrstudy import names as N
-from lrstudy.report.analyze import config_table, trial_metrics, trial_table
-from lrstudy.report.diagnose import diagnose, run_verdicts
+from lrstudy.report.diagnose import run_verdicts
+
+if TYPE_CHECKING:
+    from typing_extensions import Unpack
+
+    from lrstudy.report.results import StudyData
 
 
 def templates_dir() -> Path:
@@ -39,9 +44,43 @@ class ReportResult:
     path: Path
     html: str
     n_runs: int
-    n_points_read: int
-    n_points_plotted: int
+    n_points_read: int  # metric values read: history points (duplicates included) + summaries
+    n_points_kept: int  # history points after dropping re-logged steps
+    n_points_plotted: int  # curve points drawn from the kept history (seed means, bins)
     seconds: dict[str, float] = field(default_factory=dict)  # stage -> wall seconds
+
+
+class ReportOptions(TypedDict, total=False):
+    """What to report and how; the keyword arguments of `build_report` and `generate_report`.
+
+    study / experiment / parent_run_id: what to report; at least one.
+    out_dir: where `<study>/index.html` goes (default reports/).
+    log_artifact: also log the page as `report/index.html` of the study's newest parent run
+        (default True).
+    write_verdicts: tag every trial run with its verdict `lrstudy.diagnosis` (default True).
+    """
+
+    study: str | None
+    experiment: str | None
+    parent_run_id: str | None
+    out_dir: Path
+    log_artifact: bool
+    write_verdicts: bool
+
+
+def write_atomically(path: Path, text: str) -> None:
+    """Write via a temp file in the same folder and rename: several processes may finish one
+    study at once, and a reader must never see half a page."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as fh:
+            fh.write(text)
+        os.chmod(tmp, 0o644)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
 
 
 def _dir_name(name: str) -> str:
@@ -49,55 +88,8 @@ def _dir_name(name: str) -> str:
     return re.sub(r"[^A-Za-z0-9._-]+", "_", name).strip("._") or "study"
 
 
-def _read_plan(runs: pd.DataFrame, max_points: int) -> tuple[dict, list[str], dict[str, str]]:
-    """Group runs by step stride (≤ max_points per-step points each; diverged runs in full) and
-    find each run's LR key: `lr`, else the last param group's `lr/<group>`."""
-    total = (
-        pd.to_numeric(runs.get("params.total_steps"), errors="coerce")
-        if "params.total_steps" in runs
-        else None
-    )
-    outcome = runs.get(f"tags.{N.TAG_OUTCOME}")
-    plan: dict[str, tuple[list[str], int]] = {}
-    lr_keys: dict[str, str] = {}
-    for i, row in runs.iterrows():
-        stride = 1
-        if (
-            total is not None
-            and pd.notna(total[i])
-            and not (outcome is not None and outcome[i] == N.OUTCOME_DIVERGED)
-        ):
-            stride = max(1, int(total[i]) // max_points)
-        plan.setdefault(f"stride{stride}", ([], stride))[0].append(row["run_id"])
-        if pd.isna(row.get(f"metrics.{N.LR}")):
-            groups = str(row.get(f"tags.{N.TAG_PARAM_GROUPS}") or "").split(",")
-            have = [
-                c[8:] for c in runs.columns if c.startswith(f"metrics.{N.LR}/") and pd.notna(row[c])
-            ]
-            named = [f"{N.LR}/{g}" for g in groups if f"{N.LR}/{g}" in have]
-            if named or have:
-                lr_keys[row["run_id"]] = (named or sorted(have))[-1]
-    extra = sorted(set(lr_keys.values()))
-    return plan, [N.LR, *extra, N.TRAIN_LOSS, N.GRAD_NORM], lr_keys
-
-
-def collect(client, sr, max_points: int | None = None) -> dict:
-    """Read histories and compute every frame the page needs."""
-    from lrstudy.report.history import MAX_POINTS, read_histories
-
-    plan, step_keys, lr_keys = _read_plan(sr.runs, max_points or MAX_POINTS)
-    history, n_read = read_histories(client, plan, step_keys, [N.VAL_ACC])
-    if lr_keys:  # one LR curve per run, under the plain name
-        alias = history["run_id"].map(lr_keys)
-        history.loc[history["key"] == alias, "key"] = N.LR
-        history = history[~history["key"].str.startswith(f"{N.LR}/")]
-    trials = trial_metrics(trial_table(sr.runs), history)
-    configs = diagnose(config_table(trials))
-    return {"history": history, "trials": trials, "configs": configs, "n_read": n_read}
-
-
 def render_html(
-    sr, data: dict, figs: dict[str, dict], tracking_uri: str, generated: datetime
+    sr, data: StudyData, figs: dict[str, dict], tracking_uri: str, generated: datetime
 ) -> str:
     import jinja2
 
@@ -115,21 +107,22 @@ def render_html(
     return env.get_template("report.html.j2").render(**ctx)
 
 
+STAGES = ["import mlflow", "open store", "search runs", "histories+analysis", "figures", "html",
+          "write-back"]  # fmt: skip
+
+
 def generate_report(
-    tracking_uri: str,
-    *,
-    study: str | None = None,
-    experiment: str | None = None,
-    parent_run_id: str | None = None,
-    out_dir: Path = Path("reports"),
-    log_artifact: bool = True,
-    write_verdicts: bool = True,
-    now: datetime | None = None,
+    tracking_uri: str, *, now: datetime | None = None, **options: Unpack[ReportOptions]
 ) -> ReportResult:
-    """`build_report`, returning the HTML and the figures the bench prints as well."""
+    """`build_report`, returning the HTML, the point counts and the stage timings as well (the
+    bench prints them); `now` fixes the page's time stamp."""
+    unknown = sorted(set(options) - set(ReportOptions.__annotations__))
+    if unknown:  # what a keyword-only signature would refuse
+        raise TypeError(f"generate_report() got unexpected keyword argument(s): {unknown}")
     t = [time.perf_counter()]
     from lrstudy.report.figures import render_figures
     from lrstudy.report.read import find_study
+    from lrstudy.report.results import collect
     from lrstudy.track import annotate
     from lrstudy.track.store import open_client
 
@@ -138,72 +131,47 @@ def generate_report(
     # (mlflow is imported lazily in there: importing it alone takes ~1 s.)
     client = open_client(tracking_uri, create=False)
     t.append(time.perf_counter())
-    sr = find_study(client, study=study, experiment=experiment, parent_run_id=parent_run_id)
+    sr = find_study(client, study=options.get("study"), experiment=options.get("experiment"),
+                    parent_run_id=options.get("parent_run_id"))  # fmt: skip
     t.append(time.perf_counter())
     data = collect(client, sr)
     t.append(time.perf_counter())
     figs = render_figures(sr, data)
     t.append(time.perf_counter())
     html = render_html(sr, data, figs, tracking_uri, now or datetime.now(timezone.utc))
-    path = Path(out_dir) / _dir_name(sr.study or sr.experiment_name) / "index.html"
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(html, encoding="utf-8")
+    out_dir = Path(options.get("out_dir") or "reports")
+    path = out_dir / _dir_name(sr.study or sr.experiment_name) / "index.html"
+    write_atomically(path, html)
     t.append(time.perf_counter())
-    if write_verdicts:
+    if options.get("write_verdicts", True):
         current = sr.runs.set_index("run_id").get(f"tags.{N.TAG_DIAGNOSIS}")
         annotate.write_verdicts(
-            client, run_verdicts(data["configs"]), None if current is None else current.to_dict()
+            client, run_verdicts(data.configs), None if current is None else current.to_dict()
         )
-    if log_artifact and sr.parent is not None:
+    if options.get("log_artifact", True) and sr.parent is not None:
         annotate.log_report(client, sr.parent["run_id"], path)
     t.append(time.perf_counter())
-    stages = [
-        "import mlflow",
-        "open store",
-        "search runs",
-        "histories+analysis",
-        "figures",
-        "html",
-        "write-back",
-    ]
     return ReportResult(
         path=path,
         html=html,
         n_runs=len(sr.runs),
-        n_points_read=data["n_read"],
+        n_points_read=data.n_history_read + data.n_summary_read,
+        n_points_kept=len(data.history),
         n_points_plotted=sum(f["points"] for f in figs.values()),
-        seconds={s: t[i + 1] - t[i] for i, s in enumerate(stages)},
+        seconds={s: t[i + 1] - t[i] for i, s in enumerate(STAGES)},
     )
 
 
-def build_report(
-    tracking_uri: str,
-    *,
-    study: str | None = None,
-    experiment: str | None = None,
-    parent_run_id: str | None = None,
-    out_dir: Path = Path("reports"),
-    log_artifact: bool = True,
-    write_verdicts: bool = True,
-) -> Path:
+def build_report(tracking_uri: str, **options: Unpack[ReportOptions]) -> Path:
     """Write `<out_dir>/<study>/index.html` for a study (or an experiment of plugin runs).
 
     Args:
         tracking_uri: any MLflow tracking URI (sqlite:///..., http://...).
-        study / experiment / parent_run_id: what to report; at least one.
-        log_artifact: also log the page as `report/index.html` of the study's newest parent run.
-        write_verdicts: tag every trial run with its verdict (`lrstudy.diagnosis`).
+        **options: `ReportOptions`: study / experiment / parent_run_id (at least one), out_dir,
+            log_artifact, write_verdicts.
     Returns:
         Path of the written index.html.
     Raises:
         UserInputError: no such experiment / run / study, or no finished trial runs.
     """
-    return generate_report(
-        tracking_uri,
-        study=study,
-        experiment=experiment,
-        parent_run_id=parent_run_id,
-        out_dir=out_dir,
-        log_artifact=log_artifact,
-        write_verdicts=write_verdicts,
-    ).path
+    return generate_report(tracking_uri, **options).path

@@ -1,16 +1,21 @@
-"""Verdicts per configuration: too low / good / too high / diverged.
+"""Verdicts per configuration: too low / good / too high / diverged / at chance.
 
 A family is every configuration that shares optimizer, schedule and the other swept axes; within
-a family the LRs are compared with the family's best LR. The same rules are printed in the
-report (`rules_text`), so the page and the code cannot disagree.
+a family the LRs are compared with the family's best LR, chosen by the same rule that crowns the
+study's best configuration (`lrstudy.report.best`). The same rules are printed in the report
+(`rules_text`), so the page and the code cannot disagree.
 """
 
 from __future__ import annotations
 
+import math
+
 import numpy as np
 import pandas as pd
 
-from lrstudy.report.analyze import EXPLODE_RATIO, FALLING_REL, fmt_value
+from lrstudy.report.analyze import fmt_value
+from lrstudy.report.best import pick_best
+from lrstudy.report.curve_metrics import END_WINDOW, EXPLODE_RATIO, FALLING_SHARE, FALLING_T
 
 # "Clearly worse" needs a gap that matters in practice (2 points of accuracy) AND one that seed
 # noise cannot explain (twice the best configuration's seed std); the larger of the two applies.
@@ -22,14 +27,23 @@ OSC_MAX = 1.0
 # Seed-to-seed std of the final score above 5 points of accuracy: the outcome depends more on the
 # seed than on the LR, the typical symptom of an LR at the edge of stability (good LRs: ~0.5-1.5).
 SPREAD_MAX = 0.05
+# At chance: not measurably above 1/num_classes. An accuracy on n validation samples has a
+# binomial std of sqrt(p(1-p)/n); 2 of those (or 2 points, whichever is larger) is the band.
+CHANCE_STDS = 2.0
+CHANCE_MIN_MARGIN = 0.02
+# A train accuracy this high leaves nothing to learn on the train set: a loss that still falls is
+# only growing logits, and more steps will not close a gap in val accuracy.
+TRAIN_ACC_SATURATED = 0.99
 
-VERDICTS = ("too_low", "good", "too_high", "diverged")  # tag values of lrstudy.diagnosis
+VERDICTS = ("too_low", "good", "too_high", "diverged", "at_chance")  # values of lrstudy.diagnosis
 VERDICT_TEXT = {
     "too_low": "too low",
     "good": "good",
     "too_high": "too high",
     "diverged": "diverged",
+    "at_chance": "at chance",
 }
+_COLUMNS = ("verdict", "reason", "clearly_worse", "unstable", "best_lr", "best_score")
 
 
 def rules_text() -> list[str]:
@@ -38,73 +52,159 @@ def rules_text() -> list[str]:
         "Configurations are compared within a family (same optimizer, schedule and other swept "
         "settings); seeds are aggregated (mean, sample std).",
         f"diverged — any seed diverged: outcome tag 'diverged', a non-finite loss, or a loss above "
-        f"{EXPLODE_RATIO:g}× its starting level.",
-        "best LR of a family — the highest mean final validation accuracy among its non-diverged LRs.",
+        f"{EXPLODE_RATIO:g}× its starting level. A configuration with a diverged seed is never "
+        "the best.",
+        "best LR of a family — the highest mean final validation accuracy among its non-diverged "
+        "LRs; the study's best configuration is the best of the family bests. The best LR is "
+        "never 'too high' (no other LR did better): if it is unstable the reason says so, and if "
+        "it is the highest or lowest LR tried, the optimum may lie beyond the grid.",
+        f"at chance — mean final accuracy within max({CHANCE_MIN_MARGIN:g}, {CHANCE_STDS:g} × "
+        "binomial std on the validation samples) of 1/num_classes: it learned nothing measurable. "
+        "Never good: too low or too high by its LR's side of the family's best; 'at chance' when "
+        "no LR of the family learned (then the grid says nothing about the LR).",
         f"clearly worse — mean final accuracy below the best by more than max({CLEAR_MARGIN:g}, "
         f"{CLEAR_STDS:g} × the best LR's seed std).",
         f"unstable — oscillation index above {OSC_MAX:g} (path length of the bin-averaged train "
         f"loss over its net drop, minus 1; 0 = monotone descent) or seed std of the final accuracy "
         f"above {SPREAD_MAX:g}.",
-        "too high — LR ≥ the best LR and unstable, or LR above the best LR and clearly worse.",
-        f"too low — LR below the best LR and clearly worse; 'still falling' notes a train loss "
-        f"that dropped by more than {-FALLING_REL:.0%} over the last fifth of training (more "
-        f"steps might close the gap).",
+        "too high — LR above the best LR and unstable or clearly worse.",
+        f"too low — LR below the best LR and clearly worse. 'Loss still falling' notes that in "
+        f"most seeds the train loss kept falling over the last {END_WINDOW:.0%} of training "
+        f"(slope ≥ {FALLING_T:g} standard errors below zero, and at least {FALLING_SHARE:.0%} of "
+        f"the run's whole drop) while train accuracy stayed below {TRAIN_ACC_SATURATED:g}: more "
+        "steps might close the gap.",
         "good — everything else: within noise of the best, stable.",
     ]
 
 
+def family_bests(configs: pd.DataFrame) -> dict[str, object]:
+    """family → index (in `configs`) of its best configuration: highest mean score among the
+    configurations without a diverged seed, ties broken as `best_config` breaks them."""
+    alive = configs[(configs["n_diverged"] == 0)]
+    out = {}
+    for fam, g in alive.groupby("family", sort=True):
+        name = pick_best(g.set_index("config")["score"])
+        if name is not None:
+            out[fam] = g.index[g["config"] == name][0]
+    return out
+
+
 def diagnose(configs: pd.DataFrame) -> pd.DataFrame:
     """Add verdict, reason, best_lr, best_score, clearly_worse, unstable to a config table."""
-    alive = configs[(configs["n_diverged"] == 0) & np.isfinite(configs["score"])]
-    best_idx = alive.groupby("family")["score"].idxmax()
-    cols: dict[str, list] = {
-        k: [] for k in ("verdict", "reason", "clearly_worse", "unstable", "best_lr", "best_score")
-    }
+    bests = family_bests(configs)
+    lrs = {fam: g["lr"] for fam, g in configs.groupby("family", sort=True)}
+    cols: dict[str, list] = {k: [] for k in _COLUMNS}
     for _, row in configs.iterrows():
-        best = configs.loc[best_idx[row["family"]]] if row["family"] in best_idx else None
-        verdict, reason, worse, unstable = _verdict(row, best)
-        for k, v in zip(
-            ("verdict", "reason", "clearly_worse", "unstable"),
-            (verdict, reason, worse, unstable),
-            strict=True,
-        ):
+        best = configs.loc[bests[row["family"]]] if row["family"] in bests else None
+        values = (*_verdict(row, best, lrs[row["family"]]), np.nan, np.nan)
+        if best is not None:
+            values = (*values[:4], best["lr"], best["score"])
+        for k, v in zip(_COLUMNS, values, strict=True):
             cols[k].append(v)
-        cols["best_lr"].append(np.nan if best is None else best["lr"])
-        cols["best_score"].append(np.nan if best is None else best["score"])
     return configs.assign(**cols)
 
 
-def _verdict(row: pd.Series, best: pd.Series | None) -> tuple[str, str, bool, bool]:
+def chance_band(row: pd.Series) -> tuple[float, float] | None:
+    """(chance level, margin) for a configuration, or None when the number of classes is not
+    known (then nothing is called 'at chance')."""
+    c = row.get("num_classes", np.nan)
+    if c is None or not np.isfinite(c) or c < 2:
+        return None
+    p = 1.0 / c
+    n_val = row.get("n_val", np.nan)
+    noise = math.sqrt(p * (1 - p) / n_val) if n_val and np.isfinite(n_val) and n_val > 0 else 0.0
+    return p, max(CHANCE_MIN_MARGIN, CHANCE_STDS * noise)
+
+
+def at_chance(row: pd.Series) -> str | None:
+    """'at chance (0.101 vs 1/10 = 0.100 ± 0.055)' when the configuration's mean final val
+    accuracy is within the chance band, else None."""
+    band, acc = chance_band(row), row.get("final_val_acc", np.nan)
+    if band is None or acc is None or not np.isfinite(acc) or acc > band[0] + band[1]:
+        return None
+    return f"at chance ({acc:.3f} vs 1/{int(row['num_classes'])} = {band[0]:.3f} ± {band[1]:.3f})"
+
+
+def _falling_note(row: pd.Series) -> str:
+    """The 'still falling' hint: only when more steps could still help."""
+    if not row.get("still_falling") or _saturated(row):
+        return ""
+    return f"; loss still falling at the end ({int(row.get('n_falling') or 0)}/{row['n']} seeds)"
+
+
+def _saturated(row: pd.Series) -> bool:
+    acc = row.get("final_train_acc", np.nan)
+    return acc is not None and np.isfinite(acc) and acc >= TRAIN_ACC_SATURATED
+
+
+def _chance_hint(row: pd.Series) -> str:
+    """What the curves say about a family that learned nothing."""
+    if _saturated(row):
+        return f"; train accuracy {row['final_train_acc']:.3f}: it fits the train set, no more"
+    return _falling_note(row) or "; no clear fall of the train loss at the end"
+
+
+def _instability(row: pd.Series) -> list[str]:
+    osc, spread = row["osc_index"], row["score_std"]
+    why = []
+    if np.isfinite(osc) and osc > OSC_MAX:
+        why.append(f"oscillation index {osc:.2f} > {OSC_MAX:g}")
+    if np.isfinite(spread) and spread > SPREAD_MAX:
+        why.append(f"seed std {spread:.3f} > {SPREAD_MAX:g}")
+    return why
+
+
+def _best_reason(row: pd.Series, family_lrs: pd.Series, unstable: list[str]) -> str:
+    lrs = family_lrs.dropna()
+    reason = "best LR of its family"
+    if len(lrs.unique()) > 1 and np.isfinite(row["lr"]):
+        if row["lr"] == lrs.max():
+            reason += " (the highest LR tried: the optimum may lie higher)"
+        elif row["lr"] == lrs.min():
+            reason += " (the lowest LR tried: the optimum may lie lower)"
+    if unstable:
+        reason += "; unstable: " + "; ".join(unstable) + " (a lower LR may be as good and safer)"
+    return reason
+
+
+def _verdict(
+    row: pd.Series, best: pd.Series | None, family_lrs: pd.Series
+) -> tuple[str, str, bool, bool]:
     if row["n_diverged"] > 0:
         at = row.get("first_diverged_at")
         where = f", first at step {int(at)}" if at is not None and np.isfinite(at) else ""
         return "diverged", f"diverged in {row['n_diverged']}/{row['n']} seeds{where}", False, False
+    chance = at_chance(row)
     if best is None or not np.isfinite(row["score"]):
+        if chance:
+            return "at_chance", chance, False, False
         return "good", "no non-diverged configuration to compare with", False, False
+    why_unstable = _instability(row)
+    unstable = bool(why_unstable)
+    if at_chance(best):  # nothing in the family learned: the LR grid cannot point a direction
+        hint = _chance_hint(row)
+        what = chance or "at chance"
+        return "at_chance", f"{what}: no LR of this family learned{hint}", False, unstable
+    if row["config"] == best["config"]:
+        return "good", _best_reason(row, family_lrs, why_unstable), False, unstable
     best_std = best["score_std"] if np.isfinite(best["score_std"]) else 0.0
     margin = max(CLEAR_MARGIN, CLEAR_STDS * best_std)
     gap = best["score"] - row["score"]
-    worse = bool(gap > margin)
-    osc, spread = row["osc_index"], row["score_std"]
-    why_unstable = []
-    if np.isfinite(osc) and osc > OSC_MAX:
-        why_unstable.append(f"oscillation index {osc:.2f} > {OSC_MAX:g}")
-    if np.isfinite(spread) and spread > SPREAD_MAX:
-        why_unstable.append(f"seed std {spread:.3f} > {SPREAD_MAX:g}")
-    unstable = bool(why_unstable)
+    worse = bool(gap > margin) or chance is not None
     lr, best_lr = row["lr"], best["lr"]
     versus = f"{gap:.3f} below the best ({best['score']:.3f} at lr={fmt_value(best_lr)}; margin {margin:.3f})"
+    if chance:
+        versus = f"{chance}; {versus}"
     higher = bool(np.isfinite(lr) and np.isfinite(best_lr) and lr > best_lr)
     lower = bool(np.isfinite(lr) and np.isfinite(best_lr) and lr < best_lr)
-    if unstable and not lower:
+    if unstable and higher:
         return "too_high", "unstable: " + "; ".join(why_unstable), worse, unstable
     if worse and higher:
         return "too_high", versus, worse, unstable
     if worse and lower:
-        falling = "; loss still falling at the end" if row.get("still_falling") else ""
-        return "too_low", versus + falling, worse, unstable
-    if row["config"] == best["config"]:
-        return "good", "best LR of its family", worse, unstable
+        return "too_low", versus + _falling_note(row), worse, unstable
+    if chance:  # same LR as the best (another variant of it) and learned nothing
+        return "at_chance", versus, worse, unstable
     note = "; unstable: " + "; ".join(why_unstable) if unstable else ""
     return (
         "good",

@@ -13,34 +13,42 @@ import os
 import sys
 from collections.abc import Callable
 from concurrent.futures import ProcessPoolExecutor
+from typing import TYPE_CHECKING
 
 from lrstudy import names as N
 from lrstudy.report.analyze import swept_axes
 
+if TYPE_CHECKING:
+    from lrstudy.report.results import StudyData
+
 _SHARED: tuple | None = None  # (study runs, frames) for forked workers: set only while rendering
 
 
-def figure_jobs(sr, data: dict) -> list[tuple[str, Callable]]:
-    """(figure id, builder) for every figure this study gets; a builder returns a Figure, or None
-    when there is nothing to draw. Builders are lazy: listing the jobs costs nothing."""
+def figure_jobs(sr, data: StudyData) -> list[tuple[str, Callable]]:
+    """(figure id, builder) for every figure this study gets. A builder returns a Figure, or
+    (Figure, n) for figures drawn from metric histories (n = history points their curves use),
+    or None when there is nothing to draw. Builders are lazy: listing the jobs costs nothing."""
     from lrstudy.report.plots import axes as PA
     from lrstudy.report.plots import curves as PC
     from lrstudy.report.plots import lr as P
+    from lrstudy.report.plots import sensitivity as PS
 
-    trials, configs, history = data["trials"], data["configs"], data["history"]
+    trials, configs, history = data.trials, data.configs, data.history
 
     def convergence():
         loss = PC.curves_data(trials, history, N.TRAIN_LOSS)
         acc = PC.curves_data(trials, history, N.VAL_ACC)
-        return PC.convergence_figure(loss, acc, trials) if loss or acc else None
+        if not (loss or acc):
+            return None
+        return PC.convergence_figure(loss, acc, trials), PC.plotted_points(loss + acc)
 
     def grad_norm():
         panels = PC.curves_data(trials, history, N.GRAD_NORM)
-        return PC.grad_norm_figure(panels, trials) if panels else None
+        return (PC.grad_norm_figure(panels, trials), PC.plotted_points(panels)) if panels else None
 
     def schedules():
         sched = PC.schedules_data(trials, history)
-        return PC.schedules_figure(sched, trials) if sched else None
+        return (PC.schedules_figure(sched, trials), PC.plotted_points(sched)) if sched else None
 
     def axis_heatmap(axis: str):
         return lambda: PA.axis_heatmap_figure(
@@ -54,7 +62,7 @@ def figure_jobs(sr, data: dict) -> list[tuple[str, Callable]]:
         ("grad-norm", grad_norm),
         (
             "lr-sensitivity",
-            lambda: P.sensitivity_figure(P.sensitivity_data(configs, trials, sr.range_tests)),
+            lambda: PS.sensitivity_figure(PS.sensitivity_data(configs, trials, sr.range_tests)),
         ),
         ("stability", lambda: P.stability_figure(P.stability_data(configs))),
         ("outcomes", lambda: P.outcome_figure(P.outcome_data(configs))),
@@ -84,8 +92,11 @@ def _render_job(i: int) -> tuple[str, dict | None]:
     sr, data = _SHARED
     name, build = figure_jobs(sr, data)[i]
     with plot_style():
-        fig = build()
-        return name, None if fig is None else render(fig, name)
+        built = build()
+        if built is None:
+            return name, None
+        fig, points = built if isinstance(built, tuple) else (built, 0)
+        return name, render(fig, name, points)
 
 
 def _workers() -> int:
@@ -94,7 +105,7 @@ def _workers() -> int:
     return min(2, len(os.sched_getaffinity(0)))
 
 
-def render_figures(sr, data: dict, workers: int | None = None) -> dict[str, dict]:
+def render_figures(sr, data: StudyData, workers: int | None = None) -> dict[str, dict]:
     """Render every figure; returns {figure id: render()} in a fixed order."""
     global _SHARED
     import lrstudy.report.plots.style  # noqa: F401  (import matplotlib once, before forking)

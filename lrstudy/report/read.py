@@ -41,7 +41,7 @@ def _search(client: MlflowClient, experiment_ids: list[str], filter_string: str)
             experiment_ids,
             filter_string,
             run_view_type=ViewType.ACTIVE_ONLY,
-            max_results=1000,
+            max_results=N.MLFLOW_MAX_RESULTS,
             order_by=["attributes.start_time DESC"],
             page_token=token,
         )
@@ -73,6 +73,7 @@ def runs_frame(runs: Iterable) -> pd.DataFrame:
                 for k, v in zip(metrics, clamp_to_inf(list(metrics.values())), strict=True)
             }
         )
+        row["n_metrics"] = len(metrics)  # values read, NaN ones included (for the page's counts)
         row["nonfinite"] = ",".join(
             sorted(
                 k for k, v in metrics.items() if not math.isfinite(v) or abs(v) >= MLFLOW_MAX_FLOAT
@@ -150,6 +151,81 @@ def _experiment(client: MlflowClient, name: str):
     return exp
 
 
+def _experiment_of_study(client: MlflowClient, study: str):
+    """The experiment holding a study: the one named like it, else the one of its parent runs
+    (a study may log into an experiment with another name)."""
+    exp = client.get_experiment_by_name(study)
+    if exp is not None:
+        return exp
+    exps = client.search_experiments()
+    parents = _search(
+        client, [e.experiment_id for e in exps], f"tags.`{N.TAG_KIND}` = '{N.KIND_STUDY}'"
+    )
+    hits = [p for p in parents if p.data.tags.get(N.TAG_STUDY) == study]
+    if not hits:
+        raise UserInputError(f"no study named {study!r} in this tracking store")
+    return client.get_experiment(hits[0].info.experiment_id)
+
+
+def _locate(
+    client: MlflowClient, study: str | None, experiment: str | None, parent_run_id: str | None
+):
+    """(experiment, study name or None) that a report request names."""
+    if parent_run_id is not None:
+        try:
+            run = client.get_run(parent_run_id)
+        except Exception as exc:  # MlflowException(RESOURCE_DOES_NOT_EXIST) and friends
+            raise UserInputError(f"no MLflow run with id {parent_run_id!r}") from exc
+        if run.data.tags.get(N.TAG_KIND) != N.KIND_STUDY:
+            raise UserInputError(f"run {parent_run_id} is not an lrstudy parent (study) run")
+        return client.get_experiment(run.info.experiment_id), run.data.tags.get(N.TAG_STUDY)
+    if experiment is not None:
+        return _experiment(client, experiment), study
+    if study is not None:
+        return _experiment_of_study(client, study), study
+    raise UserInputError("name a study, an experiment or a parent run id to report on")
+
+
+def _only_study(parents: pd.DataFrame, exp_name: str) -> str | None:
+    """The one study an experiment holds (None: plain or plugin runs only)."""
+    studies = sorted(set(_col(parents, f"tags.{N.TAG_STUDY}").dropna())) if len(parents) else []
+    if len(studies) > 1:
+        raise UserInputError(
+            f"experiment {exp_name!r} holds several studies ({', '.join(studies)}): pass a study name"
+        )
+    return studies[0] if studies else None
+
+
+def _candidate_runs(client: MlflowClient, exp_id: str, study: str | None) -> pd.DataFrame:
+    """A study's trial runs; without a study, every run but our other kinds (plugin runs, or
+    plain runs of someone's own loop)."""
+    if study is not None:
+        runs = runs_frame(_search(client, [exp_id], f"tags.`{N.TAG_KIND}` = '{N.KIND_TRIAL}'"))
+        return runs[_col(runs, f"tags.{N.TAG_STUDY}") == study] if not runs.empty else runs
+    runs = runs_frame(_search(client, [exp_id], ""))
+    if runs.empty:
+        return runs
+    kind = _col(runs, f"tags.{N.TAG_KIND}")
+    return runs[kind.isna() | (kind == N.KIND_PLUGIN)]
+
+
+def _parent_summary(parents: pd.DataFrame) -> dict | None:
+    """The newest parent run as run_id, status, start_time, params and tags."""
+    if parents.empty:
+        return None
+    p = parents.iloc[0]  # runs_frame sorts newest first
+
+    def prefixed(prefix: str) -> dict:
+        return {
+            c[len(prefix) :]: p[c]
+            for c in parents.columns
+            if c.startswith(prefix) and pd.notna(p[c])
+        }
+
+    return {"run_id": p["run_id"], "status": p["status"], "start_time": int(p["start_time"]),
+            "params": prefixed("params."), "tags": prefixed("tags.")}  # fmt: skip
+
+
 def find_study(
     client: MlflowClient,
     *,
@@ -162,75 +238,23 @@ def find_study(
     Raises:
         UserInputError: no such experiment/run, an ambiguous experiment, or no usable runs.
     """
-    if parent_run_id is not None:
-        try:
-            run = client.get_run(parent_run_id)
-        except Exception as exc:  # MlflowException(RESOURCE_DOES_NOT_EXIST) and friends
-            raise UserInputError(f"no MLflow run with id {parent_run_id!r}") from exc
-        if run.data.tags.get(N.TAG_KIND) != N.KIND_STUDY:
-            raise UserInputError(f"run {parent_run_id} is not an lrstudy parent (study) run")
-        study = run.data.tags.get(N.TAG_STUDY)
-        exp = client.get_experiment(run.info.experiment_id)
-    elif experiment is not None:
-        exp = _experiment(client, experiment)
-    elif study is not None:
-        exp = client.get_experiment_by_name(study)
-        if exp is None:  # the study may log into an experiment with another name
-            exps = client.search_experiments()
-            parents = _search(
-                client, [e.experiment_id for e in exps], f"tags.`{N.TAG_KIND}` = '{N.KIND_STUDY}'"
-            )
-            hits = [p for p in parents if p.data.tags.get(N.TAG_STUDY) == study]
-            if not hits:
-                raise UserInputError(f"no study named {study!r} in this tracking store")
-            exp = client.get_experiment(hits[0].info.experiment_id)
-    else:
-        raise UserInputError("name a study, an experiment or a parent run id to report on")
-
+    exp, study = _locate(client, study, experiment, parent_run_id)
     parents = runs_frame(
         _search(client, [exp.experiment_id], f"tags.`{N.TAG_KIND}` = '{N.KIND_STUDY}'")
     )
-    if study is None and not parents.empty:
-        studies = sorted(set(_col(parents, f"tags.{N.TAG_STUDY}").dropna()))
-        if len(studies) > 1:
-            raise UserInputError(
-                f"experiment {exp.name!r} holds several studies ({', '.join(studies)}): pass a study name"
-            )
-        study = studies[0] if studies else None
+    if study is None:
+        study = _only_study(parents, exp.name)
     if study is not None:
         parents = parents[_col(parents, f"tags.{N.TAG_STUDY}") == study]
-        runs = runs_frame(
-            _search(client, [exp.experiment_id], f"tags.`{N.TAG_KIND}` = '{N.KIND_TRIAL}'")
-        )
-        runs = runs[_col(runs, f"tags.{N.TAG_STUDY}") == study] if not runs.empty else runs
-    else:  # plugin runs, or plain runs of someone's own loop: everything but our other kinds
-        runs = runs_frame(_search(client, [exp.experiment_id], ""))
-        if not runs.empty:
-            kind = _col(runs, f"tags.{N.TAG_KIND}")
-            runs = runs[kind.isna() | (kind == N.KIND_PLUGIN)]
-    chosen, ignored = pick_trials(runs)
+    chosen, ignored = pick_trials(_candidate_runs(client, exp.experiment_id, study))
     if chosen.empty:
         what = f"study {study!r}" if study else f"experiment {exp.name!r}"
         raise UserInputError(f"{what} has no finished trial runs to report on")
-    parent = None
-    if not parents.empty:
-        p = parents.iloc[0]
-        parent = {
-            "run_id": p["run_id"],
-            "status": p["status"],
-            "start_time": int(p["start_time"]),
-            "params": {
-                c[7:]: p[c] for c in parents.columns if c.startswith("params.") and pd.notna(p[c])
-            },
-            "tags": {
-                c[5:]: p[c] for c in parents.columns if c.startswith("tags.") and pd.notna(p[c])
-            },
-        }
     return StudyRuns(
         experiment_id=exp.experiment_id,
         experiment_name=exp.name,
         study=study,
-        parent=parent,
+        parent=_parent_summary(parents),
         n_parents=len(parents),
         runs=chosen,
         ignored=ignored,

@@ -15,6 +15,7 @@ from bisect import bisect_right
 from collections.abc import Callable
 from typing import Any
 
+from lrstudy import names
 from lrstudy.schedules.shapes import (
     Schedule,
     check_choice,
@@ -41,7 +42,8 @@ class Plateau:
     multiplier in force at each step is recorded, so `schedule(step)` of an earlier step still
     returns what was applied then. Improvement is relative (torch's threshold_mode="rel"): in
     mode "min" a value counts if it is below best * (1 - threshold). After more than `patience`
-    epochs without improvement the multiplier drops by `factor`, never below `min`.
+    epochs without improvement the multiplier drops by `factor`, never below `min` (a multiplier).
+    patience counts epochs (observations), not steps.
     """
 
     def __init__(
@@ -52,8 +54,12 @@ class Plateau:
         threshold: float = 1e-4,
         mode: str = "min",
         min: float = 0.0,
-        monitor: str = "val/loss",
+        monitor: str = names.VAL_LOSS,
+        total_steps: int | None = None,
+        steps_per_epoch: int | None = None,
     ) -> None:
+        # total_steps and steps_per_epoch: given to every schedule by the trainer (so the class
+        # itself is the registry's factory); a plateau follows observations, not the step count.
         self.factor = check_number("factor", factor, "a number in (0, 1)", lambda v: 0 < v < 1)
         if isinstance(patience, bool) or not isinstance(patience, int) or patience < 0:
             raise ValueError(f"patience={patience!r} is not allowed: must be a whole number >= 0")
@@ -110,23 +116,6 @@ class Plateau:
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         vars(self).update(state)
-
-
-def plateau(
-    *,
-    total_steps: int,
-    steps_per_epoch: int,
-    factor: float = 0.1,
-    patience: int = 2,
-    threshold: float = 1e-4,
-    mode: str = "min",
-    min: float = 0.0,
-    monitor: str = "val/loss",
-) -> Plateau:
-    """Reduce on plateau; see `Plateau`. patience is in epochs (observations), min is a multiplier."""
-    return Plateau(
-        factor=factor, patience=patience, threshold=threshold, mode=mode, min=min, monitor=monitor
-    )
 
 
 class Warmup:
@@ -204,12 +193,17 @@ SCHEDULES: dict[str, Callable[..., Schedule]] = {
     "cosine_restarts": cosine_restarts,
     "cyclic": cyclic,
     "one_cycle": one_cycle,
-    "plateau": plateau,
+    "plateau": Plateau,
 }
 _BUILT_IN = ("total_steps", "steps_per_epoch")  # given by the trainer, not the user
 
 
-def _factory(name: str) -> Callable[..., Schedule]:
+def schedule_factory(name: str) -> Callable[..., Schedule]:
+    """The registry's factory for schedule `name`.
+
+    Raises:
+        ValueError: an unknown name; the message lists the known ones.
+    """
     if name not in SCHEDULES:
         raise ValueError(f"unknown schedule {name!r}; allowed: {', '.join(SCHEDULES)}")
     return SCHEDULES[name]
@@ -217,13 +211,13 @@ def _factory(name: str) -> Callable[..., Schedule]:
 
 def schedule_arg_names(name: str) -> list[str]:
     """The arguments a user may give schedule `name`, in signature order."""
-    params = inspect.signature(_factory(name)).parameters
+    params = inspect.signature(schedule_factory(name)).parameters
     return [p for p in params if p not in _BUILT_IN]
 
 
 def schedule_defaults(name: str) -> dict[str, Any]:
     """Every user argument of schedule `name` with its default (for labels and logged params)."""
-    params = inspect.signature(_factory(name)).parameters
+    params = inspect.signature(schedule_factory(name)).parameters
     return {p: params[p].default for p in schedule_arg_names(name)}
 
 
@@ -265,7 +259,7 @@ def build_schedule(
     Raises:
         ValueError: unknown name or argument, or an argument value outside what is allowed.
     """
-    factory = _factory(name)
+    factory = schedule_factory(name)
     unknown = sorted(set(args) - set(schedule_arg_names(name)))
     if unknown:
         allowed = ", ".join(schedule_arg_names(name)) or "no arguments"

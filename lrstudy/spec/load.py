@@ -7,8 +7,10 @@ value and what is allowed. No torch here.
 from __future__ import annotations
 
 import re
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from types import UnionType
+from typing import Any, Union, get_args, get_origin
 
 import yaml
 from pydantic import BaseModel, ValidationError
@@ -91,10 +93,15 @@ def parse_spec(text: str, source: str = "<study>") -> StudySpec:
 
 
 def format_validation_error(err: ValidationError, source: str) -> str:
-    """One line for the first problem: file, field path, value, what is allowed."""
+    """One line for the first problem: file, field path, value, what is allowed.
+
+    "(+N more)" counts the other mistakes; the errors pydantic reports for the members of one
+    union (`warmup: int | float` fails as an int and as a float) are one mistake.
+    """
     errors = err.errors(include_url=False)
     first = errors[0]
-    field = _loc(first["loc"])
+    place = _place(first["loc"])
+    field = place.field
     msg = str(first["msg"]).removeprefix("Value error, ").removeprefix("Assertion failed, ")
     sub = re.match(r"^@([\w\[\].]+): ", msg)  # a model-level check naming the field it is about
     if sub:
@@ -103,7 +110,7 @@ def format_validation_error(err: ValidationError, source: str) -> str:
         msg = msg[sub.end() :]
     kind = first["type"]
     if kind == "extra_forbidden":
-        allowed = _allowed_keys(first["loc"][:-1])
+        allowed = list(place.model.model_fields) if place.model is not None else []
         msg = f"unknown key; allowed: {', '.join(allowed)}" if allowed else "unknown key"
     elif kind == "missing":
         msg = "required field is missing"
@@ -118,42 +125,63 @@ def format_validation_error(err: ValidationError, source: str) -> str:
         and repr(first["input"]) not in msg
     ):
         msg = f"{first['input']!r} is not allowed: {msg}"
-    more = f" (+{len(errors) - 1} more)" if len(errors) > 1 else ""
+    others = {_place(e["loc"]).mistake for e in errors} - {place.mistake}
+    more = f" (+{len(others)} more)" if others else ""
     return f"{source}: {field or '(top level)'}: {msg}{more}"
 
 
-def _loc(loc: tuple) -> str:
-    out = ""
+@dataclass(frozen=True)
+class _Place:
+    """Where one pydantic error is, in the user's terms."""
+
+    field: str  # the path as written in the file, e.g. optimizers[1].layer_lr.decay
+    mistake: tuple  # the value at fault; the members of one union share it
+    model: type[BaseModel] | None  # the section the last key belongs to (for "unknown key")
+
+
+def _place(loc: tuple) -> _Place:
+    """Walk an error location through the spec's models, dropping pydantic's own labels.
+
+    Pydantic adds a label for each member of a union it tried (`warmup.int`, `warmup.float`;
+    `layer_lr.LayerLR.decay`) and for validator wrappers (`function-after[...]`); neither is a key
+    the user wrote. All the members of one union complain about one value: the union's field.
+    """
+    path: list[str | int] = []
+    union_at: tuple | None = None
+    annotation: Any = StudySpec
+    model: type[BaseModel] | None = None
     for part in loc:
+        annotation = _without_none(annotation)
         if isinstance(part, int):
-            out += f"[{part}]"
-        elif part in ("function-after[_ordered(), LRRange]",) or str(part).startswith(
-            ("function-", "tuple[")
-        ):
+            path.append(part)
+            args = get_args(annotation)
+            annotation = args[0] if args else None  # tuple[X, ...] / list[X] -> X
+        elif str(part).startswith("function-"):
             continue
+        elif get_origin(annotation) in (Union, UnionType):
+            union_at = tuple(path) if union_at is None else union_at
+            annotation = next((m for m in get_args(annotation) if _name(m) == part), None)
         else:
-            out += f".{part}" if out else str(part)
-    return out
+            model = annotation if _is_model(annotation) else None
+            path.append(part)
+            info = model.model_fields.get(part) if model is not None else None
+            annotation = info.annotation if info is not None else None
+    field = "".join(f"[{p}]" if isinstance(p, int) else f".{p}" for p in path).lstrip(".")
+    return _Place(field, union_at if union_at is not None else tuple(path), model)
 
 
-def _allowed_keys(loc: tuple) -> list[str]:
-    """Field names of the model at `loc` (for "unknown key" messages)."""
-    model: Any = StudySpec
-    for part in loc:
-        if isinstance(part, int) or model is None:
-            continue
-        info = model.model_fields.get(part)
-        if info is None:
-            return []
-        model = _model_in(info.annotation)
-    return list(model.model_fields) if model is not None else []
+def _without_none(annotation: Any) -> Any:
+    """`X | None` -> X: pydantic labels no member there, as it does for a real union."""
+    if get_origin(annotation) in (Union, UnionType):
+        members = [m for m in get_args(annotation) if m is not type(None)]
+        if len(members) == 1:
+            return members[0]
+    return annotation
 
 
-def _model_in(annotation: Any) -> Any:
-    if isinstance(annotation, type) and issubclass(annotation, BaseModel):
-        return annotation
-    for arg in getattr(annotation, "__args__", ()) or ():
-        found = _model_in(arg)
-        if found is not None:
-            return found
-    return None
+def _is_model(annotation: Any) -> bool:
+    return isinstance(annotation, type) and issubclass(annotation, BaseModel)
+
+
+def _name(annotation: Any) -> str | None:
+    return getattr(annotation, "__name__", None)

@@ -71,6 +71,18 @@ OPTIMIZERS: dict[str, OptimizerInfo] = {
 }
 
 
+def optimizer_info(name: str) -> OptimizerInfo:
+    """The catalogue entry of optimizer `name`.
+
+    Raises:
+        ValueError: an unknown name; the message lists the known ones.
+    """
+    info = OPTIMIZERS.get(name)
+    if info is None:
+        raise ValueError(f"unknown optimizer {name!r}; allowed: {', '.join(OPTIMIZERS)}")
+    return info
+
+
 def resolved_hparams(name: str, given: dict[str, Any]) -> dict[str, Any]:
     """Every hyperparameter of optimizer `name` but lr: defaults, overridden by `given`.
 

@@ -2,205 +2,44 @@
 
 Validation happens here, once, at the edge; everything downstream trusts the spec. Every mistake
 becomes a `UserInputError` whose message is one line: file, field, value, what is allowed.
+The optimizer, LR and schedule sections live in `lr.py`; this module holds the rest and the study.
 This module must stay free of torch (the report stage loads specs too).
 """
 
 from __future__ import annotations
 
-import hashlib
-import json
-import math
-import re
-from typing import Annotated, Any, Literal
+from typing import Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import Field, field_validator, model_validator
 
-from lrstudy.schedules.catalog import SCHEDULES, build_schedule, schedule_arg_names
-from lrstudy.spec.optimizers import OPTIMIZERS
+from lrstudy import names
+from lrstudy.keys import stable_hash
+from lrstudy.spec.lr import LRRange, OptimizerSpec, ScheduleSpec, StrictModel
 
-
-class _Model(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
-
-
-PositiveFloat = Annotated[float, Field(gt=0, allow_inf_nan=False)]
-
-
-class LRRange(_Model):
-    """A range of learning rates: a grid of `num` points, or the bounds random search samples from."""
-
-    low: PositiveFloat
-    high: PositiveFloat
-    num: int | None = Field(default=None, ge=1)
-    scale: Literal["log", "linear"] = "log"
-
-    @model_validator(mode="after")
-    def _ordered(self) -> LRRange:
-        if self.high < self.low:
-            raise ValueError(f"high ({self.high:g}) must be >= low ({self.low:g})")
-        return self
-
-    def grid(self) -> list[float]:
-        """The `num` grid points, low and high included (log- or linearly spaced)."""
-        n = self.num or 1
-        if n == 1:
-            return [self.low]
-        if self.scale == "log":
-            a, b = math.log10(self.low), math.log10(self.high)
-            return [float(f"{10 ** (a + (b - a) * i / (n - 1)):.6g}") for i in range(n)]
-        return [float(f"{self.low + (self.high - self.low) * i / (n - 1):.6g}") for i in range(n)]
+# What a target may name: metrics every trial logs once per epoch. Literal of a tuple is the
+# Literal of its items, so the names come from names.py and the JSON schema still lists them.
+TARGET_METRICS = (names.VAL_ACC, names.VAL_LOSS, names.TRAIN_ACC, names.TRAIN_LOSS_EPOCH)
+ACCURACY_METRICS = (names.VAL_ACC, names.TRAIN_ACC)  # fractions of samples, in [0, 1]
 
 
-LRSpec = float | tuple[float, ...] | LRRange | Literal["auto"]
-
-
-def _parse_lr(v: Any) -> Any:
-    """Parse `lr:` by hand so a mistake gives one message instead of one per union member."""
-    if v == "auto":
-        return v
-    if isinstance(v, dict):
-        return LRRange.model_validate(v)
-    if isinstance(v, list | tuple):
-        if not v:
-            raise ValueError("empty list; give at least one learning rate")
-        return tuple(_positive_number(x) for x in v)
-    return _positive_number(v)
-
-
-def _positive_number(x: Any) -> float:
-    if isinstance(x, bool) or not isinstance(x, int | float) or not math.isfinite(x) or x <= 0:
-        raise ValueError(
-            f"{x!r} is not allowed: a learning rate must be a finite number > 0, "
-            "a list of them, a {low, high, num, scale} range, or 'auto'"
-        )
-    return float(x)
-
-
-class LayerLR(_Model):
-    """Discriminative LRs: each earlier layer gets `decay` x the next one's LR."""
-
-    decay: PositiveFloat
-
-
-class OptimizerSpec(BaseModel):
-    """One optimizer and its learning rates; any other key is a hyperparameter of that optimizer."""
-
-    model_config = ConfigDict(extra="allow", frozen=True)
-
-    name: str
-    lr: LRSpec
-    layer_lr: LayerLR | tuple[PositiveFloat, ...] | None = None
-
-    _lr = field_validator("lr", mode="before")(_parse_lr)
-
-    @field_validator("name")
-    @classmethod
-    def _known(cls, v: str) -> str:
-        if v not in OPTIMIZERS:
-            raise ValueError(f"unknown optimizer {v!r}; allowed: {', '.join(OPTIMIZERS)}")
-        return v
-
-    @model_validator(mode="after")
-    def _hparams_known(self) -> OptimizerSpec:
-        info = OPTIMIZERS[self.name]
-        for key, value in self.hparams.items():
-            if key not in info.defaults or key in info.fixed:
-                allowed = ", ".join(k for k in info.defaults if k not in info.fixed)
-                raise ValueError(
-                    f"@{key}: {self.name} does not take {key!r}; allowed: lr, layer_lr, {allowed}"
-                )
-            _check_hparam_type(self.name, key, value, info.defaults[key])
-        hp = {**info.defaults, **self.hparams, **info.fixed}
-        if hp.get("nesterov") and not hp.get("momentum"):
-            raise ValueError(
-                f"@momentum: {hp.get('momentum')!r} is not allowed: nesterov needs momentum > 0"
-            )
-        return self
-
-    @property
-    def hparams(self) -> dict[str, Any]:
-        """User-given hyperparameters other than lr/layer_lr (validated against the optimizer)."""
-        return dict(self.model_extra or {})
-
-
-def _check_hparam_type(opt: str, key: str, value: Any, default: Any) -> None:
-    if isinstance(default, bool):
-        if not isinstance(value, bool):
-            raise ValueError(f"@{key}: {value!r} is not allowed: {opt}.{key} must be true or false")
-    elif isinstance(default, tuple):
-        ok = isinstance(value, list | tuple) and len(value) == len(default)
-        if not ok or not all(isinstance(b, int | float) and 0 <= b < 1 for b in value):
-            raise ValueError(
-                f"@{key}: {value!r} is not allowed: {opt}.{key} must be a list of {len(default)} numbers in [0, 1)"
-            )
-    elif isinstance(value, bool) or not isinstance(value, int | float) or value < 0:
-        raise ValueError(f"@{key}: {value!r} is not allowed: {opt}.{key} must be a number >= 0")
-
-
-class ScheduleSpec(BaseModel):
-    """One schedule; `warmup` composes with any; other keys are the schedule's own arguments."""
-
-    model_config = ConfigDict(extra="allow", frozen=True)
-
-    name: str
-    warmup: int | float | None = None
-
-    @field_validator("name")
-    @classmethod
-    def _known(cls, v: str) -> str:
-        if v not in SCHEDULES:
-            raise ValueError(f"unknown schedule {v!r}; allowed: {', '.join(SCHEDULES)}")
-        return v
-
-    @field_validator("warmup")
-    @classmethod
-    def _warmup(cls, v: int | float | None) -> int | float | None:
-        if v is None or isinstance(v, bool):
-            return None if v is None else _fail(f"warmup: {v!r} is not a number")
-        if isinstance(v, int) and v < 0 or isinstance(v, float) and not 0 <= v < 1:
-            raise ValueError(
-                f"warmup {v!r} is not allowed: a fraction of all steps in [0, 1) or a whole number of steps >= 0"
-            )
-        return v
-
-    @model_validator(mode="after")
-    def _args_known(self) -> ScheduleSpec:
-        allowed = schedule_arg_names(self.name)
-        for key in self.args:
-            if key not in allowed:
-                names = ", ".join(["warmup", *allowed])
-                raise ValueError(
-                    f"@{key}: schedule {self.name} does not take {key!r}; allowed: {names}"
-                )
-        # Build once on a dummy length so bad values (gamma <= 0, ...) fail here, before any training.
-        try:
-            build_schedule(self.name, self.args, total_steps=100, steps_per_epoch=10)
-        except (ValueError, TypeError) as e:
-            arg = re.match(r"^(\w+)=", str(e))
-            raise ValueError(f"@{arg.group(1)}: {str(e)[arg.end() :]}" if arg else str(e)) from None
-        return self
-
-    @property
-    def args(self) -> dict[str, Any]:
-        return dict(self.model_extra or {})
-
-    @property
-    def label(self) -> str:
-        """Short readable name, e.g. "cosine+warmup"."""
-        return f"{self.name}+warmup" if self.warmup else self.name
-
-
-def _fail(msg: str) -> Any:
-    raise ValueError(msg)
-
-
-class Target(_Model):
+class Target(StrictModel):
     """Convergence speed = the first step at which `metric` reaches `value`."""
 
-    metric: Literal["val/acc", "val/loss", "train/acc", "train/loss_epoch"] = "val/acc"
-    value: float
+    metric: Literal[TARGET_METRICS] = names.VAL_ACC  # type: ignore[valid-type]
+    value: float = Field(allow_inf_nan=False)
     mode: Literal["max", "min"] | None = None
+
+    @model_validator(mode="after")
+    def _reachable(self) -> Target:
+        # An accuracy of 95 (meant as 95%) is never reached: the study would run to the end and
+        # report every trial as "never reached the target" instead of failing here.
+        if self.metric in ACCURACY_METRICS and not 0 <= self.value <= 1:
+            raise ValueError(
+                f"@value: {self.value:g} is not allowed: {self.metric} is an accuracy, a fraction "
+                f"in [0, 1] (write 0.95 for 95%)"
+            )
+        return self
 
     @property
     def resolved_mode(self) -> str:
@@ -208,7 +47,7 @@ class Target(_Model):
         return self.mode or ("min" if "loss" in self.metric else "max")
 
 
-class Divergence(_Model):
+class Divergence(StrictModel):
     """A trial diverges on a non-finite loss or a loss above `factor` x its initial loss.
 
     The initial loss is the mean of the first 5 step losses (one noisy first batch must not stop a
@@ -218,7 +57,7 @@ class Divergence(_Model):
     factor: float = Field(default=10.0, gt=1)
 
 
-class TrainSpec(_Model):
+class TrainSpec(StrictModel):
     epochs: int = Field(ge=1)
     batch_size: int = Field(ge=1)
     target: Target | None = None
@@ -229,7 +68,7 @@ class TrainSpec(_Model):
     threads: int = Field(default=1, ge=1)
 
 
-class TaskSpec(_Model):
+class TaskSpec(StrictModel):
     dataset: str
     model: str
     model_args: dict[str, Any] = {}
@@ -261,7 +100,7 @@ def _nonempty_unique(
     return check
 
 
-class SweepSpec(_Model):
+class SweepSpec(StrictModel):
     """Grid axes beyond LR; the trials are the product of all axes."""
 
     batch_size: tuple[int, ...] | None = None
@@ -280,7 +119,7 @@ class SweepSpec(_Model):
         return {k: v for k, v in self.model_dump().items() if v is not None}
 
 
-class SearchSpec(_Model):
+class SearchSpec(StrictModel):
     method: Literal["grid", "random"] = "grid"
     trials: int | None = Field(default=None, ge=1)
     seed: int = 0
@@ -292,23 +131,23 @@ class SearchSpec(_Model):
         return self
 
 
-class EvaluateSpec(_Model):
+class EvaluateSpec(StrictModel):
     noise: tuple[float, ...] = ()
 
     _n = field_validator("noise", mode="before")(_nonempty_unique(float, low=0, strict_low=True))
 
 
-class TrackingSpec(_Model):
+class TrackingSpec(StrictModel):
     experiment: str | None = None
     uri: str | None = None
 
 
-class ReportSpec(_Model):
+class ReportSpec(StrictModel):
     dir: str = "reports"
     enabled: bool = True
 
 
-class StudySpec(_Model):
+class StudySpec(StrictModel):
     """A whole study, as written in the YAML file (after validation)."""
 
     name: str = Field(min_length=1, max_length=200)
@@ -354,9 +193,8 @@ class StudySpec(_Model):
     def spec_hash(self) -> str:
         """Hash of what defines the study (not where it is tracked or reported)."""
         body = self.model_dump(mode="json", exclude={"tracking", "report", "description"})
-        return hashlib.sha256(json.dumps(body, sort_keys=True).encode()).hexdigest()[:12]
+        return stable_hash(body, length=12)
 
     def resolved_yaml(self) -> str:
         """The spec with every default filled in, as YAML (logged as the parent run's artifact)."""
         return yaml.safe_dump(self.model_dump(mode="json"), sort_keys=False)
-

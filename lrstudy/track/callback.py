@@ -24,7 +24,8 @@ import time
 from typing import Any
 
 import lightning as L
-import torch
+import mlflow  # noqa: F401 - first, so MLflow's entry-point scan never meets a half-imported
+import torch  # context_provider (a circular import MLflow would report as a warning)
 from lightning.pytorch.callbacks import Callback
 
 from lrstudy import names

@@ -2,8 +2,8 @@
 
 A study invocation is a parent run; each trial a child run (MLflow's `mlflow.parentRunId` tag).
 Resume works on trial keys: a key with a FINISHED run (outcome ok or diverged) is done; anything
-else is run again. A process killed with SIGKILL leaves its run RUNNING forever (MLflow has no
-heartbeat), so runs whose recorded pid is gone on this host are closed as KILLED first.
+else is run again. Who may run a trial is decided by claims (`lrstudy.track.claims`): a run
+RUNNING without a fresh heartbeat, or whose pid is gone on this host, is closed as KILLED.
 """
 
 from __future__ import annotations
@@ -18,7 +18,6 @@ from typing import Any
 from lrstudy import __version__, names
 
 _FINISHED = "FINISHED"
-_PAGE = 1000
 
 
 def _param_value(v: Any) -> str:
@@ -32,8 +31,9 @@ def log_params(client, run_id: str, params: dict[str, Any]) -> None:
     from mlflow.entities import Param
 
     items = [Param(k, _param_value(v)[:6000]) for k, v in params.items()]
-    for i in range(0, len(items), 100):
-        client.log_batch(run_id, params=items[i : i + 100], synchronous=True)
+    step = names.MLFLOW_MAX_PARAMS_PER_BATCH
+    for i in range(0, len(items), step):
+        client.log_batch(run_id, params=items[i : i + step], synchronous=True)
 
 
 def set_tags(client, run_id: str, tags: dict[str, Any]) -> None:
@@ -42,8 +42,12 @@ def set_tags(client, run_id: str, tags: dict[str, Any]) -> None:
     client.log_batch(run_id, tags=[RunTag(k, str(v)) for k, v in tags.items()], synchronous=True)
 
 
+def host() -> str:
+    return socket.gethostname()
+
+
 def _process_tags() -> dict[str, str]:
-    return {names.TAG_PID: str(os.getpid()), names.TAG_HOST: socket.gethostname()}
+    return {names.TAG_PID: str(os.getpid()), names.TAG_HOST: host()}
 
 
 def start_run(
@@ -60,9 +64,17 @@ def start_run(
 
 
 def end_run(
-    client, run_id: str, *, outcome: str | None = None, extra_tags: dict | None = None
+    client,
+    run_id: str,
+    *,
+    outcome: str | None = None,
+    extra_tags: dict | None = None,
+    end_time_s: float | None = None,
 ) -> None:
-    """Finish a run: MLflow status follows the outcome (ok/diverged FINISHED, failed, killed)."""
+    """Finish a run: MLflow status follows the outcome (ok/diverged FINISHED, failed, killed).
+
+    `end_time_s` (epoch seconds) records when a run really stopped, for runs closed later by
+    someone else (a killed worker's run ends at its last sign of life, not at the rerun)."""
     status = {
         names.OUTCOME_FAILED: "FAILED",
         names.OUTCOME_KILLED: "KILLED",
@@ -72,7 +84,8 @@ def end_run(
         tags[names.TAG_OUTCOME] = outcome
     if tags:
         set_tags(client, run_id, tags)
-    client.set_terminated(run_id, status=status, end_time=int(time.time() * 1000))
+    end = time.time() if end_time_s is None else end_time_s
+    client.set_terminated(run_id, status=status, end_time=int(end * 1000))
 
 
 def search_study_runs(client, experiment_id: str, kind: str, study: str | None = None) -> list:
@@ -83,7 +96,7 @@ def search_study_runs(client, experiment_id: str, kind: str, study: str | None =
         page = client.search_runs(
             [experiment_id],
             filter_string=f"tags.`{names.TAG_KIND}` = '{kind}'",
-            max_results=_PAGE,
+            max_results=names.MLFLOW_MAX_RESULTS,
             page_token=token,
             order_by=["attributes.start_time ASC"],
         )
@@ -106,34 +119,22 @@ def finished_trials(runs: Iterable) -> dict[str, Any]:
     return done
 
 
-def close_orphans(client, runs: Iterable) -> list[str]:
-    """Mark RUNNING runs whose process is gone as KILLED (outcome killed); return their ids.
+def pid_gone_here(run) -> bool:
+    """True when `run` was started on this host by a process that no longer exists.
 
-    Only runs started on this host are judged (we cannot see another machine's processes); a
-    run whose pid is still alive belongs to a concurrent invocation and is left alone.
-    """
-    host = socket.gethostname()
-    closed = []
-    for r in runs:
-        if r.info.status != "RUNNING":
-            continue
-        tags = r.data.tags
-        if tags.get(names.TAG_HOST) != host or _alive(tags.get(names.TAG_PID)):
-            continue
-        end_run(client, r.info.run_id, outcome=names.OUTCOME_KILLED)
-        closed.append(r.info.run_id)
-    return closed
-
-
-def _alive(pid: str | None) -> bool:
-    if not pid or not pid.isdigit():
+    Only this host's processes can be checked; other machines' runs expire by lease instead."""
+    tags = run.data.tags
+    if tags.get(names.TAG_HOST) != host():
         return False
-    if int(pid) == os.getpid():
+    pid = tags.get(names.TAG_PID)
+    if not pid or not pid.isdigit():
         return True
+    if int(pid) == os.getpid():
+        return False
     try:
         os.kill(int(pid), 0)
     except ProcessLookupError:
-        return False
-    except PermissionError:
         return True
-    return True
+    except PermissionError:
+        return False
+    return False

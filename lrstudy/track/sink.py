@@ -14,9 +14,9 @@ import threading
 import time
 from collections.abc import Iterable
 
+from lrstudy.names import MLFLOW_MAX_METRICS_PER_BATCH
+from lrstudy.track.outage import call_patiently, outage_for
 from lrstudy.track.writer import writer_for
-
-_MAX_BATCH = 1000  # MLflow's limit of metrics per log_batch call
 
 
 class MetricSink:
@@ -49,12 +49,6 @@ class MetricSink:
             target=self._loop, name=f"lrstudy-sink-{run_id[:8]}", daemon=True
         )
         self._thread.start()
-
-    def log(self, key: str, value: float, step: int) -> None:
-        ts = int(time.time() * 1000)
-        with self._lock:
-            self._buf.append((key, float(value), int(step), ts))
-            self._pending += 1
 
     def log_many(self, items: Iterable[tuple[str, float, int]]) -> None:
         ts = int(time.time() * 1000)
@@ -106,13 +100,18 @@ class MetricSink:
 
         with self._lock:
             rows, self._buf = self._buf, []
-        for i in range(0, len(rows), _MAX_BATCH):
-            chunk = rows[i : i + _MAX_BATCH]
+        # A chunk that fails because the tracking server is down is retried (not dropped) until
+        # the outage outlasts the patience; training keeps appending to the buffer meanwhile.
+        outage = outage_for(getattr(self.client, "tracking_uri", "") or "")
+        for i in range(0, len(rows), MLFLOW_MAX_METRICS_PER_BATCH):
+            chunk = rows[i : i + MLFLOW_MAX_METRICS_PER_BATCH]
             if self._writer is not None:
-                self._writer.write(self.run_id, chunk)
+                call_patiently(outage, self._writer.write, self.run_id, chunk)
             else:
                 metrics = [Metric(k, v, ts, s) for k, v, s, ts in chunk]
-                self.client.log_batch(self.run_id, metrics=metrics, synchronous=True)
+                call_patiently(
+                    outage, self.client.log_batch, self.run_id, metrics=metrics, synchronous=True
+                )
             self.written += len(chunk)
             with self._idle:
                 self._pending -= len(chunk)

@@ -2,13 +2,18 @@
 
 from __future__ import annotations
 
+import contextlib
+import fcntl
 import os
+import time
 import urllib.error
 import urllib.request
+from collections.abc import Iterator
 from pathlib import Path
 
 from lrstudy import names
 from lrstudy.errors import UserInputError
+from lrstudy.track.outage import PatientClient, outage_for, quiet_mlflow_retries
 
 DEFAULT_URI = "sqlite:///mlflow.db"
 
@@ -21,8 +26,10 @@ def resolve_tracking_uri(flag: str | None = None, spec_uri: str | None = None) -
 def open_client(uri: str, *, create: bool = True):
     """An `MlflowClient` on `uri`, with the store initialised and reachable.
 
-    Doing this once, in the parent process, before any trial matters: several processes creating
-    a fresh sqlite store at once race on its schema migration (design.md).
+    Several processes opening one fresh sqlite store at once race on MLflow's schema set-up
+    ("table ... already exists", MLflow issue 19943), so the first open of a sqlite store holds
+    an inter-process file lock beside it, and a lost race is retried. An http(s) store gets a
+    `PatientClient` that rides out a server outage (`lrstudy.track.outage`).
 
     Raises:
         UserInputError: the server is unreachable, the sqlite path's folder is missing, or the URI
@@ -41,13 +48,47 @@ def open_client(uri: str, *, create: bool = True):
             db.parent.mkdir(parents=True, exist_ok=True)
         if not create and not db.exists():
             raise UserInputError(f"tracking URI {uri}: no such store ({db} does not exist)")
-    client = MlflowClient(tracking_uri=uri)
+    quiet_mlflow_retries(uri)
     try:
-        client.search_experiments(max_results=1)  # creates / migrates the store schema
+        # MlflowClient() itself creates or migrates a SQL store's schema: hold the lock across it.
+        with _store_lock(uri):
+            client = _first_touch(uri, MlflowClient)
     except MlflowException as e:
         first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
         raise UserInputError(f"tracking URI {uri}: cannot open the store ({first})") from None
+    if uri.startswith(("http://", "https://")):
+        return PatientClient(client, outage_for(uri))
     return client
+
+
+def _first_touch(uri: str, make_client, attempts: int = 5):
+    """A client on a created and migrated store; a race lost to a process that does not take
+    our lock (an older lrstudy, `mlflow ui`, a notebook) is retried."""
+    for attempt in range(attempts):
+        try:
+            client = make_client(tracking_uri=uri)
+            client.search_experiments(max_results=1)
+            return client
+        except Exception as e:
+            racy = any(m in str(e) for m in ("already exists", "duplicate column", "locked"))
+            if not racy or attempt == attempts - 1:
+                raise
+            time.sleep(0.2 * (attempt + 1))
+
+
+@contextlib.contextmanager
+def _store_lock(uri: str) -> Iterator[None]:
+    """An exclusive flock on `<db>.lock` beside a sqlite store (no-op for other stores)."""
+    if not uri.startswith("sqlite:///"):
+        yield
+        return
+    lock_path = Path(uri.removeprefix("sqlite:///") + ".lock")
+    with open(lock_path, "a") as fh:
+        fcntl.flock(fh, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(fh, fcntl.LOCK_UN)
 
 
 def _check_server(uri: str) -> None:

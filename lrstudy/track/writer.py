@@ -16,6 +16,7 @@ closes, i.e. also when the parent dies.
 from __future__ import annotations
 
 import atexit
+import contextlib
 import os
 import pickle
 import signal
@@ -108,11 +109,24 @@ def _serve(uri: str) -> None:
     from mlflow.entities import Metric
     from mlflow.tracking import MlflowClient
 
+    from lrstudy.names import MLFLOW_MAX_METRICS_PER_BATCH as step
+
     # Acks go to a private copy of stdout; anything else printing to fd 1 lands on stderr.
     out = os.fdopen(os.dup(1), "wb")
     os.dup2(2, 1)
     client = MlflowClient(tracking_uri=uri)
-    src = sys.stdin.buffer
+    try:
+        _serve_loop(client, sys.stdin.buffer, out, Metric, step)
+    except (BrokenPipeError, EOFError, pickle.UnpicklingError, struct.error):
+        # The parent died mid-frame or before reading our answer (kill -9): nothing to report
+        # to anyone, so leave quietly instead of printing a traceback into the user's terminal.
+        pass
+    finally:
+        with contextlib.suppress(OSError):
+            out.close()
+
+
+def _serve_loop(client, src, out, Metric, step: int) -> None:
     while True:
         head = src.read(_HEADER.size)
         if len(head) < _HEADER.size:
@@ -123,8 +137,8 @@ def _serve(uri: str) -> None:
             out.flush()
             continue
         try:
-            for i in range(0, len(rows), 1000):  # MLflow's limit per log_batch
-                metrics = [Metric(k, v, ts, s) for k, v, s, ts in rows[i : i + 1000]]
+            for i in range(0, len(rows), step):
+                metrics = [Metric(k, v, ts, s) for k, v, s, ts in rows[i : i + step]]
                 client.log_batch(run_id, metrics=metrics, synchronous=True)
             out.write(f"{seq} ok\n".encode())
         except Exception as e:  # noqa: BLE001 - reported to the parent, which raises it

@@ -9,9 +9,7 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
-import hashlib
 import inspect
-import json
 import os
 import random
 import tempfile
@@ -25,6 +23,7 @@ import numpy as np
 import torch
 
 from lrstudy.errors import UserInputError
+from lrstudy.keys import stable_hash
 from lrstudy.train.datafiles import IDX_FILES, idx_file, read_idx_dir, read_npz
 
 
@@ -152,9 +151,8 @@ def load_mnist1d(
         iid_noise_scale=iid_noise_scale,
         corr_noise_scale=corr_noise_scale,
     )
-    blob = json.dumps({"v": _MNIST1D_CACHE_VERSION, **gen}, sort_keys=True).encode()
     directory = Path(cache_dir) if cache_dir is not None else _default_cache_dir()
-    path = directory / f"mnist1d-{hashlib.sha256(blob).hexdigest()[:16]}.npz"
+    path = directory / f"mnist1d-{stable_hash({'v': _MNIST1D_CACHE_VERSION, **gen})}.npz"
     keys = ("x_train", "y_train", "x_test", "y_test")
     try:
         with np.load(path, allow_pickle=False) as f:

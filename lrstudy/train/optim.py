@@ -1,8 +1,8 @@
 """The torch side of optimization: optimizer, param groups (layer-wise LR) and the schedule adapter.
 
-Which optimizers exist and their defaults live in the torch-free `optim_catalog`; schedules are
-torch-free functions in `schedules`. This module is where both meet torch, and `ScheduleAdapter` is
-the only place a schedule touches an optimizer's learning rates.
+Which optimizers exist and their defaults live in the torch-free `lrstudy.spec.optimizers`;
+schedules are torch-free functions in `lrstudy.schedules`. This module is where both meet torch, and
+`ScheduleAdapter` is the only place a schedule touches an optimizer's learning rates.
 """
 
 from __future__ import annotations
@@ -14,7 +14,7 @@ from torch import nn
 from torch.optim.lr_scheduler import LRScheduler
 
 from lrstudy.schedules.catalog import Schedule, monitor_of
-from lrstudy.spec.optimizers import OPTIMIZERS, resolved_hparams
+from lrstudy.spec.optimizers import optimizer_info, resolved_hparams
 
 PEAK_LR_KEY = "lrstudy_peak_lr"  # per param group: the LR its schedule multiplier applies to
 
@@ -63,8 +63,7 @@ def build_optimizer(
     Raises:
         ValueError: unknown optimizer, bad layer_lr, or groups that miss trainable parameters.
     """
-    if name not in OPTIMIZERS:
-        raise ValueError(f"unknown optimizer {name!r}; allowed: {', '.join(OPTIMIZERS)}")
+    torch_class = optimizer_info(name).torch_class
     trainable = [p for p in model.parameters() if p.requires_grad]
     if layer_lr is None:
         named = [("all", trainable)]
@@ -82,26 +81,9 @@ def build_optimizer(
         {"params": ps, "name": g, "lr": lr * m, PEAK_LR_KEY: lr * m}
         for (g, ps), m in zip(named, multipliers, strict=True)
     ]
-    cls = getattr(torch.optim, OPTIMIZERS[name].torch_class)
+    cls = getattr(torch.optim, torch_class)
     optimizer = cls(param_groups, lr=lr, **resolved_hparams(name, hparams))
     return optimizer, [g for g, _ in named]
-
-
-def _plain(value: Any) -> Any:
-    if isinstance(value, torch.Tensor):
-        return value.item() if value.numel() == 1 else value.tolist()
-    if isinstance(value, tuple | list):
-        return [_plain(v) for v in value]
-    return value
-
-
-def resolved_optimizer_params(optimizer: torch.optim.Optimizer) -> dict[str, object]:
-    """Every hyperparameter the optimizer really uses, JSON-able (tuples become lists).
-
-    Read from optimizer.defaults rather than from what the user wrote, so the logged params show
-    torch's own defaults too (eps, betas, foreach, ...) and cannot disagree with the run.
-    """
-    return {key: _plain(value) for key, value in sorted(optimizer.defaults.items())}
 
 
 def momentum_of(optimizer: torch.optim.Optimizer, group: dict[str, Any]) -> float | None:
@@ -110,10 +92,11 @@ def momentum_of(optimizer: torch.optim.Optimizer, group: dict[str, Any]) -> floa
     Returns None for optimizers without either (Adagrad, Adadelta), so callers log nothing.
     """
     values = {**optimizer.defaults, **group}
+    # float() also reads a one-element tensor (optimizers built with tensor hyperparameters).
     if "betas" in values:
-        return float(_plain(values["betas"][0]))
+        return float(values["betas"][0])
     if "momentum" in values:
-        return float(_plain(values["momentum"]))
+        return float(values["momentum"])
     return None
 
 

@@ -22,7 +22,9 @@ def preflight(spec: StudySpec, source: str) -> tuple[list[Trial], Dataset]:
     except UserInputError as e:
         raise UserInputError(f"{source}: task.dataset: {e}") from None
     try:
-        model = build_model(spec.task.model, data.input_shape, data.num_classes, spec.task.model_args)
+        model = build_model(
+            spec.task.model, data.input_shape, data.num_classes, spec.task.model_args
+        )
     except UserInputError as e:
         raise UserInputError(f"{source}: task.model: {e}") from None
     n_layers = len(layer_groups(model))
@@ -33,4 +35,3 @@ def preflight(spec: StudySpec, source: str) -> tuple[list[Trial], Dataset]:
                 f"{len(opt.layer_lr)} multipliers; model {spec.task.model} has {n_layers} layers"
             )
     return trials, data
-

@@ -11,11 +11,11 @@ from matplotlib.figure import Figure
 from lrstudy.report.analyze import family_label, fmt_value
 from lrstudy.report.plots.style import (
     colorbar_beside,
-    grid_figure,
     log_axis,
     lr_color,
     lr_norm,
     optimizer_colors,
+    panel_grid,
 )
 
 AXIS_TEXT = {"batch_size": "batch size", "momentum": "momentum (β1)", "weight_decay": "weight decay",
@@ -66,20 +66,15 @@ def axis_heatmap_figure(panels: list[dict], axis: str, optimizers) -> Figure:
     vals = np.concatenate([p["values"].ravel() for p in panels])
     vals = vals[np.isfinite(vals)]
     vmin, vmax = (float(vals.min()), float(vals.max())) if len(vals) else (0.0, 1.0)
-    ncols = 2 if len(panels) > 1 else 1
-    nrows = -(-len(panels) // ncols)
     rows_per = max(len(p["rows"]) for p in panels)
-    fig, axes = grid_figure(nrows, ncols, row_h=0.3 + 0.32 * rows_per, right=1.0, bottom=0.95,
-                            hgap=1.2, wgap=1.0)  # fmt: skip
-    axes = axes.ravel()
+    fig, axes = panel_grid(len(panels), row_h=0.3 + 0.32 * rows_per, right=1.0, bottom=0.95,
+                           hgap=1.2, wgap=1.0)  # fmt: skip
     im = None
-    for ax, p in zip(axes, panels, strict=False):
+    for ax, p in zip(axes, panels, strict=True):
         im = draw_axis_heatmap(p, ax, axis, vmin, vmax)
         ax.title.set_color(colors[p["optimizer"]])
-    for ax in axes[len(panels) :]:
-        ax.set_visible(False)
-    if im is not None:
-        colorbar_beside(fig, axes[min(len(panels), ncols) - 1], im, "mean final val accuracy")
+    if im is not None:  # beside the top-right panel
+        colorbar_beside(fig, axes[min(len(axes), 2) - 1], im, "mean final val accuracy")
     return fig
 
 
@@ -107,15 +102,10 @@ def draw_learning_curves(panel: dict, ax) -> None:
 
 
 def learning_curve_figure(panels: list[dict]) -> Figure:
-    ncols = 2 if len(panels) > 1 else 1
-    nrows = -(-len(panels) // ncols)
-    fig, axes = grid_figure(nrows, ncols, row_h=2.4, right=1.1, wgap=1.6, hgap=0.75)
-    axes = axes.ravel()
-    for ax, p in zip(axes, panels, strict=False):
+    fig, axes = panel_grid(len(panels), row_h=2.4, right=1.1, wgap=1.6, hgap=0.75)
+    for ax, p in zip(axes, panels, strict=True):
         draw_learning_curves(p, ax)
         ax.legend(loc="center left", bbox_to_anchor=(1.0, 0.5), frameon=False, fontsize=7)
-    for ax in axes[len(panels) :]:
-        ax.set_visible(False)
     return fig
 
 
@@ -153,15 +143,10 @@ def draw_robustness(panel: dict, ax) -> None:
 
 def robustness_figure(panels: list[dict], optimizers) -> Figure:
     colors = optimizer_colors(optimizers)
-    ncols = 2 if len(panels) > 1 else 1
-    nrows = -(-len(panels) // ncols)
-    fig, axes = grid_figure(nrows, ncols, row_h=2.3, hgap=0.75, bottom=0.6 + 0.55)
-    axes = axes.ravel()
-    for ax, p in zip(axes, panels, strict=False):
+    fig, axes = panel_grid(len(panels), row_h=2.3, hgap=0.75, bottom=0.6 + 0.55)
+    for ax, p in zip(axes, panels, strict=True):
         draw_robustness(p, ax)
         ax.title.set_color(colors.get(p["optimizer"], "#000"))
-    for ax in axes[len(panels) :]:
-        ax.set_visible(False)
     handles, labels = axes[0].get_legend_handles_labels()
     fig.legend(handles, labels, loc="lower center", ncol=len(labels), frameon=False,
                title="Gaussian input noise (std, input units)")  # fmt: skip

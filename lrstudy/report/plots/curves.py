@@ -1,9 +1,13 @@
 """Curves over optimizer steps: convergence (train loss, val accuracy), gradient norm, and the
-LR schedules as applied. Small multiples per family; LR encoded by a sequential colormap."""
+LR schedules as applied. Small multiples per family; LR encoded by a sequential colormap.
+
+`curves_data` / `schedules_data` return typed dataclasses (tested alone); `plotted_points` counts
+the history points a figure's curves are drawn with, for the page's footer."""
 
 from __future__ import annotations
 
 import warnings
+from dataclasses import dataclass
 
 import matplotlib as mpl
 import numpy as np
@@ -11,19 +15,51 @@ import pandas as pd
 from matplotlib.figure import Figure
 
 from lrstudy import names as N
-from lrstudy.report.analyze import binned, fmt_value
-from lrstudy.report.plots.style import (
-    LOG_MIN_RATIO,
-    LR_CMAP,
-    colorbar_beside,
-    grid_figure,
-    log_axis,
-    lr_color,
-    lr_norm,
-    optimizer_colors,
-)
+from lrstudy.report.analyze import fmt_value
+from lrstudy.report.curve_metrics import binned, downsample
+from lrstudy.report.plots import style as S
 
 PLOT_POINTS = 200  # per curve in small multiples (< the 500 cap): ~1 point per 2 px at page width
+
+
+@dataclass(frozen=True)
+class CurveSeries:
+    """One LR of a family: seed mean and min–max band on shared steps (or step bins)."""
+
+    lr: float
+    x: np.ndarray
+    mean: np.ndarray
+    lo: np.ndarray
+    hi: np.ndarray
+    n: int  # seeds with a curve
+    n_diverged: int
+
+
+@dataclass(frozen=True)
+class CurvePanel:
+    family: str
+    optimizer: str
+    series: list[CurveSeries]
+
+
+@dataclass(frozen=True)
+class ScheduleLine:
+    """Applied LR ÷ peak LR of one representative run."""
+
+    schedule: str
+    optimizer: str
+    peak: float
+    x: np.ndarray
+    y: np.ndarray
+
+
+def plotted_points(data: list) -> int:
+    """Points of the curves drawn from `curves_data` panels or `schedules_data` lines."""
+    return sum(len(s.x) for p in data for s in (p.series if isinstance(p, CurvePanel) else [p]))
+
+
+def _integer_steps(ax) -> None:
+    ax.xaxis.set_major_locator(mpl.ticker.MaxNLocator(integer=True))  # no step 2.5
 
 
 def _by_run(history: pd.DataFrame, key: str) -> dict[str, tuple[np.ndarray, np.ndarray]]:
@@ -57,10 +93,10 @@ def _seed_stats(
 
 def curves_data(
     trials: pd.DataFrame, history: pd.DataFrame, key: str, max_points: int = PLOT_POINTS
-) -> list[dict]:
+) -> list[CurvePanel]:
     """Per family: one series per LR with seed mean, min/max band, n, diverged count."""
     by_run = _by_run(history, key)
-    panels = []
+    panels: list[CurvePanel] = []
     for fam, g in trials.groupby("family", sort=True):
         runs = [r for r in g["run_id"] if r in by_run]
         if not runs:
@@ -73,20 +109,19 @@ def curves_data(
             if not curves:
                 continue
             x, mean, lo, up = _seed_stats(curves, grid, float(steps.max()), max_points)
-            series.append({"lr": float(lr), "x": x, "mean": mean, "lo": lo, "hi": up, "n": len(curves),
-                           "n_diverged": int(gl["diverged"].sum())})  # fmt: skip
-        panels.append({"family": fam, "optimizer": g["optimizer"].iloc[0], "series": series})
+            series.append(CurveSeries(float(lr), x, mean, lo, up, len(curves), int(gl["diverged"].sum())))  # fmt: skip
+        panels.append(CurvePanel(fam, g["optimizer"].iloc[0], series))
     return panels
 
 
-def draw_curves(panel: dict, ax, norm, logy: bool = False, fallback_color: str = "#555") -> None:
-    healthy = [s["mean"] for s in panel["series"] if s["n_diverged"] == 0] or [
-        s["mean"] for s in panel["series"]
-    ]
+def draw_curves(
+    panel: CurvePanel, ax, norm, logy: bool = False, fallback_color: str = "#555"
+) -> None:
+    healthy = [s.mean for s in panel.series if s.n_diverged == 0] or [s.mean for s in panel.series]
     vals = np.concatenate(healthy) if healthy else np.array([])
     vals = vals[np.isfinite(vals)]
     lo, hi = (float(vals.min()), float(vals.max())) if len(vals) else (0.0, 1.0)
-    is_log = logy and log_axis(ax, "y", [lo, hi], min_ratio=LOG_MIN_RATIO)
+    is_log = logy and S.log_axis(ax, "y", [lo, hi], min_ratio=S.LOG_MIN_RATIO)
     # The limits frame the healthy curves; exploding runs leave through the top. Values are
     # clipped a bit above it (1e308 would overflow matplotlib's log axis).
     if is_log:
@@ -94,38 +129,39 @@ def draw_curves(panel: dict, ax, norm, logy: bool = False, fallback_color: str =
     else:
         bottom, top = lo - 0.1 * (hi - lo or 1.0), hi + 0.25 * (hi - lo or 1.0)
     cap = top + 10 * (top - bottom)
-    for s in panel["series"]:
-        color = lr_color(norm, s["lr"]) if np.isfinite(s["lr"]) and s["lr"] > 0 else fallback_color
-        mean, low, high = (np.minimum(s[k], cap) for k in ("mean", "lo", "hi"))
-        ax.plot(s["x"], mean, color=color, lw=1.2)
-        if s["n"] > 1:
-            ax.fill_between(s["x"], low, high, color=color, alpha=0.15, lw=0)
-        if s["n_diverged"] and len(s["x"]):
-            ax.plot(s["x"][-1:], mean[-1:], marker="x", color=color, ms=6, ls="none")
+    for s in panel.series:
+        color = S.lr_color(norm, s.lr) if np.isfinite(s.lr) and s.lr > 0 else fallback_color
+        mean, low, high = (np.minimum(v, cap) for v in (s.mean, s.lo, s.hi))
+        ax.plot(s.x, mean, color=color, lw=1.2)
+        if s.n > 1:
+            ax.fill_between(s.x, low, high, color=color, alpha=0.15, lw=0)
+        if s.n_diverged and len(s.x):
+            ax.plot(s.x[-1:], mean[-1:], marker="x", color=color, ms=6, ls="none")
     if logy and len(vals):  # accuracy panels keep matplotlib's own limits
         ax.set_ylim(bottom, top)
-    ax.set_title(panel["family"])
+    _integer_steps(ax)
+    ax.set_title(panel.family)
 
 
 def _lr_bar(fig: Figure, ax, norm) -> None:
     sm = mpl.cm.ScalarMappable(
-        norm=norm, cmap=mpl.colors.ListedColormap(LR_CMAP(np.linspace(0, 0.9, 256)))
+        norm=norm, cmap=mpl.colors.ListedColormap(S.LR_CMAP(np.linspace(0, 0.9, 256)))
     )
-    colorbar_beside(fig, ax, sm, "peak LR")
+    S.colorbar_beside(fig, ax, sm, "peak LR")
 
 
 def convergence_figure(
-    loss_panels: list[dict], acc_panels: list[dict], trials: pd.DataFrame
+    loss_panels: list[CurvePanel], acc_panels: list[CurvePanel], trials: pd.DataFrame
 ) -> Figure:
     """Rows = families; left train loss, right val accuracy (shared step axis), coloured by LR."""
-    fams = sorted({p["family"] for p in loss_panels} | {p["family"] for p in acc_panels})
-    loss = {p["family"]: p for p in loss_panels}
-    acc = {p["family"]: p for p in acc_panels}
-    colors = optimizer_colors(trials["optimizer"])
-    fig, axes = grid_figure(len(fams), 2, row_h=2.0, right=0.95, wgap=0.85, hgap=0.55)
+    fams = sorted({p.family for p in loss_panels} | {p.family for p in acc_panels})
+    loss = {p.family: p for p in loss_panels}
+    acc = {p.family: p for p in acc_panels}
+    colors = S.optimizer_colors(trials["optimizer"])
+    fig, axes = S.grid_figure(len(fams), 2, row_h=2.0, right=0.95, wgap=0.85, hgap=0.55)
     for row, fam in zip(axes, fams, strict=True):
         g = trials[trials["family"] == fam]
-        norm = lr_norm(g["lr"])
+        norm = S.lr_norm(g["lr"])
         color = colors[g["optimizer"].iloc[0]]
         row[1].sharex(row[0])
         if fam in loss:
@@ -143,29 +179,24 @@ def convergence_figure(
     return fig
 
 
-def grad_norm_figure(panels: list[dict], trials: pd.DataFrame) -> Figure:
-    colors = optimizer_colors(trials["optimizer"])
-    ncols = 2 if len(panels) > 1 else 1
-    nrows = -(-len(panels) // ncols)
-    fig, axes = grid_figure(nrows, ncols, row_h=2.2, right=0.95, wgap=1.5, hgap=0.75)
-    axes = axes.ravel()
-    for ax, p in zip(axes, panels, strict=False):
-        g = trials[trials["family"] == p["family"]]
-        norm = lr_norm(g["lr"])
-        draw_curves(p, ax, norm, logy=True, fallback_color=colors[p["optimizer"]])
-        ax.set_title(p["family"], color=colors[p["optimizer"]])
+def grad_norm_figure(panels: list[CurvePanel], trials: pd.DataFrame) -> Figure:
+    colors = S.optimizer_colors(trials["optimizer"])
+    fig, axes = S.panel_grid(len(panels), row_h=2.2, right=0.95, wgap=1.5, hgap=0.75)
+    for ax, p in zip(axes, panels, strict=True):
+        g = trials[trials["family"] == p.family]
+        norm = S.lr_norm(g["lr"])
+        draw_curves(p, ax, norm, logy=True, fallback_color=colors[p.optimizer])
+        ax.set_title(p.family, color=colors[p.optimizer])
         ax.set_ylabel("gradient L2 norm" + (" (log)" if ax.get_yscale() == "log" else ""))
         ax.set_xlabel("optimizer step")
         if g["lr"].notna().any():
             _lr_bar(fig, ax, norm)
-    for ax in axes[len(panels) :]:
-        ax.set_visible(False)
     return fig
 
 
 def schedules_data(
     trials: pd.DataFrame, history: pd.DataFrame, max_points: int = 500
-) -> list[dict]:
+) -> list[ScheduleLine]:
     """Per schedule label and optimizer: applied LR ÷ peak LR of one representative run (the
     median LR among non-diverged configurations, lowest seed)."""
     by_run = _by_run(history, N.LR)
@@ -177,32 +208,21 @@ def schedules_data(
             continue
         lrs = np.sort(alive["lr"].unique())
         pick = alive[alive["lr"] == lrs[len(lrs) // 2]].sort_values(["seed", "run_id"]).iloc[0]
-        s, v = by_run[pick["run_id"]]
-        if len(s) > max_points:
-            x, y = binned(s, v, max_points)
-            keep = np.isfinite(y)
-            s, v = x[keep], y[keep]
-        out.append(
-            {
-                "schedule": sched,
-                "optimizer": opt,
-                "peak": float(pick["lr"]),
-                "x": s,
-                "y": v / pick["lr"],
-            }
-        )
+        s, v = downsample(*by_run[pick["run_id"]], max_points)
+        out.append(ScheduleLine(sched, opt, float(pick["lr"]), s, v / pick["lr"]))
     return out
 
 
-def draw_schedules(data: list[dict], axes, colors: dict[str, str]) -> None:
-    scheds = sorted({d["schedule"] for d in data})
+def draw_schedules(data: list[ScheduleLine], axes, colors: dict[str, str]) -> None:
+    scheds = sorted({d.schedule for d in data})
     for ax, sched in zip(axes, scheds, strict=False):
-        lines = [d for d in data if d["schedule"] == sched]
+        lines = [d for d in data if d.schedule == sched]
         for i, d in enumerate(lines):
             # optimizers usually share a schedule's shape: widest line first, so all stay visible
             width = 1.4 + 2.4 * (len(lines) - 1 - i) / max(len(lines) - 1, 1)
-            ax.plot(d["x"], d["y"], color=colors[d["optimizer"]], lw=width,
-                    label=f"{d['optimizer']} (peak {fmt_value(d['peak'])})")  # fmt: skip
+            ax.plot(d.x, d.y, color=colors[d.optimizer], lw=width,
+                    label=f"{d.optimizer} (peak {fmt_value(d.peak)})")  # fmt: skip
+        _integer_steps(ax)
         ax.set_title(f"schedule: {sched}")
         ax.set_xlabel("optimizer step")
         ax.set_ylabel("applied LR ÷ peak LR")
@@ -210,13 +230,13 @@ def draw_schedules(data: list[dict], axes, colors: dict[str, str]) -> None:
         ax.legend(loc="upper right", ncol=2, frameon=False, fontsize=7)
 
 
-def schedules_figure(data: list[dict], trials: pd.DataFrame) -> Figure:
-    n = max(1, len({d["schedule"] for d in data}))
+def schedules_figure(data: list[ScheduleLine], trials: pd.DataFrame) -> Figure:
+    n = max(1, len({d.schedule for d in data}))
     ncols = min(3, n)
     nrows = -(-n // ncols)
-    fig, axes = grid_figure(nrows, ncols, row_h=2.3, hgap=0.75)
+    fig, axes = S.grid_figure(nrows, ncols, row_h=2.3, hgap=0.75)
     axes = axes.ravel()
-    draw_schedules(data, axes, optimizer_colors(trials["optimizer"]))
+    draw_schedules(data, axes, S.optimizer_colors(trials["optimizer"]))
     for ax in axes[n:]:
         ax.set_visible(False)
     return fig

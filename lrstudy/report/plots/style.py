@@ -2,9 +2,9 @@
 SVG renderer.
 
 Figures follow one pattern: `*_data(frames) -> plain data`, `draw_*(data, ax)` on given axes, and
-`*_figure(data) -> Figure` for the layout. LR-axis figures live in plots_lr.py, curves over steps
-in plots_curves.py, the other swept axes and robustness in plots_axes.py.
-matplotlib.figure.Figure only, never pyplot.
+`*_figure(data) -> Figure` for the layout. The central LR-sensitivity figure lives in
+sensitivity.py, the other LR-axis figures in lr.py, curves over steps in curves.py, the other
+swept axes and robustness in axes.py. matplotlib.figure.Figure only, never pyplot.
 """
 
 from __future__ import annotations
@@ -19,18 +19,18 @@ import numpy as np
 import pandas as pd
 from matplotlib.figure import Figure
 
-from lrstudy.report.analyze import AXES, fmt_value
-
 PALETTE = ["#1f77b4", "#ff7f0e", "#2ca02c", "#d62728", "#9467bd", "#8c564b", "#e377c2", "#7f7f7f",
            "#bcbd22", "#17becf"]  # fmt: skip
 LINESTYLES = ["-", "--", ":", "-."]
-MARKERS = ["o", "s", "^", "D", "v", "P", "X", "*"]
+MARKERS = ["o", "s", "^", "D", "v", "P", "X", "h"]  # no "*": it marks the best configuration
 VERDICT_COLORS = {
     "too_low": "#6baed6",
     "good": "#31a354",
     "too_high": "#fd8d3c",
     "diverged": "#252525",
+    "at_chance": "#9e9ac8",
 }
+DARK_VERDICTS = {"good", "diverged"}  # white text on these colours, black on the others
 # a loss/grad-norm axis goes log only when its values span at least half a decade
 LOG_MIN_RATIO = 3.0
 LR_CMAP = mpl.colormaps["viridis"].resampled(256)  # sequential: dark = low LR, yellow = high LR
@@ -94,6 +94,17 @@ def grid_figure(nrows: int, ncols: int, *, row_h: float = 2.4, width: float = 11
     return fig, axes
 
 
+def panel_grid(n: int, **layout) -> tuple[Figure, list]:
+    """Small multiples: n panels in 2 columns (1 when n = 1); `layout` goes to `grid_figure`.
+    Returns the figure and its first n axes; the unused cells are hidden."""
+    ncols = 2 if n > 1 else 1
+    fig, axes = grid_figure(-(-n // ncols), ncols, **layout)
+    axes = list(axes.ravel())
+    for ax in axes[n:]:
+        ax.set_visible(False)
+    return fig, axes[:n]
+
+
 def log_tick(v: float, _pos=None) -> str:
     """Short plain labels for log axes: 0.001 ... 1000, else 1e-5 / 3e4 (never 1e-05 or mathtext)."""
     if not (v > 0 and np.isfinite(v)):
@@ -145,21 +156,11 @@ def colorbar_beside(fig: Figure, ax, mappable, label: str) -> None:
     cb.ax.tick_params(labelsize=7)
 
 
-def count_points(fig: Figure) -> int:
-    """Data points drawn: line vertices plus scatter offsets (bands count as their outline)."""
-    n = 0
-    for ax in fig.axes:
-        n += sum(len(line.get_xdata()) for line in ax.get_lines())
-        for c in ax.collections:
-            n += len(c.get_offsets()) if c.get_offsets() is not None else 0
-    return n
-
-
-def render(fig: Figure, name: str) -> dict:
+def render(fig: Figure, name: str, points: int = 0) -> dict:
     """Figure → {'name', 'kind', 'markup', 'bytes', 'points'}: inline SVG, or a PNG data URI when
     the SVG would be too big. Deterministic: a fixed hash salt (per figure, so ids of different
-    figures on one page never collide) and no date metadata."""
-    points = count_points(fig)
+    figures on one page never collide) and no date metadata. `points` is passed through: the
+    history points the figure's curves are drawn with (counted from its data, not its artists)."""
     with mpl.rc_context({**STYLE, "svg.hashsalt": f"lrstudy-{name}"}):
         buf = io.StringIO()
         fig.savefig(buf, format="svg", metadata={"Date": None})
@@ -180,15 +181,16 @@ def render(fig: Figure, name: str) -> dict:
 
 
 def family_style(configs: pd.DataFrame) -> dict[str, dict]:
-    """family → colour (by optimizer), line style (by schedule) and marker (by the values of the
-    other swept axes), so that every line of an LR-axis figure can be told apart."""
+    """family → colour (by optimizer), line style (by schedule) and marker (one per family of the
+    same optimizer), so that every family of an LR-axis figure can be told apart, even one with a
+    single LR (a lone point shows no line style)."""
     colors = optimizer_colors(configs["optimizer"])
     styles = schedule_styles(configs["schedule"])
-    rest = configs[list(AXES)].apply(lambda row: "|".join(fmt_value(v) for v in row), axis=1)
-    markers = {r: MARKERS[i % len(MARKERS)] for i, r in enumerate(sorted(set(rest)))}
-    out = {}
+    out: dict[str, dict] = {}
+    seen: dict[str, int] = {}
     for fam, g in configs.groupby("family", sort=True):
         first = g.iloc[0]
+        i = seen[first["optimizer"]] = seen.get(first["optimizer"], -1) + 1
         out[fam] = {"color": colors[first["optimizer"]], "linestyle": styles[first["schedule"]],
-                    "marker": markers[rest[g.index[0]]]}  # fmt: skip
+                    "marker": MARKERS[i % len(MARKERS)]}  # fmt: skip
     return out

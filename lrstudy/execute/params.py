@@ -1,0 +1,76 @@
+"""The params a study's runs carry: every resolved setting, readable without the spec file.
+
+MLflow params cannot change once logged, so a rerun of a trial logs exactly these again.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from lrstudy.plan import Trial
+from lrstudy.spec import StudySpec
+
+
+def study_params(spec: StudySpec, trials: list[Trial], data: Any) -> dict[str, Any]:
+    """Parent-run params: what ran, readable by the report without the spec file."""
+    from lrstudy.train.module import steps_per_epoch  # torch: only where a study runs
+
+    spe = steps_per_epoch(len(data.x_train), spec.train.batch_size)
+    target = spec.train.target
+    return {
+        "study": spec.name,
+        "description": spec.description,
+        "dataset": spec.task.dataset,
+        "model": spec.task.model,
+        "model_args": spec.task.model_args,
+        "epochs": spec.train.epochs,
+        "batch_size": spec.train.batch_size,
+        "target_metric": target.metric if target else "",
+        "target_value": target.value if target else "",
+        "target_mode": target.resolved_mode if target else "",
+        "search": spec.search.method,
+        "seeds": list(spec.seeds),
+        "n_trials": len(trials),
+        "optimizers": [o.name for o in spec.optimizers],
+        "schedules": [s.label for s in spec.schedules],
+        "sweep": {k: list(v) for k, v in spec.sweep.axes().items()},
+        "evaluate_noise": list(spec.evaluate.noise),
+        "steps_per_epoch": spe,
+        "total_steps": spe * spec.train.epochs,
+        "n_train": len(data.x_train),
+        "n_test": len(data.x_test),
+        "num_classes": data.num_classes,  # the report's "at chance" line is 1 / num_classes
+    }
+
+
+def trial_params(trial: Trial, lr: float, spe: int) -> dict[str, Any]:
+    """Child-run params: every resolved setting of the trial (optimizer defaults included)."""
+    params: dict[str, Any] = {
+        "optimizer": trial.optimizer,
+        "lr": lr,
+        "schedule": trial.schedule,
+        "schedule_label": trial.schedule_label,
+        "warmup": trial.warmup if trial.warmup is not None else 0,
+        "batch_size": trial.batch_size,
+        "epochs": trial.epochs,
+        "seed": trial.seed,
+        "train_fraction": trial.train_fraction,
+        "dataset": trial.dataset,
+        "model": trial.model,
+        "model_args": trial.model_args,
+        "data_args": trial.data_args,
+        "steps_per_epoch": spe,
+        "total_steps": spe * trial.epochs,
+        "layer_lr": trial.layer_lr if trial.layer_lr is not None else "none",
+        "divergence_factor": trial.divergence_factor,
+        "target_metric": trial.target["metric"] if trial.target else "",
+        "target_value": trial.target["value"] if trial.target else "",
+    }
+    from lrstudy.schedules.catalog import warmup_steps_from
+
+    params["warmup_steps"] = warmup_steps_from(trial.warmup, spe * trial.epochs)
+    params.update({f"schedule.{k}": v for k, v in trial.schedule_args.items()})
+    params.update({f"opt.{k}": v for k, v in trial.hparams.items()})
+    if "momentum" in trial.swept:
+        params["momentum"] = trial.swept["momentum"]
+    return params

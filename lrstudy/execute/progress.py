@@ -1,0 +1,165 @@
+"""One study-level progress display for every worker, fed by the workers' events.
+
+On a terminal: a bar (trials done/total, elapsed, ETA, best configuration so far, tracking-server
+outage while it lasts) above one line per finished trial. Elsewhere (logs, CI): the lines only,
+plus a line when an outage starts and when it ends. Events may arrive from several threads.
+"""
+
+from __future__ import annotations
+
+import math
+import threading
+import time
+from typing import Any
+
+import pandas as pd
+from rich.console import Console
+from rich.progress import (
+    BarColumn,
+    MofNCompleteColumn,
+    Progress,
+    ProgressColumn,
+    TextColumn,
+    TimeElapsedColumn,
+    TimeRemainingColumn,
+)
+from rich.text import Text
+
+from lrstudy import names
+from lrstudy.report.best import BestConfig, best_config
+
+
+def config_label(trial_name: str) -> str:
+    """A trial's name without its seed: the name of its configuration."""
+    head, sep, tail = trial_name.rpartition(" seed=")
+    return head if sep and tail.isdigit() else trial_name
+
+
+def fmt_lr(lr: float | None) -> str:
+    return "-" if lr is None else f"{lr:.3g}"
+
+
+class _OutageColumn(ProgressColumn):
+    """Live duration of a tracking outage, re-rendered on every refresh."""
+
+    def __init__(self, progress: StudyProgress) -> None:
+        super().__init__()
+        self._owner = progress
+
+    def render(self, task) -> Text:
+        since = self._owner.outage_since
+        if since is None:
+            return Text("")
+        return Text(
+            f"tracking server unreachable for {time.monotonic() - since:.0f} s", style="bold red"
+        )
+
+
+class StudyProgress:
+    """Counts trials by key (each once, whoever ran it) and tracks the best configuration."""
+
+    def __init__(self, console: Console, name: str, total: int, done_keys: set[str]) -> None:
+        self.console = console
+        self.total = total
+        self.done_keys = set(done_keys)
+        self.outage_since: float | None = None
+        self.ran: list[dict[str, Any]] = []
+        self._results: list[dict[str, Any]] = []
+        self._lock = threading.Lock()
+        self._progress = Progress(
+            TextColumn("[bold]{task.description}"),
+            BarColumn(),
+            MofNCompleteColumn(),
+            TimeElapsedColumn(),
+            TextColumn("ETA"),
+            TimeRemainingColumn(),
+            TextColumn("{task.fields[best]}"),
+            _OutageColumn(self),
+            console=console,
+            transient=False,
+            disable=not console.is_terminal,  # logs and CI get the per-trial lines only
+        )
+        self._task = self._progress.add_task(
+            name, total=total, completed=len(self.done_keys), best="best: -"
+        )
+
+    def seed_best(self, rows: list[tuple[str, str, float | None, bool]]) -> None:
+        """Count earlier invocations' finished trials (config key, name, final val acc, diverged)."""
+        for config_key, trial_name, acc, diverged in rows:
+            self._add_result(config_key, trial_name, acc, diverged)
+        self._progress.update(self._task, best=self.best_text())
+
+    def __enter__(self) -> StudyProgress:
+        self._progress.__enter__()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._progress.__exit__(*exc)
+
+    def on_event(self, event: dict[str, Any]) -> None:
+        with self._lock:
+            kind = event.get("type")
+            if kind == "trial":
+                self._trial(event)
+            elif kind == "done_elsewhere" and event["key"] not in self.done_keys:
+                self.done_keys.add(event["key"])
+                self._progress.update(self._task, completed=len(self.done_keys))
+            elif kind == "outage":
+                self._outage(event.get("seconds"))
+
+    def _trial(self, e: dict[str, Any]) -> None:
+        self.ran.append(e)
+        if e["outcome"] in (names.OUTCOME_OK, names.OUTCOME_DIVERGED):
+            self.done_keys.add(e["key"])
+        acc = e.get("val_acc")
+        if e["outcome"] in (names.OUTCOME_OK, names.OUTCOME_DIVERGED):
+            self._add_result(
+                e["config_key"], e["name"], acc, e["outcome"] == names.OUTCOME_DIVERGED
+            )
+        auto = " (auto)" if str(e.get("lr_source", "")).startswith("range_test") else ""
+        worker = f" [w{e['worker']}]" if e.get("worker") else ""
+        self._progress.console.print(
+            f"[{len(self.done_keys)}/{self.total}] {e['name']}: {e['outcome']}"
+            + (f" ({e['error']})" if e.get("error") else "")
+            + (f", val acc {acc:.3f}" if acc is not None and math.isfinite(acc) else "")
+            + (f", lr {fmt_lr(e.get('lr'))}{auto}" if auto else "")
+            + f" ({e['seconds']:.1f} s){worker}",
+            highlight=False,
+            markup=False,  # trial names and "[w1]" are text, not rich markup
+        )
+        self._progress.update(self._task, completed=len(self.done_keys), best=self.best_text())
+
+    def _outage(self, seconds: float | None) -> None:
+        now = time.monotonic()
+        if seconds is None:
+            if self.outage_since is not None:
+                self._log(f"tracking server reachable again after {now - self.outage_since:.0f} s")
+            self.outage_since = None
+            return
+        if self.outage_since is None:
+            self.outage_since = now - seconds
+            self._log("tracking server unreachable; metrics are kept and retried")
+
+    def _log(self, text: str) -> None:
+        if not self.console.is_terminal:
+            self.console.print(text, highlight=False, markup=False)
+
+    def _add_result(
+        self, config_key: str, trial_name: str, acc: float | None, diverged: bool
+    ) -> None:
+        self._results.append(
+            {
+                "config": config_label(trial_name),
+                "config_key": config_key,
+                "final_val_acc": math.nan if acc is None else acc,
+                "diverged": diverged,
+            }
+        )
+
+    def best(self) -> BestConfig | None:
+        """The best configuration so far, by the report's one rule (`lrstudy.report.best`)."""
+        return best_config(pd.DataFrame(self._results)) if self._results else None
+
+    def best_text(self) -> str:
+        b = self.best()
+        return f"best {b.text()}" if b else "best: -"

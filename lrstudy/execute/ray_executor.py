@@ -1,0 +1,363 @@
+"""`lrstudy run --executor ray`: the study's trials as Ray tasks, on a local runtime or a cluster.
+
+Each task runs the very claim loop of a local worker (`lrstudy.execute.worker.work`) for one trial
+key, in a Ray worker process that loads the study's trials and data set once (`preflight`, cached
+per process) and logs straight to the tracking store. The driver only hands out keys, keeps at most
+`--workers` tasks in flight and feeds the events each task returns (plain dicts) to the study's
+progress display. The store is the one source of truth: a task that Ray retries after a node died,
+a second invocation, or local workers on another machine all meet in the claims
+(`lrstudy.track.claims`), so every trial still finishes exactly once.
+
+Why plain tasks and not Ray Tune: the claims already give exactly-once trials, resume and
+takeover of a dead worker's trial after its lease; Tune's trial scheduler would be a second
+planner over the trials `plan.py` made (its own trial ids, its own resume state, duplicate
+trials when it restarts), and its per-trial actors, logger callbacks and checkpoints cost more
+than the small trials they run.
+
+Where the runs go: tasks write to the tracking URI themselves, so with a cluster given by
+`--ray-address` / `$RAY_ADDRESS` (other machines) the URI must be a tracking server or a database
+every node reaches; a sqlite file is refused before anything is written. Without an address a
+private local Ray runtime is started (`ray.init(address="local")`, never an existing cluster found
+by auto-detection) and shut down at the end; sqlite is fine there.
+
+Stopping: Ctrl-C in the driver cancels every task in flight (Ray raises KeyboardInterrupt in it, the
+trial's run is closed as killed), waits a grace period for them, and exits 130. A task that stops
+on its own maps as for local worker processes: KeyboardInterrupt -> interrupted,
+`TrackingUnavailable` -> the study stops with exit 3, anything else -> a worker error line.
+
+Ray is imported only here and only when this executor is used (`import lrstudy` never loads it).
+Worker output stays in Ray's session logs (`log_to_driver=False`); what the user needs comes back
+as events.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import os
+import socket
+import subprocess
+import sys
+import time
+from collections import deque
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from lrstudy.errors import UserInputError
+from lrstudy.execute.worker import WorkOrder
+
+Event = dict[str, Any]
+
+INSTALL_HINT = "--executor ray needs the extra: pip install 'lrstudy[ray]'"
+_PROBE_TIMEOUT_S = 20.0  # a Ray GCS answers in ~1 s; ray.init itself would wait for minutes
+_TCP_TIMEOUT_S = 5.0
+_CANCEL_GRACE_S = 30.0  # tasks closing their runs after Ctrl-C; then they are killed
+_LOCAL_OBJECT_STORE_BYTES = 256 * 1024**2  # events and work orders only: tiny objects
+# Environment the tasks on a cluster need from the driver (lease, patience, cache, MLflow auth).
+_FORWARDED_ENV_PREFIXES = ("LRSTUDY_", "MLFLOW_")
+
+
+class RayContext:
+    """A connected Ray runtime (ours or a cluster's) that runs work orders as tasks."""
+
+    def __init__(self, address: str | None, *, owned: bool) -> None:
+        self.address = address  # None: a local runtime started by us
+        self.owned = owned
+
+    def run(self, order: WorkOrder, on_event: Callable[[Event], None], workers: int) -> list[str]:
+        """Run `order.keys` as Ray tasks (one key each, at most `workers` at once).
+
+        Returns one line per task that failed outside a trial (the study's worker errors).
+
+        Raises:
+            KeyboardInterrupt: Ctrl-C (tasks cancelled and waited for), or a task was interrupted.
+            TrackingUnavailable: a task found the tracking server gone for longer than the patience.
+        """
+        import ray
+
+        from lrstudy.track.outage import TrackingUnavailable
+
+        order = order.replace(tracking_uri=_absolute_sqlite(order.tracking_uri))
+        task = ray.remote(num_cpus=1)(_task)
+        base = ray.put(order)
+        todo = deque(order.keys)
+        free = list(range(max(1, workers)))
+        inflight: dict[Any, tuple[str, int]] = {}  # ref -> (key, slot)
+        errors: list[str] = []
+        stop: Event | None = None  # the first task's "unavailable" / "interrupted" status
+        try:
+            while todo or inflight:
+                while todo and free and stop is None:
+                    slot = free.pop(0)
+                    key = todo.popleft()
+                    inflight[task.remote(base, key, slot)] = (key, slot)
+                if not inflight:
+                    break
+                ready, _ = ray.wait(list(inflight), num_returns=1, timeout=1.0)
+                for ref in ready:
+                    key, slot = inflight.pop(ref)
+                    free.append(slot)
+                    status = _deliver(ray, ref, key, on_event, errors)
+                    if status.get("type") in ("unavailable", "interrupted") and stop is None:
+                        stop = status
+                        if status["type"] == "interrupted":
+                            _cancel(ray, inflight, on_event, errors)
+        except KeyboardInterrupt:
+            _cancel(ray, inflight, on_event, errors)
+            raise
+        finally:
+            if self.owned:
+                self.close()
+        if stop is not None and stop["type"] == "unavailable":
+            raise TrackingUnavailable(stop.get("message") or "tracking server unavailable")
+        if stop is not None:
+            raise KeyboardInterrupt
+        return _dedupe(errors)
+
+    def close(self) -> None:
+        """Shut down the local runtime we started (a cluster we joined is left alone)."""
+        import ray
+
+        if self.owned and ray.is_initialized():
+            ray.shutdown()
+
+
+def connect(
+    ray_address: str | None, tracking_uri: str, *, workers: int | None = None
+) -> RayContext:
+    """Join the Ray cluster at `ray_address` (else $RAY_ADDRESS), or start a local runtime
+    with `workers` CPUs (default: this machine's cores).
+
+    Called before anything is written, so every mistake here is a one-line error.
+
+    Raises:
+        UserInputError: Ray is not installed; the address is malformed or no cluster answers
+            there; a cluster on other machines with a sqlite (local file) tracking URI; Ray
+            refuses to join (e.g. a version mismatch).
+    """
+    try:
+        import ray
+    except ImportError:
+        raise UserInputError(INSTALL_HINT) from None
+    flag = "--ray-address"
+    address = ray_address
+    if not address and os.environ.get("RAY_ADDRESS"):
+        flag, address = "RAY_ADDRESS", os.environ["RAY_ADDRESS"]
+    if address in (None, "", "local"):
+        return _start_local(ray, workers or os.cpu_count() or 1)
+    if _is_local_file(tracking_uri):
+        raise UserInputError(
+            f"{flag} {address}: tracking URI {tracking_uri} is a file on this machine that the "
+            "cluster's other machines cannot reach; start a tracking server (mlflow server "
+            "--backend-store-uri ...) and pass --tracking-uri http://HOST:PORT, or drop "
+            f"{flag} to run on a local Ray runtime"
+        )
+    if ray.is_initialized():
+        return RayContext(address, owned=False)
+    _check_cluster(flag, address)
+    env = _forwarded_env()
+    try:
+        ray.init(
+            address=address,
+            logging_level=logging.ERROR,
+            log_to_driver=False,
+            runtime_env={"env_vars": env} if env else None,
+        )
+    except Exception as e:  # noqa: BLE001 - Ray raises many kinds; the user needs one line
+        raise UserInputError(
+            f"{flag} {address}: cannot join the Ray cluster ({_first(e)})"
+        ) from None
+    return RayContext(address, owned=False)
+
+
+def _start_local(ray, num_cpus: int) -> RayContext:
+    """A private Ray runtime on this machine; its processes end with `RayContext.close`."""
+    if ray.is_initialized():
+        return RayContext(None, owned=False)
+    os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
+    try:
+        ray.init(
+            address="local",  # never auto-join a cluster someone else started on this machine
+            num_cpus=num_cpus,
+            include_dashboard=False,
+            logging_level=logging.ERROR,
+            log_to_driver=False,
+            object_store_memory=_LOCAL_OBJECT_STORE_BYTES,
+        )
+    except Exception as e:  # noqa: BLE001
+        raise UserInputError(
+            f"--executor ray: cannot start a local Ray runtime ({_first(e)})"
+        ) from None
+    return RayContext(None, owned=True)
+
+
+def _forwarded_env() -> dict[str, str]:
+    return {k: v for k, v in os.environ.items() if k.startswith(_FORWARDED_ENV_PREFIXES)}
+
+
+def _is_local_file(uri: str) -> bool:
+    scheme = uri.split(":", 1)[0].lower() if "://" in uri or uri.startswith("sqlite:") else ""
+    return scheme in ("", "sqlite", "file")
+
+
+def _absolute_sqlite(uri: str) -> str:
+    """`sqlite:///mlflow.db` relative to the driver's folder, made absolute for the workers."""
+    if uri.startswith("sqlite:///") and not uri.startswith("sqlite:////"):
+        return "sqlite:///" + str(Path(uri.removeprefix("sqlite:///")).resolve())
+    return uri
+
+
+def _split_address(flag: str, address: str) -> tuple[str, int]:
+    rest = address.split("://", 1)[1] if "://" in address else address
+    host, sep, port = rest.rpartition(":")
+    host = host.strip("[]")
+    if not sep or not host or not port.isdigit():
+        raise UserInputError(f"{flag} {address}: not a Ray address; give HOST:PORT")
+    return host, int(port)
+
+
+def _check_cluster(flag: str, address: str) -> None:
+    """Fail in seconds when nothing (or not Ray) answers: `ray.init` would retry for minutes."""
+    if address == "auto":
+        from ray._private import services
+
+        try:
+            address = services.canonicalize_bootstrap_address(address) or address
+        except Exception as e:  # noqa: BLE001
+            raise UserInputError(f"{flag} auto: no Ray cluster found ({_first(e)})") from None
+        if address == "auto":
+            return
+    host, port = _split_address(flag, address)
+    try:
+        with socket.create_connection((host, port), timeout=_TCP_TIMEOUT_S):
+            pass
+    except OSError as e:
+        reason = e.strerror or type(e).__name__
+        raise UserInputError(f"{flag} {address}: no Ray cluster answers there ({reason})") from None
+    if address.startswith("ray://"):
+        return  # a Ray Client server, not a GCS: ray.init reports its own errors quickly
+    # Ask the GCS for its cluster id from a child process, which can be given up on.
+    probe = (
+        "import sys, ray._raylet as r; "
+        "c = r.GcsClient(address=sys.argv[1]); c.internal_kv_get(b'lrstudy-probe', None)"
+    )
+    try:
+        done = subprocess.run(
+            [sys.executable, "-c", probe, f"{host}:{port}"],
+            capture_output=True,
+            timeout=_PROBE_TIMEOUT_S,
+            env={**os.environ, "RAY_BACKEND_LOG_LEVEL": "fatal"},
+        )
+    except subprocess.TimeoutExpired:
+        raise UserInputError(
+            f"{flag} {address}: no Ray cluster answers there (something listens on port {port} "
+            f"but no Ray GCS answered within {_PROBE_TIMEOUT_S:.0f} s)"
+        ) from None
+    if done.returncode != 0:
+        lines = done.stderr.decode(errors="replace").strip().splitlines()
+        raise UserInputError(
+            f"{flag} {address}: no Ray cluster answers there ({lines[-1] if lines else 'probe failed'})"
+        )
+
+
+def _deliver(ray, ref, key: str, on_event: Callable[[Event], None], errors: list[str]) -> Event:
+    """Feed a finished task's events to `on_event`; return its final status."""
+    try:
+        out = ray.get(ref)
+    except Exception as e:  # noqa: BLE001 - Ray's own failures (worker or node died, cancelled)
+        if type(e).__name__ == "TaskCancelledError":
+            return {"type": "interrupted"}
+        errors.append(f"Ray task for trial {key} failed: {_first(e)}")
+        return {"type": "error"}
+    outage = False
+    for event in out["events"]:
+        outage = outage or event.get("type") == "outage"
+        on_event(event)
+    status = out["status"]
+    if outage and status.get("type") == "finished":
+        # The task ended its run, so the server answered again; its heartbeat may not have said.
+        on_event({"type": "outage", "seconds": None})
+    if status.get("type") == "error":
+        errors.append(f"Ray task for trial {key}: {status.get('message', '')}")
+    return status
+
+
+def _cancel(ray, inflight: dict, on_event: Callable[[Event], None], errors: list[str]) -> None:
+    """Cancel the tasks in flight, let them close their runs, then kill what is left."""
+    refs = list(inflight)
+    for ref in refs:
+        with contextlib.suppress(Exception):
+            ray.cancel(ref)
+    deadline = time.monotonic() + _CANCEL_GRACE_S
+    pending = refs
+    while pending and time.monotonic() < deadline:
+        try:
+            ready, pending = ray.wait(pending, num_returns=len(pending), timeout=1.0)
+        except KeyboardInterrupt:
+            break  # a second Ctrl-C: stop waiting
+        for ref in ready:
+            key, _ = inflight.pop(ref)
+            _deliver(ray, ref, key, on_event, errors)
+    for ref in pending:
+        with contextlib.suppress(Exception):
+            ray.cancel(ref, force=True)
+
+
+def _dedupe(errors: list[str]) -> list[str]:
+    return list(dict.fromkeys(errors))
+
+
+def _first(e: BaseException) -> str:
+    lines = [ln.strip() for ln in str(e).strip().splitlines() if ln.strip()]
+    return lines[0] if lines else type(e).__name__
+
+
+# ---- inside a Ray worker process ----
+
+_PREPARED: dict[tuple[str, str], tuple[Any, Any]] = {}  # (spec hash, source) -> (trials, data)
+_CLIENTS: dict[str, Any] = {}  # tracking URI -> client (its outage record is per process)
+
+
+def _task(order: WorkOrder, key: str, slot: int) -> dict[str, Any]:
+    """One trial key through the claim loop; returns its events and how the task ended."""
+    events: list[Event] = []
+    try:
+        trials, data, client = _prepared(order)
+        from lrstudy.execute.worker import work
+
+        work(order.replace(keys=(key,), index=slot), trials, data, client, events.append)
+        status: Event = {"type": "finished"}
+    except KeyboardInterrupt:
+        status = {"type": "interrupted"}
+    except Exception as e:  # noqa: BLE001 - the driver prints it as one line
+        from lrstudy.track.outage import TrackingUnavailable
+
+        if isinstance(e, TrackingUnavailable):
+            status = {"type": "unavailable", "message": str(e)}
+        elif isinstance(e, UserInputError):
+            status = {"type": "error", "message": str(e)}
+        else:
+            status = {"type": "error", "message": f"{type(e).__name__}: {_first(e)}"}
+    return {"events": events, "status": status}
+
+
+def _prepared(order: WorkOrder) -> tuple[Any, Any, Any]:
+    """Trials, data set and tracking client of this worker process, made on its first task."""
+    cache_key = (order.spec.spec_hash(), order.source)
+    if cache_key not in _PREPARED:
+        from lrstudy.quiet import quiet_libraries
+
+        quiet_libraries()
+        import torch
+
+        torch.set_num_threads(1)
+        from lrstudy.train.preflight import preflight
+
+        _PREPARED[cache_key] = preflight(order.spec, order.source)
+    if order.tracking_uri not in _CLIENTS:
+        from lrstudy.track.store import open_client
+
+        _CLIENTS[order.tracking_uri] = open_client(order.tracking_uri)
+    trials, data = _PREPARED[cache_key]
+    return trials, data, _CLIENTS[order.tracking_uri]

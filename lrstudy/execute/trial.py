@@ -1,0 +1,135 @@
+"""One claimed trial, start to end: params, training, final metrics, an honest status.
+
+The run was created by the claim (`lrstudy.track.claims`); this module trains under it and always
+ends it, except when the tracking server is gone for longer than the patience (then it cannot be
+ended; its lease expires and the next invocation redoes the trial).
+"""
+
+from __future__ import annotations
+
+import tempfile
+import time
+import traceback
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from lrstudy import names
+from lrstudy.errors import UserInputError
+from lrstudy.execute.params import trial_params
+from lrstudy.plan import Trial
+from lrstudy.spec import StudySpec
+from lrstudy.track import runs as track_runs
+from lrstudy.track.outage import TrackingUnavailable
+
+
+@dataclass(frozen=True)
+class TrialDone:
+    """What the progress display and the summary learn about one finished trial."""
+
+    key: str
+    name: str
+    config_key: str
+    outcome: str
+    val_acc: float | None
+    seconds: float
+    lr: float | None
+    lr_source: str
+    error: str = ""
+    worker: int = 0
+
+    def as_event(self) -> dict[str, Any]:
+        return {"type": "trial", **self.__dict__}
+
+
+def trial_tags(spec: StudySpec, trial: Trial) -> dict[str, str]:
+    """Tags every trial run carries from its creation (the claim) on."""
+    return {
+        names.TAG_KIND: names.KIND_TRIAL,
+        names.TAG_STUDY: spec.name,
+        names.TAG_TRIAL_KEY: trial.key,
+        names.TAG_CONFIG_KEY: trial.config_key,
+        names.TAG_SPEC_HASH: spec.spec_hash(),
+        names.TAG_OUTCOME: names.OUTCOME_RUNNING,
+        names.TAG_ENGINE: "trial",
+    }
+
+
+def run_claimed(
+    client, exp: str, spec: StudySpec, trial: Trial, data: Any, run_id: str, *, worker: int = 0
+) -> TrialDone:
+    """Train `trial` under its claimed RUNNING run `run_id` and end the run.
+
+    Raises:
+        KeyboardInterrupt: after closing the run as killed (Ctrl-C, or the study stopping).
+        TrackingUnavailable: the tracking server stayed down past the patience.
+    """
+    started = time.monotonic()
+    outcome, final, extra = names.OUTCOME_FAILED, {}, {}
+    lr, lr_source, callback, interrupted = trial.lr, "spec", None, False
+    # Everything after the claim is inside the try: a Ctrl-C at any point still ends the run.
+    try:
+        from lrstudy.track.callback import LRStudyCallback
+        from lrstudy.train.module import prepare, run_trial
+
+        _, spe = prepare(trial, data)
+        if trial.lr_auto:
+            from lrstudy.rangetest.study import auto_lr
+
+            lr, lr_source = auto_lr(client, exp, spec, trial, data)
+        extra[names.TAG_LR_SOURCE] = lr_source
+        callback = LRStudyCallback(
+            spec.name, run_id=run_id, client=client, divergence_factor=trial.divergence_factor
+        )
+        track_runs.log_params(client, run_id, trial_params(trial, lr, spe))
+        result = run_trial(trial, data, [callback], lr=lr)
+        final = result.metrics
+        callback.log_metrics(final, step=result.total_steps)
+        outcome = result.outcome
+    except SystemExit:
+        # Lightning turns Ctrl-C into sys.exit(1) after its graceful shutdown.
+        if callback is None or not callback.interrupted:
+            raise
+        outcome, interrupted = names.OUTCOME_KILLED, True
+    except KeyboardInterrupt:
+        outcome, interrupted = names.OUTCOME_KILLED, True
+    except (UserInputError, TrackingUnavailable):
+        raise
+    except Exception as e:  # a crash in one trial must not end the study; it is rerun next time
+        extra[names.TAG_ERROR] = f"{type(e).__name__}: {e}"[:500]
+        _log_traceback(client, run_id)
+    finally:
+        if outcome in (names.OUTCOME_OK, names.OUTCOME_DIVERGED) and not _still_running(
+            client, run_id
+        ):
+            # Another worker reaped our claim while we were cut off: its rerun owns the key now,
+            # so ours must not become a second finished run.
+            outcome, extra[names.TAG_ERROR] = names.OUTCOME_KILLED, "lease lost"
+        else:
+            track_runs.end_run(client, run_id, outcome=outcome, extra_tags=extra)
+    if interrupted:
+        raise KeyboardInterrupt
+    acc = final.get(names.FINAL_VAL_ACC)
+    return TrialDone(
+        key=trial.key,
+        name=trial.name,
+        config_key=trial.config_key,
+        outcome=outcome,
+        val_acc=float(acc) if acc is not None else None,
+        seconds=time.monotonic() - started,
+        lr=lr,
+        lr_source=lr_source,
+        error=extra.get(names.TAG_ERROR, ""),
+        worker=worker,
+    )
+
+
+def _still_running(client, run_id: str) -> bool:
+    return client.get_run(run_id).info.status == "RUNNING"
+
+
+def _log_traceback(client, run_id: str) -> None:
+    with tempfile.TemporaryDirectory() as tmp:
+        p = Path(tmp) / "error.txt"
+        p.write_text(traceback.format_exc(), encoding="utf-8")
+        client.log_artifact(run_id, str(p))

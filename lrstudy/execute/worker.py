@@ -1,0 +1,207 @@
+"""A worker: claim the study's unfinished trials one by one and train them, until none is left.
+
+The same loop runs in the study process itself, in local worker processes
+(`python -m lrstudy.execute.worker`, started by `lrstudy.execute.local`) and in Ray tasks. It ends
+only when every trial it was given is done by someone: a trial claimed by a live worker elsewhere
+is looked at again every few seconds, and taken over once that worker's lease expires.
+
+Events (plain dicts, so they cross pipes and Ray unchanged) go to `emit`:
+`{"type": "trial", ...TrialDone}`, `{"type": "done_elsewhere", "key": k}`,
+`{"type": "outage", "seconds": s}` and `{"type": "outage", "seconds": None}` when it ends.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import json
+import os
+import pickle
+import signal
+import sys
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+from lrstudy import names
+from lrstudy.execute.trial import TrialDone, run_claimed, trial_tags
+from lrstudy.plan import Trial
+from lrstudy.spec import StudySpec
+from lrstudy.track.claims import Claims, Heartbeat, Lease
+
+Emit = Callable[[dict[str, Any]], None]
+
+
+@dataclass(frozen=True)
+class WorkOrder:
+    """Everything a worker needs, as plain data (it is sent to other processes and machines)."""
+
+    spec: StudySpec
+    source: str
+    tracking_uri: str
+    experiment_id: str
+    parent_run_id: str
+    keys: tuple[str, ...]  # the trials to see done, in the order to try them
+    index: int = 0  # worker number, for display and to spread the first claims
+
+    def replace(self, **changes: Any) -> WorkOrder:
+        return dataclasses.replace(self, **changes)
+
+
+def spread(keys: list[str], index: int, workers: int) -> tuple[str, ...]:
+    """Rotate the key list so worker i starts i/N of the way in: fewer races for one key."""
+    if not keys or workers <= 1:
+        return tuple(keys)
+    k = (len(keys) * index) // workers
+    return tuple(keys[k:] + keys[:k])
+
+
+def work(
+    order: WorkOrder,
+    trials: list[Trial],
+    data: Any,
+    client,
+    emit: Emit,
+    *,
+    lease: Lease | None = None,
+) -> None:
+    """See every trial of `order.keys` done (by us or another worker); emit events on the way.
+
+    Raises:
+        KeyboardInterrupt: after closing the running trial as killed.
+        TrackingUnavailable: the tracking server stayed down past the patience.
+    """
+    spec = order.spec
+    by_key = {t.key: t for t in trials}
+    lease = lease or Lease.from_env()
+    claims = Claims(client, order.experiment_id, spec.name, lease=lease)
+    outage = getattr(client, "outage", None)
+    heartbeat = Heartbeat(
+        client,
+        lease,
+        on_error=lambda e: _report_outage(emit, outage),
+        on_ok=lambda: emit({"type": "outage", "seconds": None}) if outage else None,
+    )
+    pending = [by_key[k] for k in order.keys if k in by_key]
+    try:
+        while pending:
+            waiting = []
+            for trial in pending:
+                if not _take(trial, order, spec, data, client, claims, heartbeat, emit):
+                    waiting.append(trial)
+            if waiting and len(waiting) == len(pending):
+                # Everything left is claimed by live workers: look again once their leases
+                # would have been renewed, so a dead worker's trials are taken over in time.
+                time.sleep(min(lease.interval_s, 5.0))
+            pending = waiting
+    finally:
+        heartbeat.stop()
+
+
+def _take(trial, order, spec, data, client, claims, heartbeat, emit) -> bool:
+    """Try one trial: True when it is done (by us now, or found done), False to retry later."""
+    state = claims.state(trial.key, order.parent_run_id)
+    if state == "done":
+        emit({"type": "done_elsewhere", "key": trial.key})
+    if state in ("done", "failed"):
+        return True
+    run_id = claims.claim(
+        trial.key, name=trial.name, tags=trial_tags(spec, trial), parent_id=order.parent_run_id
+    )
+    if run_id is None:
+        return False
+    started = time.monotonic()
+    try:
+        heartbeat.hold(run_id)
+        done = run_claimed(
+            client, order.experiment_id, spec, trial, data, run_id, worker=order.index
+        )
+    except KeyboardInterrupt:
+        killed = TrialDone(
+            trial.key,
+            trial.name,
+            trial.config_key,
+            names.OUTCOME_KILLED,
+            None,
+            time.monotonic() - started,
+            trial.lr,
+            "spec",
+            worker=order.index,
+        )
+        with contextlib.suppress(OSError):
+            emit(killed.as_event())
+        raise
+    finally:
+        heartbeat.release(run_id)
+    emit(done.as_event())
+    # A failed trial stays undone on purpose: the next invocation retries it.
+    return True
+
+
+def _report_outage(emit: Emit, outage) -> None:
+    seconds = outage.seconds() if outage is not None else None
+    emit({"type": "outage", "seconds": seconds})
+
+
+# ---- the worker process: `python -m lrstudy.execute.worker EVENTS_FD`, a pickled WorkOrder on stdin ----
+
+
+def _die_with_parent() -> None:
+    """Ask Linux to send us SIGINT when the study process dies (kill -9 included)."""
+    try:
+        import ctypes
+
+        libc = ctypes.CDLL("libc.so.6", use_errno=True)
+        libc.prctl(1, signal.SIGINT)  # PR_SET_PDEATHSIG
+    except (OSError, AttributeError):
+        pass  # not Linux: the worker notices when writing its next event fails
+    if os.getppid() == 1:
+        raise KeyboardInterrupt
+
+
+def _main(events_fd: int) -> int:
+    from lrstudy.quiet import quiet_libraries
+
+    quiet_libraries()
+    from lrstudy.track.store import open_client
+    from lrstudy.train.preflight import preflight
+
+    out = os.fdopen(events_fd, "w", buffering=1)
+
+    def emit(event: dict[str, Any]) -> None:
+        out.write(json.dumps(event) + "\n")
+
+    try:
+        _die_with_parent()
+        order: WorkOrder = pickle.load(sys.stdin.buffer)
+        trials, data = preflight(order.spec, order.source)
+        # Import the training stack before claiming anything: seconds of imports between a claim
+        # and its first step would only widen the window in which a Ctrl-C finds a bare claim.
+        import lrstudy.track.callback  # noqa: F401
+        import lrstudy.train.module  # noqa: F401
+
+        client = open_client(order.tracking_uri)
+        work(order, trials, data, client, emit)
+        emit({"type": "finished"})
+        return 0
+    except KeyboardInterrupt:
+        _quietly(emit, {"type": "interrupted"})
+        return 130
+    except BrokenPipeError:
+        return 130  # the study process is gone: nobody to tell
+    except Exception as e:  # noqa: BLE001 - the study process prints it as one line
+        from lrstudy.track.outage import TrackingUnavailable
+
+        kind = "unavailable" if isinstance(e, TrackingUnavailable) else "error"
+        _quietly(emit, {"type": kind, "message": f"{type(e).__name__}: {e}"})
+        return 3 if kind == "unavailable" else 1
+
+
+def _quietly(emit: Emit, event: dict[str, Any]) -> None:
+    with contextlib.suppress(OSError):
+        emit(event)
+
+
+if __name__ == "__main__":
+    raise SystemExit(_main(int(sys.argv[1])))

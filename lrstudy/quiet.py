@@ -1,0 +1,25 @@
+"""Keep libraries' chatter out of what lrstudy users read.
+
+MLflow logs INFO lines ("Creating initial MLflow database tables...") and torch/Lightning emit
+deprecation warnings that say nothing about the user's study. Set through the environment, so
+the worker and writer processes (which inherit it) are quiet too; a user's own setting wins.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import warnings
+
+_IGNORED = "ignore::DeprecationWarning,ignore::FutureWarning,ignore::PendingDeprecationWarning"
+
+
+def quiet_libraries() -> None:
+    """Call once at the start of a command, before MLflow or Lightning is imported."""
+    os.environ.setdefault("MLFLOW_LOGGING_LEVEL", "WARNING")
+    os.environ.setdefault("PYTHONWARNINGS", _IGNORED)
+    for category in (DeprecationWarning, FutureWarning, PendingDeprecationWarning):
+        warnings.filterwarnings("ignore", category=category)
+    # Lightning's pytree shim warns with a plain UserWarning about torch internals.
+    warnings.filterwarnings("ignore", message=r".*treespec.*is deprecated.*")
+    logging.getLogger("mlflow").setLevel(logging.WARNING)

@@ -1,0 +1,53 @@
+"""What a range test returns: the recorded curve, the suggestions and the ramp (torch-free)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
+from lrstudy.rangetest import rules
+
+if TYPE_CHECKING:
+    from matplotlib.figure import Figure
+
+
+@dataclass(frozen=True)
+class RangeTestResult:
+    """One range test. "LR" means the reference LR; param group g ran at `group_ratios[g]` x it."""
+
+    lrs: list[float]  # reference LR of every step run, the stopping step included
+    losses: list[float]  # raw loss of every step run (non-finite ones as they came)
+    smoothed: list[float]  # bias-corrected EMA of the finite losses; NaN where a loss was dropped
+    suggestions: dict[str, float | None]  # rule -> LR (None: the rule has no answer)
+    recommended: str | None  # the rule whose LR to use
+    stop_index: int | None  # step that triggered the early stop (the rules read the points before)
+    stop_reason: str | None
+    group_ratios: list[float]
+    lr_min: float
+    lr_max: float
+    steps: int
+    mode: str
+    seconds: float
+
+    @property
+    def recommended_lr(self) -> float | None:
+        return self.suggestions[self.recommended] if self.recommended else None
+
+    @property
+    def spread(self) -> float | None:
+        """max/min of the suggested LRs (1.0 when every rule agrees)."""
+        return rules.spread(self.suggestions)
+
+    @property
+    def explanation(self) -> str:
+        if self.recommended is None:
+            return (
+                "No suggestion: too few finite losses before the early stop; lower the minimum LR."
+            )
+        return rules.explain(self.recommended, self.recommended_lr)
+
+    def figure(self) -> Figure:
+        """Loss vs LR with the suggestions, as a matplotlib Figure (Agg, no pyplot state)."""
+        from lrstudy.rangetest.figure import range_test_figure
+
+        return range_test_figure(self)

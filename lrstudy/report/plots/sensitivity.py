@@ -1,0 +1,165 @@
+"""The central figure: final/best val accuracy and final train loss against the peak LR.
+
+`sensitivity_data(configs, trials, range_tests) -> SensitivityData` (tested alone),
+`draw_sensitivity(data, axes)`, `sensitivity_figure(data) -> Figure`.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import matplotlib as mpl
+import numpy as np
+import pandas as pd
+from matplotlib.figure import Figure
+
+from lrstudy.report.best import best_config
+from lrstudy.report.plots import style as S
+
+SENSITIVITY_PANELS = [
+    ("final_val_acc", "final val accuracy", False),
+    ("best_val_acc", "best val accuracy", False),
+    ("final_train_loss", "final train loss (log)", True),
+]
+
+
+@dataclass(frozen=True)
+class SensitivityPanel:
+    """One family's values of one metric. The line (mean, band lo..hi) covers the LRs none of
+    whose seeds diverged; `dots` are all non-diverged seeds as (lr, value) rows."""
+
+    lr: np.ndarray
+    mean: np.ndarray  # seed mean per LR
+    lo: np.ndarray  # seed min per LR
+    hi: np.ndarray  # seed max per LR
+    dots: np.ndarray  # shape (k, 2)
+
+
+@dataclass(frozen=True)
+class SensitivityFamily:
+    label: str
+    color: str
+    linestyle: str
+    marker: str
+    panels: dict[str, SensitivityPanel]  # metric column -> panel
+    diverged_lrs: list[float]  # one entry per diverged seed
+
+
+@dataclass(frozen=True)
+class Suggestion:
+    """An LR range test's recommended LR, drawn as a dashed vertical line."""
+
+    optimizer: str
+    rule: str
+    lr: float
+    color: str
+
+
+@dataclass(frozen=True)
+class SensitivityData:
+    families: list[SensitivityFamily]
+    suggestions: list[Suggestion] = field(default_factory=list)
+    best: tuple[float, float, str] | None = None  # (lr, mean final val acc, colour) of the best
+
+
+def _panel(trials: pd.DataFrame, col: str) -> SensitivityPanel:
+    # a configuration with a diverged seed gets no mean: its survivors' mean would look like a
+    # healthy LR (and could out-rank the best configuration); its surviving seeds stay as dots
+    clean = trials[~trials.groupby("config")["diverged"].transform("any")]
+    values = clean.assign(_v=clean[col].where(np.isfinite(clean[col].astype(float))))
+    stats = values.groupby("lr")["_v"].agg(["mean", "min", "max"]).dropna()
+    ok = trials[~trials["diverged"]]
+    return SensitivityPanel(
+        lr=stats.index.to_numpy(float),
+        mean=stats["mean"].to_numpy(float),
+        lo=stats["min"].to_numpy(float),
+        hi=stats["max"].to_numpy(float),
+        dots=ok[["lr", col]].dropna().to_numpy(float).reshape(-1, 2),
+    )
+
+
+def sensitivity_data(
+    configs: pd.DataFrame, trials: pd.DataFrame, range_tests: pd.DataFrame
+) -> SensitivityData:
+    """Per family and panel metric: LR, seed mean, min/max band, per-seed dots, diverged seeds;
+    the range tests' recommended LRs; the best configuration (`best_config`)."""
+    style = S.family_style(configs)
+    families = []
+    for fam in sorted(configs["family"].unique()):
+        tr = trials[trials["family"] == fam]
+        families.append(
+            SensitivityFamily(
+                label=fam,
+                **style[fam],
+                panels={col: _panel(tr, col) for col, _, _ in SENSITIVITY_PANELS},
+                diverged_lrs=sorted(tr.loc[tr["diverged"], "lr"].dropna().tolist()),
+            )
+        )
+    colors = S.optimizer_colors(configs["optimizer"])
+    marks = [
+        Suggestion(r.optimizer, r.rule, float(r.lr), colors.get(r.optimizer, "#444"))
+        for r in range_tests.itertuples()
+        if r.recommended and r.optimizer in colors
+    ]
+    best, mark = best_config(trials), None
+    if best is not None:
+        row = trials[trials["config"] == best.name].iloc[0]
+        if np.isfinite(row["lr"]):
+            mark = (float(row["lr"]), best.mean, style[row["family"]]["color"])
+    return SensitivityData(families, marks, mark)
+
+
+def draw_sensitivity(data: SensitivityData, axes) -> None:
+    for i, (ax, (col, label, logy)) in enumerate(zip(axes, SENSITIVITY_PANELS, strict=True)):
+        for fam in data.families:
+            p = fam.panels[col]
+            ax.plot(p.lr, p.mean, color=fam.color, ls=fam.linestyle, lw=1.6, marker=fam.marker,
+                    ms=4, label=fam.label)  # fmt: skip
+            ax.fill_between(p.lr, p.lo, p.hi, color=fam.color, alpha=0.15, lw=0)
+            if len(p.dots):
+                ax.scatter(p.dots[:, 0], p.dots[:, 1], s=9, color=fam.color, alpha=0.6, lw=0)
+            if fam.diverged_lrs:  # pinned to the panel edge: worst end of the axis
+                y = 0.97 if logy else 0.03
+                ax.scatter(fam.diverged_lrs, [y] * len(fam.diverged_lrs), marker="x", s=30,
+                           color=fam.color, transform=ax.get_xaxis_transform(), clip_on=False,
+                           label=None)  # fmt: skip
+        if i == 0 and data.best is not None:
+            lr, mean, color = data.best
+            ax.scatter([lr], [mean], marker="*", s=140, color=color, edgecolors="black",
+                       linewidths=0.6, zorder=5)  # fmt: skip
+        for s in data.suggestions:
+            ax.axvline(s.lr, color=s.color, ls=(0, (2, 2)), lw=1.1, alpha=0.9)
+        # diverged LRs may lie beyond the lines' range: the limits include them
+        lrs = [v for fam in data.families for v in [*fam.panels[col].lr, *fam.diverged_lrs]]
+        lrs += [v for fam in data.families for v in fam.panels[col].dots[:, 0]]
+        S.log_axis(ax, "x", lrs, pad=1.6)
+        if logy:
+            vals = [v for fam in data.families for v in fam.panels[col].dots[:, 1]]
+            if not S.log_axis(ax, "y", vals, min_ratio=S.LOG_MIN_RATIO):
+                label = label.replace(" (log)", "")
+        ax.set_xlabel("peak LR (log scale)")
+        ax.set_title(label)
+
+
+def sensitivity_figure(data: SensitivityData) -> Figure:
+    n_entries = len(data.families) + 1 + bool(data.suggestions) + (data.best is not None)
+    ncol = min(4, n_entries)
+    fig, axes = S.grid_figure(
+        1, 3, row_h=2.8, bottom=0.6 + S.legend_rows(n_entries, ncol), wgap=0.75
+    )
+    axes = axes[0]
+    draw_sensitivity(data, axes)
+    axes[0].set_ylabel("accuracy (fraction)")
+    axes[1].set_ylabel("accuracy (fraction)")
+    axes[2].set_ylabel("loss (cross-entropy)")
+    handles, labels = axes[0].get_legend_handles_labels()
+    line = mpl.lines.Line2D
+    extra = [line([], [], color="#444", marker="x", ls="none", label="diverged seed")]
+    if data.best is not None:
+        extra.append(line([], [], color="#888", marker="*", ms=10, mec="black", mew=0.6,
+                          ls="none", label="best configuration"))  # fmt: skip
+    if data.suggestions:
+        extra.append(line([], [], color="#444", ls=(0, (2, 2)), label="find-lr suggestion"))
+    fig.legend(handles + extra, labels + [h.get_label() for h in extra], loc="lower center",
+               ncol=ncol, frameon=False)  # fmt: skip
+    return fig

@@ -1,0 +1,314 @@
+"""A population of same-shape trials trained together in one LightningModule.
+
+Per step, one vmapped forward/backward gives every member's loss and gradients on its own batch,
+and one functional optimizer step updates every member with its own LR and hyperparameters. The
+host sees per-step scalars only every `sync_every` steps (as LRStudyCallback copies them), and
+that is also when each member's divergence guard runs: a member that diverged stops exactly where
+its solo trial would stop (at the end of that chunk, after one last validation), leaves the stack,
+and the others go on. Nothing of a stopped member stays in the stacked arithmetic.
+"""
+
+from __future__ import annotations
+
+import time
+import warnings
+from collections.abc import Callable, Iterator
+
+import lightning as L
+import torch
+
+from lrstudy.plan import Trial
+from lrstudy.spec.optimizers import optimizer_info
+from lrstudy.train.data import Dataset
+from lrstudy.train.population.batches import MemberBatches, subset_index
+from lrstudy.train.population.functional_optim import build_population_optimizer
+from lrstudy.train.population.grouping import check_population
+from lrstudy.train.population.members import Member, MemberResult, Row
+from lrstudy.train.population.stacked import (
+    NotVectorisable,
+    StackedModel,
+    seeded_model,
+    vectorise_problem,
+)
+
+Emit = Callable[[int, list[Row]], None]
+
+warnings.filterwarnings(
+    "ignore", message=".*returned `None`, this fit will run with no optimizer.*"
+)
+
+
+class _Steps:
+    """The train loader Lightning iterates: step numbers; the module gathers the batches itself."""
+
+    def __init__(self, steps: int) -> None:
+        self.steps = steps
+
+    def __len__(self) -> int:
+        return self.steps
+
+    def __iter__(self) -> Iterator[int]:
+        return iter(range(self.steps))
+
+
+class PopulationModule(L.LightningModule):
+    """Trials sharing data, model, batch size and optimizer, trained as one stacked model.
+
+    Args:
+        emit: emit(member index, rows) receives each member's metric rows, in training order.
+        dtype: of parameters and data (float32 is the study path; float64 for exactness checks).
+        sync_every: steps between device->host copies (LRStudyCallback's default: 8 CPU, 64 GPU).
+        keep_weights: keep each member's final weights in `weights` (CPU copies), e.g. to save
+            or to compare them with a solo run.
+    """
+
+    def __init__(
+        self,
+        trials: list[Trial],
+        data: Dataset,
+        emit: Emit,
+        *,
+        dtype: torch.dtype = torch.float32,
+        sync_every: int = 8,
+        keep_weights: bool = False,
+    ) -> None:
+        super().__init__()
+        self.automatic_optimization = False
+        first = trials[0]
+        self.data, self.emit, self.dtype_, self.sync_every = data, emit, dtype, sync_every
+        self.epochs = first.epochs
+        subsets = [subset_index(data, t.train_fraction, t.seed) for t in trials]
+        seeds = [t.seed for t in trials]
+        self.batches = MemberBatches(len(data.x_train), first.batch_size, seeds, subsets)
+        self.spe = len(self.batches)
+        models = [
+            seeded_model(t.model, data.input_shape, data.num_classes, t.model_args, t.seed)
+            for t in trials
+        ]
+        # Checked before anything trains, so a caller can still hand these trials to run_trial.
+        problem = vectorise_problem(models[0], data.input_shape)
+        if problem:
+            raise NotVectorisable(f"model {first.model!r} does not vectorise: {problem}")
+        self.stack = StackedModel(models, dtype)
+        total = self.spe * first.epochs
+        self.members = [
+            Member(i, t, self.stack.template, self.spe, total) for i, t in enumerate(trials)
+        ]
+        self.optim = build_population_optimizer(
+            optimizer_info(first.optimizer).torch_class,
+            [m.hparams for m in self.members],
+            self.stack.params,
+        )
+        self.results: dict[int, MemberResult] = {}
+        self.keep_weights = keep_weights
+        self.weights: dict[int, dict[str, torch.Tensor]] = {}
+        self.steps_done = 0
+        self._buffer: list[tuple[int, torch.Tensor, torch.Tensor]] = []  # (step, loss, grad norm)
+
+    def configure_optimizers(self) -> None:
+        return None  # the functional population optimizer steps inside training_step
+
+    def on_fit_start(self) -> None:
+        device = self.device
+        self.stack.to(device)
+        self.optim.to(device)
+        d = self.data
+        self.x, self.y = d.x_train.to(device, self.dtype_), d.y_train.to(device)
+        self.x_test, self.y_test = d.x_test.to(device, self.dtype_), d.y_test.to(device)
+        self.t0 = time.perf_counter()
+
+    def on_train_epoch_start(self) -> None:
+        members = [m.index for m in self.members]
+        self.index = self.batches.epoch(self.current_epoch, members).to(self.device)
+        # (steps, G, K) float64: row i is every member's LR per layer group at the epoch's step i.
+        lrs = [m.epoch_lrs(self.steps_done, self.spe) for m in self.members]
+        table = torch.tensor(lrs, dtype=torch.float64).permute(1, 2, 0).contiguous()
+        self.lr_table = table.to(self.device)
+        k = len(self.members)
+        self.loss_sum = torch.zeros(k, device=self.device, dtype=self.dtype_)
+        self.correct = torch.zeros(k, device=self.device, dtype=torch.long)
+        self.seen = 0
+        self.epoch_t0 = time.perf_counter()
+
+    def training_step(self, batch: int, batch_idx: int) -> None:
+        index = self.index[:, batch_idx]
+        x, y = self.x[index], self.y[index]
+        grads, loss, correct = self.stack.train_step(x, y)
+        norm = self.stack.grad_norm(grads)
+        self.optim.step(self.stack.params, grads, self.lr_table[batch_idx], self.stack.group_of)
+        with torch.no_grad():
+            self.loss_sum += loss.detach() * y.shape[1]
+            self.correct += correct
+            self.seen += y.shape[1]
+        self._buffer.append((self.steps_done, loss.detach().float(), norm.float()))
+        self.steps_done += 1
+
+    def on_train_batch_end(self, outputs: object, batch: int, batch_idx: int) -> None:
+        if len(self._buffer) >= self.sync_every:
+            diverged = self._drain()
+            if diverged:
+                # A solo trial stops at the end of this batch and still validates once.
+                self._epoch_end(diverged)
+                self._finish(diverged)
+
+    def on_train_epoch_end(self) -> None:
+        if not self.members:
+            return
+        everyone = list(range(len(self.members)))
+        # Solo order: validation (and the plateau's observation), then the callback's last drain
+        # of the epoch, then its epoch rows.
+        self._validate(everyone, observe=True)
+        diverged = self._drain()
+        self._emit_epoch_rows(everyone)
+        last = self.current_epoch + 1 >= self.epochs
+        self._finish(everyone if last else diverged)
+
+    # --- helpers ---------------------------------------------------------------------------------
+
+    def _drain(self) -> list[int]:
+        """Copy the buffered losses and grad norms to the host, emit rows, run the guards.
+
+        Returns the stack rows of members that diverged in this chunk.
+        """
+        if not self._buffer:
+            return []
+        steps = [s for s, _, _ in self._buffer]
+        losses = torch.stack([v for _, v, _ in self._buffer], 1).tolist()
+        norms = torch.stack([v for _, _, v in self._buffer], 1).tolist()
+        self._buffer = []
+        diverged = []
+        for k, m in enumerate(self.members):
+            self.emit(m.index, m.step_rows(steps, norms[k], losses[k]))
+            if m.guard.diverged_at is None and m.check(steps, losses[k]):
+                diverged.append(k)
+        return diverged
+
+    def _validate(self, rows: list[int], *, observe: bool) -> None:
+        val = self.stack.evaluate(self.x_test, self.y_test, rows)
+        seen = max(self.seen, 1)
+        index = torch.tensor(rows, device=self.device)
+        train = torch.stack(
+            [
+                self.loss_sum.index_select(0, index) / seen,
+                self.correct.index_select(0, index).float() / seen,
+            ],
+            dim=1,
+        )
+        values = torch.cat([val.to(train.dtype), train], dim=1).tolist()
+        for k, v in zip(rows, values, strict=True):
+            self.members[k].record_epoch(v, self.steps_done, observe=observe)
+
+    def _emit_epoch_rows(self, rows: list[int]) -> None:
+        seconds = time.perf_counter() - self.epoch_t0
+        for k in rows:
+            m = self.members[k]
+            self.emit(m.index, m.epoch_rows(self.current_epoch, seconds))
+
+    def _epoch_end(self, rows: list[int]) -> None:
+        """Validation and epoch rows for members that stop in the middle of an epoch."""
+        self._validate(rows, observe=False)
+        self._emit_epoch_rows(rows)
+
+    def _finish(self, rows: list[int]) -> None:
+        """Measure these members' results and take them out of the stack."""
+        if not rows:
+            return
+        seconds = time.perf_counter() - self.t0
+        size = len(self.batches.seeds)
+        for k in rows:
+            m = self.members[k]
+            model = self.stack.member_model(k)
+            if self.keep_weights:
+                self.weights[m.index] = {n: p.detach().cpu() for n, p in model.named_parameters()}
+            self.results[m.index] = m.result(model, self.data, seconds, self.spe, size)
+        gone = set(rows)
+        keep = [k for k in range(len(self.members)) if k not in gone]
+        self.members = [self.members[k] for k in keep]
+        if not keep:
+            self.trainer.should_stop = True
+            return
+        self.stack.select(keep)
+        self.optim.select(keep)
+        index = torch.tensor(keep, device=self.device)
+        self.index = self.index.index_select(0, index)
+        self.lr_table = self.lr_table.index_select(2, index)
+        self.loss_sum = self.loss_sum.index_select(0, index)
+        self.correct = self.correct.index_select(0, index)
+
+
+def fit_population(
+    trials: list[Trial],
+    data: Dataset,
+    *,
+    emit: Emit,
+    accelerator: str = "cpu",
+    dtype: torch.dtype = torch.float32,
+    sync_every: int | None = None,
+    threads: int | None = None,
+    keep_weights: bool = False,
+) -> PopulationModule:
+    """`run_population`, returning the trained module (results, and weights if kept)."""
+    check_population(trials)
+    torch.set_num_threads(threads or max(t.threads for t in trials))
+    accelerator = {"cuda": "gpu"}.get(accelerator, accelerator)
+    if sync_every is None:
+        sync_every = 8 if accelerator == "cpu" else 64
+    module = PopulationModule(
+        trials, data, emit, dtype=dtype, sync_every=sync_every, keep_weights=keep_weights
+    )
+    trainer = L.Trainer(
+        max_epochs=trials[0].epochs,
+        accelerator=accelerator,
+        devices=1,
+        logger=False,
+        enable_checkpointing=False,
+        enable_progress_bar=False,
+        enable_model_summary=False,
+        num_sanity_val_steps=0,
+        limit_val_batches=0,
+        deterministic=accelerator == "cpu" or None,
+    )
+    trainer.fit(module, train_dataloaders=_Steps(module.spe))
+    return module
+
+
+def run_population(
+    trials: list[Trial],
+    data: Dataset,
+    *,
+    emit: Emit,
+    accelerator: str = "cpu",
+    dtype: torch.dtype = torch.float32,
+    sync_every: int | None = None,
+    threads: int | None = None,
+) -> list[MemberResult]:
+    """Train trials that share data, model, batch size, epochs and optimizer as one population.
+
+    Args:
+        trials: every trial with its LR resolved; `form_populations` says which may go together.
+        data: the loaded dataset (each member takes its own `train_fraction` subset of it).
+        emit: called as emit(i, rows) with trial i's metric rows (name, value, step) in chunks,
+            in training order: the rows LRStudyCallback would log for that trial run alone.
+        accelerator: "cpu", "cuda"/"gpu" or any Lightning accelerator.
+        dtype: float32 (the study path) or float64.
+        sync_every: steps per host copy; default as LRStudyCallback (8 on CPU, 64 otherwise).
+        threads: torch CPU threads; default the largest `threads` of the trials.
+
+    Returns:
+        One MemberResult (a TrialResult with the divergence step and reason) per trial, in order.
+
+    Raises:
+        NotVectorisable: the model cannot be batched with vmap (a ValueError; nothing has trained,
+            so the caller can run these trials with run_trial).
+        ValueError: trials that cannot share a population, or a setting the solo trial rejects.
+    """
+    module = fit_population(
+        trials,
+        data,
+        emit=emit,
+        accelerator=accelerator,
+        dtype=dtype,
+        sync_every=sync_every,
+        threads=threads,
+    )
+    return [module.results[i] for i in range(len(trials))]

@@ -1,0 +1,92 @@
+"""Trial claims on a real sqlite MLflow store: one winner per key, stale leases taken over."""
+
+from __future__ import annotations
+
+import threading
+import time
+
+from mlflow.tracking import MlflowClient
+
+from lrstudy import names
+from lrstudy.track import runs as track_runs
+from lrstudy.track.claims import Claims, Lease, key_runs, last_sign_of_life
+from lrstudy.track.store import experiment_id, open_client
+
+STUDY = "claims"
+
+
+def _tags(key: str) -> dict[str, str]:
+    return {
+        names.TAG_KIND: names.KIND_TRIAL,
+        names.TAG_STUDY: STUDY,
+        names.TAG_TRIAL_KEY: key,
+        names.TAG_OUTCOME: names.OUTCOME_RUNNING,
+    }
+
+
+def _setup(uri: str) -> tuple[MlflowClient, str]:
+    client = open_client(uri)
+    return client, experiment_id(client, "claims")
+
+
+def test_second_claim_on_a_held_key_backs_off(store_uri: str) -> None:
+    client, exp = _setup(store_uri)
+    a, b = Claims(client, exp, STUDY), Claims(client, exp, STUDY)
+    run = a.claim("k1", name="t", tags=_tags("k1"), parent_id=None)
+    assert run is not None
+    assert a.state("k1") == "busy"
+    assert b.claim("k1", name="t", tags=_tags("k1"), parent_id=None) is None
+    track_runs.end_run(client, run, outcome=names.OUTCOME_OK)
+    assert b.state("k1") == "done"
+    assert b.claim("k1", name="t", tags=_tags("k1"), parent_id=None) is None
+    assert len(key_runs(client, exp, STUDY, "k1")) == 1
+
+
+def test_concurrent_claims_have_exactly_one_winner(store_uri: str) -> None:
+    _, exp = _setup(store_uri)
+    won: list[str] = []
+    start = threading.Barrier(6)
+
+    def contend() -> None:
+        claims = Claims(MlflowClient(store_uri), exp, STUDY)
+        start.wait()
+        run = claims.claim("race", name="t", tags=_tags("race"), parent_id=None)
+        if run is not None:
+            won.append(run)
+
+    threads = [threading.Thread(target=contend) for _ in range(6)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(timeout=120)
+    client = MlflowClient(store_uri)
+    alive = key_runs(client, exp, STUDY, "race")  # deleted (retracted) claims are not listed
+    assert len(won) == 1
+    assert [r.info.run_id for r in alive] == won
+    assert alive[0].data.tags[names.TAG_CLAIM] == "won"
+
+
+def test_claim_of_another_machine_expires_with_its_lease(store_uri: str) -> None:
+    client, exp = _setup(store_uri)
+    beat = time.time() - 30
+    # A worker on another host (its pid cannot be checked here) that last beat 30 s ago.
+    tags = {**_tags("k2"), names.TAG_HEARTBEAT: f"{beat:.3f}", names.TAG_HOST: "elsewhere"}
+    dead = client.create_run(exp, start_time=int(beat * 1000) - 5000, run_name="t", tags=tags)
+    dead = dead.info.run_id
+    patient = Claims(client, exp, STUDY, lease=Lease(ttl_s=60))
+    assert patient.state("k2") == "busy"  # 30 s < 60 s: still its trial
+    impatient = Claims(client, exp, STUDY, lease=Lease(ttl_s=10))
+    run = impatient.claim("k2", name="t", tags=_tags("k2"), parent_id=None)
+    assert run is not None and run != dead
+    old = client.get_run(dead)
+    assert old.info.status == "KILLED"
+    assert old.data.tags[names.TAG_OUTCOME] == names.OUTCOME_KILLED
+    # It ends when it last showed life, not when it was found.
+    assert abs(old.info.end_time / 1000 - beat) < 1.0
+
+
+def test_last_sign_of_life_reads_metrics_too(store_uri: str) -> None:
+    client, exp = _setup(store_uri)
+    run = client.create_run(exp, tags={names.TAG_HEARTBEAT: "100.0"}).info.run_id
+    client.log_metric(run, "x", 1.0, timestamp=int(time.time() * 1000))
+    assert last_sign_of_life(client.get_run(run)) > time.time() - 5

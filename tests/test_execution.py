@@ -1,0 +1,210 @@
+"""Execution with real processes: concurrent invocations, local workers, kill -9, Ctrl-C.
+
+Every test ends with the promise the README makes: exactly one FINISHED run per trial key.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import signal
+import sqlite3
+import subprocess
+import sys
+import time
+from collections import Counter
+from pathlib import Path
+
+import pytest
+from mlflow.tracking import MlflowClient
+
+from lrstudy import names
+from lrstudy.cli import main
+from lrstudy.plan import plan_trials
+from lrstudy.spec import load_spec
+
+ROOT = Path(__file__).resolve().parents[1]
+SMOKE = ROOT / "studies" / "smoke.yaml"
+
+
+def _study(tmp_path: Path, name: str, epochs: int = 2, seeds: str = "[0, 1]") -> Path:
+    text = SMOKE.read_text().replace("name: smoke", f"name: {name}")
+    text = text.replace("experiment: smoke", f"experiment: {name}")
+    text = text.replace("epochs: 2", f"epochs: {epochs}").replace(
+        "seeds: [0, 1]", f"seeds: {seeds}"
+    )
+    p = tmp_path / f"{name}.yaml"
+    p.write_text(text)
+    return p
+
+
+def _trial_runs(uri: str, experiment: str) -> list:
+    client = MlflowClient(uri)
+    exp = client.get_experiment_by_name(experiment)
+    runs = client.search_runs([exp.experiment_id], max_results=1000)
+    return [r for r in runs if r.data.tags.get(names.TAG_KIND) == names.KIND_TRIAL]
+
+
+def _assert_exactly_once(uri: str, study: Path) -> list:
+    spec = load_spec(study)
+    runs = _trial_runs(uri, spec.experiment)
+    finished = Counter(
+        r.data.tags[names.TAG_TRIAL_KEY] for r in runs if r.info.status == "FINISHED"
+    )
+    assert finished == Counter({t.key: 1 for t in plan_trials(spec)})
+    assert not [r for r in runs if r.info.status == "RUNNING"]
+    return runs
+
+
+def _cmd(study: Path, uri: str, *extra: str) -> list[str]:
+    return [
+        *(sys.executable, "-m", "lrstudy", "run", str(study)),
+        *("--tracking-uri", uri, "--no-report", *extra),
+    ]
+
+
+def _env(**extra: str) -> dict[str, str]:
+    return {**os.environ, "PYTHONPATH": str(ROOT), **extra}
+
+
+def _running_trials(db: Path) -> int:
+    # Trials in training: RUNNING, and their params logged (a bare claim does not count).
+    query = (
+        "SELECT count(DISTINCT r.run_uuid) FROM runs r JOIN tags t ON t.run_uuid = r.run_uuid "
+        "JOIN params p ON p.run_uuid = r.run_uuid "
+        "WHERE r.status = 'RUNNING' AND r.lifecycle_stage = 'active' "
+        f"AND t.key = '{names.TAG_KIND}' AND t.value = 'trial'"
+    )
+    try:
+        with sqlite3.connect(f"file:{db}?mode=ro", uri=True) as con:
+            return con.execute(query).fetchone()[0]
+    except sqlite3.Error:  # not created yet
+        return 0
+
+
+def _wait_running(db: Path, procs: list[subprocess.Popen], n: int, timeout: float = 180) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        for p in procs:
+            assert p.poll() is None, p.communicate()
+        if _running_trials(db) >= n:
+            return
+        time.sleep(0.2)
+    raise AssertionError(f"{n} running trial(s) never seen")
+
+
+def test_three_invocations_on_a_fresh_store_share_the_work(tmp_path: Path) -> None:
+    study = _study(tmp_path, "trio")
+    uri = f"sqlite:///{tmp_path}/mlflow.db"  # does not exist yet: all three create it at once
+    procs = [
+        subprocess.Popen(
+            _cmd(study, uri, "--workers", "1"),
+            env=_env(),
+            cwd=tmp_path,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+        )
+        for _ in range(3)
+    ]
+    outs = [p.communicate(timeout=300) for p in procs]
+    for p, (_, err) in zip(procs, outs, strict=True):
+        assert p.returncode == 0, err.decode()
+        assert b"Traceback" not in err
+    _assert_exactly_once(uri, study)
+
+
+def test_two_workers_finish_every_trial_once(tmp_path: Path, capsys) -> None:
+    study = _study(tmp_path, "pair")
+    uri = f"sqlite:///{tmp_path}/mlflow.db"
+    assert main(["run", str(study), "--tracking-uri", uri, "--no-report", "--workers", "2"]) == 0
+    runs = _assert_exactly_once(uri, study)
+    err = capsys.readouterr().err
+    assert "12 trials; 0 already finished; ran: 4 diverged, 8 ok" in err
+    assert "± " in err and "n=2" in err  # best = seed mean ± std over the config's seeds
+    assert len({r.data.tags[names.PARENT_RUN_ID] for r in runs}) == 1
+
+
+def _two_long_trials(tmp_path: Path, name: str) -> Path:
+    # Two trials of several seconds each: both workers are mid-trial when the signal lands.
+    study = _study(tmp_path, name, epochs=1000, seeds="[0]")
+    text = study.read_text().replace("lr: [0.05, 50.0]", "lr: [0.05]")
+    study.write_text(text.replace("  - name: cosine\n    warmup: 2\n", ""))
+    assert len(plan_trials(load_spec(study))) == 2
+    return study
+
+
+def test_ctrl_c_stops_every_worker_and_leaves_nothing_running(tmp_path: Path) -> None:
+    study = _two_long_trials(tmp_path, "interrupt")
+    uri = f"sqlite:///{tmp_path}/mlflow.db"
+    proc = subprocess.Popen(
+        _cmd(study, uri, "--workers", "2"),
+        env=_env(),
+        cwd=tmp_path,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        start_new_session=True,  # its own process group: what a terminal's Ctrl-C reaches
+    )
+    _wait_running(tmp_path / "mlflow.db", [proc], n=2)
+    os.killpg(proc.pid, signal.SIGINT)
+    _, err = proc.communicate(timeout=120)
+    assert proc.returncode == 130, err.decode()
+    assert b"Traceback" not in err
+    runs = _trial_runs(uri, "interrupt")
+    assert not [r for r in runs if r.info.status == "RUNNING"]
+    killed = [r for r in runs if r.info.status == "KILLED"]
+    assert len(killed) >= 2
+    assert {r.data.tags[names.TAG_OUTCOME] for r in killed} == {names.OUTCOME_KILLED}
+    # No process of that group is left.
+    with pytest.raises(ProcessLookupError):
+        os.killpg(proc.pid, 0)
+    assert main(["run", str(study), "--tracking-uri", uri, "--no-report", "--workers", "2"]) == 0
+    _assert_exactly_once(uri, study)
+
+
+@pytest.mark.skipif(
+    os.geteuid() != 0 or not shutil.which("unshare"), reason="needs root for a UTS namespace"
+)
+def test_dead_worker_on_another_machine_is_taken_over_after_its_lease(tmp_path: Path) -> None:
+    # The first worker runs under another hostname (a UTS namespace): its pid cannot be checked
+    # from here, so only its lease can give its trial back, exactly as for another machine.
+    study = _two_long_trials(tmp_path, "lease")
+    uri = f"sqlite:///{tmp_path}/mlflow.db"
+    inner = " ".join(_cmd(study, uri, "--workers", "1"))
+    other = subprocess.Popen(
+        ["unshare", "-u", "sh", "-c", f"hostname other-machine && exec {inner}"],
+        env=_env(LRSTUDY_LEASE_SECONDS="4"),
+        cwd=tmp_path,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+    )
+    _wait_running(tmp_path / "mlflow.db", [other], n=1)
+    other.kill()
+    other.communicate(timeout=30)
+    killed_at = time.time()
+    env = _env(LRSTUDY_LEASE_SECONDS="4")
+    done = subprocess.run(
+        _cmd(study, uri, "--workers", "1"), env=env, cwd=tmp_path, capture_output=True, timeout=300
+    )
+    assert done.returncode == 0, done.stderr.decode()
+    runs = _assert_exactly_once(uri, study)
+    orphan = [r for r in runs if r.info.status == "KILLED"]
+    assert len(orphan) == 1 and orphan[0].data.tags[names.TAG_HOST] == "other-machine"
+    # Closed as of its last sign of life (before the kill), not the time of the rerun.
+    assert orphan[0].info.end_time / 1000 <= killed_at + 1
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["--workers", "0"], "--workers: 0 is not allowed"),
+        (["--workers", "-2"], "--workers: -2 is not allowed"),
+        (["--workers", "two"], "--workers: 'two' is not allowed"),
+        (["--executor", "slurm"], "--executor: 'slurm' is not an executor; allowed: local, ray"),
+    ],
+)
+def test_bad_execution_flags_are_one_line(tmp_path: Path, capsys, args, message) -> None:
+    uri = f"sqlite:///{tmp_path}/mlflow.db"
+    assert main(["run", str(SMOKE), "--tracking-uri", uri, *args]) == 2
+    err = capsys.readouterr().err.strip()
+    assert "\n" not in err and message in err
+    assert not (tmp_path / "mlflow.db").exists()

@@ -1,0 +1,189 @@
+"""Keys pinned to literal values: a finished trial must still count after an lrstudy upgrade.
+
+Resume asks MLflow which trial keys are finished, `lr: auto` reuses a range test by its key, and
+the report groups seeds by config key. A refactor that changed any of these hashes (the JSON
+encoding, a settings field, the LR grid rounding, the random-search draws, the ramp defaults)
+would silently rerun every user's study, so these values were computed once and written down.
+Never update a value here to make a test pass; change the code back instead.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from pathlib import Path
+
+import pytest
+
+from lrstudy.keys import stable_hash
+from lrstudy.plan import plan_trials
+from lrstudy.spec import load_spec, parse_spec
+
+ROOT = Path(__file__).resolve().parents[1]
+SMOKE = (ROOT / "studies" / "smoke.yaml").read_text()
+
+# layer_lr (both forms), warmup (fraction and steps), schedule args, every sweep axis but
+# weight_decay, integer seeds, noise evaluation and random search with a log-uniform LR range.
+KEYS_STUDY = """
+name: keys
+task:
+  dataset: mnist1d
+  model: mlp
+  model_args: {hidden: [32, 16]}
+  data_args: {num_samples: 600}
+train:
+  epochs: 3
+  batch_size: 50
+  target: {metric: val/loss, value: 1.5}
+optimizers:
+  - name: momentum
+    lr: {low: 1e-4, high: 1.0}
+    layer_lr: {decay: 0.5}
+  - name: adamw
+    lr: [1e-3, 3e-3]
+    layer_lr: [0.25, 0.5, 1.0]
+    weight_decay: 0.05
+schedules:
+  - name: cosine
+    warmup: 0.1
+  - name: step
+    warmup: 3
+    every: 1
+    gamma: 0.5
+seeds: 2
+sweep: {batch_size: [25, 50], momentum: [0.8, 0.9], train_fraction: [0.5, 1.0]}
+search: {method: random, trials: 6, seed: 7}
+evaluate: {noise: [0.1]}
+"""
+
+
+def _keys(trials) -> dict[str, tuple[str, str]]:
+    return {t.name: (t.key, t.config_key) for t in trials}
+
+
+def test_smoke_study_keys() -> None:
+    assert _keys(plan_trials(load_spec(ROOT / "studies" / "smoke.yaml"))) == {
+        "sgd lr=0.05 constant seed=0": ("620eea401ea63efa", "c96d61f57d043a7b"),
+        "sgd lr=0.05 constant seed=1": ("fce147de6e2a14d4", "c96d61f57d043a7b"),
+        "sgd lr=50 constant seed=0": ("55027ba55a00a952", "236125d628b2f040"),
+        "sgd lr=50 constant seed=1": ("2581c6e9abbb3442", "236125d628b2f040"),
+        "sgd lr=0.05 cosine+warmup seed=0": ("3fe814079304d15d", "1505e5951c319a71"),
+        "sgd lr=0.05 cosine+warmup seed=1": ("a31ee1968b6b64d3", "1505e5951c319a71"),
+        "sgd lr=50 cosine+warmup seed=0": ("f4f94351c37dc921", "2ebab28eb108b4d1"),
+        "sgd lr=50 cosine+warmup seed=1": ("8fdf3d387293ae62", "2ebab28eb108b4d1"),
+        "adam lr=0.001 constant seed=0": ("a06fa6c30065fde3", "3a2b0503c9c2840f"),
+        "adam lr=0.001 constant seed=1": ("89b29dc9d549672c", "3a2b0503c9c2840f"),
+        "adam lr=0.001 cosine+warmup seed=0": ("7a9f786c06de53a7", "e8d39ede1ce618a3"),
+        "adam lr=0.001 cosine+warmup seed=1": ("6e137b0ae4703736", "e8d39ede1ce618a3"),
+    }
+
+
+def test_quickstart_study_keys() -> None:
+    trials = plan_trials(load_spec(ROOT / "studies" / "quickstart.yaml"))
+    keys = _keys(trials)
+    assert len(keys) == 48
+    assert keys["sgd lr=0.001 constant seed=0"] == ("a2befc578f8967a8", "6c3203e6ce5951c1")
+    assert keys["sgd lr=0.00314 constant seed=1"] == ("0c6cd14eeba10c14", "d6cd0c82a8219bfe")
+    assert keys["sgd lr=3 cosine+warmup seed=1"] == ("3448ec826a7c0145", "f9b6744a519785b5")
+    assert keys["adam lr=0.0001 constant seed=1"] == ("6d25c7973ceb41ef", "59a382379c8d4e91")
+    assert keys["adam lr=0.1 cosine+warmup seed=1"] == ("ea57e064e96d26aa", "0d61ef749e68cb2a")
+    # Every other key, in plan order, through one fingerprint of all 48.
+    every = " ".join(t.key for t in trials)
+    assert hashlib.sha256(every.encode()).hexdigest()[:16] == "46d741173310fb9c"
+    every_config = " ".join(t.config_key for t in trials)
+    assert hashlib.sha256(every_config.encode()).hexdigest()[:16] == "bc2b9514fc57e5d7"
+
+
+def test_random_search_layer_lr_warmup_study_keys() -> None:
+    assert _keys(plan_trials(parse_spec(KEYS_STUDY))) == {
+        "adamw lr=0.003 cosine+warmup bs=25 mom=0.8 frac=0.5 seed=0": (
+            "e7fc5739092376c9",
+            "42f6bf7530410e80",
+        ),
+        "adamw lr=0.003 cosine+warmup bs=25 mom=0.8 frac=0.5 seed=1": (
+            "1893e600b95222cc",
+            "42f6bf7530410e80",
+        ),
+        "adamw lr=0.001 cosine+warmup bs=25 mom=0.8 frac=1 seed=0": (
+            "4b574a49a527daca",
+            "66ba020e6495753b",
+        ),
+        "adamw lr=0.001 cosine+warmup bs=25 mom=0.8 frac=1 seed=1": (
+            "ee2e9a50766cc0c3",
+            "66ba020e6495753b",
+        ),
+        "adamw lr=0.001 cosine+warmup bs=25 mom=0.9 frac=0.5 seed=0": (
+            "ed647a648db946ac",
+            "e67683572f00ab55",
+        ),
+        "adamw lr=0.001 cosine+warmup bs=25 mom=0.9 frac=0.5 seed=1": (
+            "64e19cf03961b864",
+            "e67683572f00ab55",
+        ),
+        "momentum lr=0.0333 cosine+warmup bs=25 mom=0.9 frac=0.5 seed=0": (
+            "fb4df1deefb423ad",
+            "134088571254bf70",
+        ),
+        "momentum lr=0.0333 cosine+warmup bs=25 mom=0.9 frac=0.5 seed=1": (
+            "e19cc0ee4e04c2f0",
+            "134088571254bf70",
+        ),
+        "momentum lr=0.0169 cosine+warmup bs=25 mom=0.9 frac=1 seed=0": (
+            "c1db1ac470b1abec",
+            "6ac486a1280a05b9",
+        ),
+        "momentum lr=0.0169 cosine+warmup bs=25 mom=0.9 frac=1 seed=1": (
+            "0bb9aadcf1eeb741",
+            "6ac486a1280a05b9",
+        ),
+        "momentum lr=0.0192 cosine+warmup bs=25 mom=0.8 frac=0.5 seed=0": (
+            "71657aede9663ee4",
+            "53f586684398f410",
+        ),
+        "momentum lr=0.0192 cosine+warmup bs=25 mom=0.8 frac=0.5 seed=1": (
+            "c4c0a9e1019bf727",
+            "53f586684398f410",
+        ),
+    }
+
+
+def test_lr_auto_trial_keys() -> None:
+    trials = plan_trials(parse_spec(SMOKE.replace("lr: 1e-3", "lr: auto")))
+    assert {k: v for k, v in _keys(trials).items() if k.startswith("adam")} == {
+        "adam lr=auto constant seed=0": ("ea60952e5ec8d0c0", "003586d78eb9fac3"),
+        "adam lr=auto constant seed=1": ("ec0ba6c7db53d9e1", "003586d78eb9fac3"),
+        "adam lr=auto cosine+warmup seed=0": ("c1b3bacecc45a803", "fe482e4030befd2b"),
+        "adam lr=auto cosine+warmup seed=1": ("647e3984a6df4def", "fe482e4030befd2b"),
+    }
+
+
+@pytest.mark.parametrize(
+    ("text", "trial", "key"),
+    [
+        (SMOKE, "sgd lr=0.05 constant seed=0", "4055c1f58fdedd44"),
+        (SMOKE.replace("lr: 1e-3", "lr: auto"), "adam lr=auto constant seed=0", "cf55d7800d0a5872"),
+        (
+            KEYS_STUDY,
+            "adamw lr=0.003 cosine+warmup bs=25 mom=0.8 frac=0.5 seed=0",
+            "d7e86a566e912732",
+        ),
+    ],
+)
+def test_range_test_settings_key_with_the_default_ramp(text: str, trial: str, key: str) -> None:
+    # Computed as log_result and auto_lr do: the default ramp, hashed with stable_hash.
+    from lrstudy.rangetest.study import range_test_settings
+
+    spec = parse_spec(text)
+    (found,) = [t for t in plan_trials(spec) if t.name == trial]
+    assert stable_hash(range_test_settings(spec, found)) == key
+
+
+@pytest.mark.parametrize(
+    ("text", "spec_hash"),
+    [
+        ((ROOT / "studies" / "quickstart.yaml").read_text(), "57a5e4b399e1"),
+        (SMOKE, "1439dfed5d4a"),
+        (KEYS_STUDY, "f516cd528755"),
+    ],
+)
+def test_spec_hash(text: str, spec_hash: str) -> None:
+    assert parse_spec(text).spec_hash() == spec_hash
