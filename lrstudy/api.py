@@ -22,6 +22,8 @@ def run_study(
     executor: str = "local",
     tracking_uri: str | None = None,
     ray_address: str | None = None,
+    engine: str = "auto",
+    population_size: int | None = None,
     report: bool = True,
     report_dir: str | Path | None = None,
     console: Console | None = None,
@@ -34,6 +36,8 @@ def run_study(
         executor: "local" or "ray".
         tracking_uri: default $MLFLOW_TRACKING_URI, the study's tracking.uri, else sqlite.
         ray_address: with executor="ray": the cluster (default $RAY_ADDRESS, else local).
+        engine: "auto" (a population wherever ≥ 2 trials share a shape), "trial" or "population".
+        population_size: members per population (default: from the model's parameter count).
         report: write the HTML report when the study is complete (and the spec enables it).
         report_dir: where the report goes (default: the study's report.dir).
         console: where progress goes (default: stderr).
@@ -52,7 +56,15 @@ def run_study(
     n = check_workers(default_workers() if workers is None else workers, executor)
     uri = resolve_tracking_uri(tracking_uri, spec.tracking.uri)
     result = execute(
-        spec, source, uri, workers=n, executor=executor, ray_address=ray_address, console=console
+        spec,
+        source,
+        uri,
+        workers=n,
+        executor=executor,
+        ray_address=ray_address,
+        engine=engine,
+        population_size=population_size,
+        console=console,
     )
     result.tracking_uri = uri
     if report and spec.report.enabled and not result.interrupted and not result.unavailable:

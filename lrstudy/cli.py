@@ -52,6 +52,16 @@ def _parser() -> argparse.ArgumentParser:
         help="local (worker processes on this machine, default) or ray (needs lrstudy[ray])",
     )
     r.add_argument(
+        "--engine",
+        default="auto",
+        help="auto (a population wherever >= 2 trials share a shape; default), trial or population",
+    )
+    r.add_argument(
+        "--population-size",
+        metavar="K",
+        help="members per population (default: from the model's parameter count)",
+    )
+    r.add_argument(
         "--ray-address",
         help="Ray cluster to join (default: $RAY_ADDRESS, else a local Ray runtime)",
     )
@@ -122,12 +132,17 @@ def _uri(args: argparse.Namespace, spec=None) -> str:
 def _workers(raw: str | None) -> int:
     from lrstudy.execute.study import default_workers
 
+    return default_workers() if raw is None else _count("--workers", raw)
+
+
+def _count(flag: str, raw: str | None) -> int | None:
+    """An integer flag's value (range checks are the library's); None when not given."""
     if raw is None:
-        return default_workers()
+        return None
     try:
         return int(raw)
     except ValueError:
-        raise UserInputError(f"--workers: {raw!r} is not allowed; give an integer >= 1") from None
+        raise UserInputError(f"{flag}: {raw!r} is not allowed; give an integer >= 1") from None
 
 
 def cmd_run(args: argparse.Namespace) -> int:
@@ -143,6 +158,8 @@ def cmd_run(args: argparse.Namespace) -> int:
         executor=args.executor,
         tracking_uri=_uri(args, spec),
         ray_address=args.ray_address,
+        engine=args.engine,
+        population_size=_count("--population-size", args.population_size),
         report=not args.no_report,
         report_dir=args.report_dir,
         console=console,
@@ -162,7 +179,7 @@ def cmd_run(args: argparse.Namespace) -> int:
         return EXIT_INTERRUPTED
     print(
         f"tracking: {result.tracking_uri} (experiment {spec.experiment!r}; "
-        "browse: python -m lrstudy ui)"
+        f"browse: python -m lrstudy ui {args.study})"
     )
     if result.report_path:
         print(f"report: {result.report_path}")
@@ -189,37 +206,25 @@ def summary_lines(name: str, result) -> list[str]:
     for t in autos:
         lines.append(f"lr: auto for {t['name']}: {t['lr']:.3g} ({t['lr_source']})")
     if result.best:
-        b = result.best
-        lines.append(f"best: {b[0]} (final val acc {b[1]:.3f} ± {b[2]:.3f}, n={b[3]} seed(s))")
+        lines.append(f"best: {result.best.text()}")
     return lines
 
 
 def cmd_plan(args: argparse.Namespace) -> int:
-    from lrstudy import names
-    from lrstudy.plan import plan_trials
-    from lrstudy.track import runs as track_runs
-    from lrstudy.track.store import experiment_id, open_client
+    from collections import Counter
+
+    from lrstudy.execute.status import study_status
 
     spec = _load(args.study)
-    trials = plan_trials(spec)
     uri = _uri(args, spec)
-    done: dict = {}
-    try:
-        client = open_client(uri, create=False)
-        exp = experiment_id(client, spec.experiment, create=False)
-        if exp is not None:
-            done = track_runs.finished_trials(
-                track_runs.search_study_runs(client, exp, names.KIND_TRIAL, spec.name)
-            )
-    except UserInputError:
-        pass  # no store yet: nothing is done
-    width = max(len(t.name) for t in trials)
-    for t in trials:
-        state = "done" if t.key in done else "todo"
-        print(f"{t.key}  {state}  {t.name:<{width}}")
-    n_done = sum(t.key in done for t in trials)
+    rows = study_status(spec, str(args.study), uri)
+    width = max(len(r.trial.name) for r in rows)
+    for r in rows:
+        print(f"{r.trial.key}  {r.state:<7}  {r.trial.name:<{width}}")
+    n = Counter(r.state for r in rows)
     print(
-        f"{spec.name}: {len(trials)} trials, {n_done} done, {len(trials) - n_done} to run ({uri})"
+        f"{spec.name}: {len(rows)} trials, {n['done']} done, {n['running']} running, "
+        f"{n['todo']} to run ({uri})"
     )
     return 0
 

@@ -68,10 +68,8 @@ def _stop_group(proc: subprocess.Popen, sig: int, grace_s: float) -> None:
     if proc.poll() is None:
         with contextlib.suppress(ProcessLookupError):
             os.killpg(proc.pid, sig)
-        try:
+        with contextlib.suppress(subprocess.TimeoutExpired):
             proc.wait(timeout=grace_s)
-        except subprocess.TimeoutExpired:
-            pass
     with contextlib.suppress(ProcessLookupError):
         os.killpg(proc.pid, signal.SIGKILL)  # children that outlived their leader
     with contextlib.suppress(subprocess.TimeoutExpired):
@@ -99,7 +97,11 @@ class Postgres:
         os.chown(self.root, self._uid, self._gid)
 
     def _as_postgres(self, args: list[str], **kw) -> subprocess.Popen:
-        env = {"PATH": os.environ.get("PATH", "/usr/bin:/bin"), "LC_ALL": "C", "HOME": str(self.root)}
+        env = {
+            "PATH": os.environ.get("PATH", "/usr/bin:/bin"),
+            "LC_ALL": "C",
+            "HOME": str(self.root),
+        }
         return subprocess.Popen(
             args,
             user=self._uid,
@@ -151,7 +153,9 @@ class Postgres:
                 return
             except psycopg2.OperationalError:
                 if time.monotonic() > deadline:
-                    raise RuntimeError(f"postgres not ready in {timeout} s: {self.log_tail()}")
+                    raise RuntimeError(
+                        f"postgres not ready in {timeout} s: {self.log_tail()}"
+                    ) from None
                 time.sleep(0.2)
 
     def dsn(self, db: str) -> str:

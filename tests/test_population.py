@@ -177,11 +177,12 @@ def test_form_populations_groups_and_says_why_not() -> None:
     bad = make_trial(optimizer="nesterov", hparams={"momentum": 0.0})  # torch refuses this
     alone = make_trial(batch_size=8)
     pops, solo = form_populations([*sgd, *adam, *dropout, auto, bad, alone], data, max_size=2)
-    assert [len(p) for p in pops] == [2, 2, 1, 2]  # 5 sgd split evenly-ish, then adam
-    assert [t.lr for p in pops[:3] for t in p] == [t.lr for t in sgd]
-    assert all(t.optimizer == "adam" for t in pops[3])
+    assert [len(p) for p in pops] == [2, 2, 2]  # 5 sgd as 2 + 2 + 1 (alone: solo), then adam
+    assert [t.lr for p in pops[:2] for t in p] == [t.lr for t in sgd[:4]]
+    assert all(t.optimizer == "adam" for t in pops[2])
     reasons = {t.key: why for t, why in solo}
-    assert len(solo) == 5
+    assert len(solo) == 6
+    assert "size limit (2)" in reasons[sgd[4].key]
     assert all("does not vectorise" in reasons[t.key] for t in dropout)
     assert "lr: auto" in reasons[auto.key]
     assert "Nesterov" in reasons[bad.key]
@@ -198,7 +199,7 @@ def test_default_population_size_follows_parameters_and_memory() -> None:
 
 
 def test_which_models_vectorise() -> None:
-    for name in ("logistic", "mlp", "cnn"):
+    for name in ("logistic", "mlp", "cnn", "gru"):
         assert vectorises(build_model(name, (40,), 10), (40,)), name
     assert not vectorises(build_model("mlp", (40,), 10, {"dropout": 0.2}), (40,))
     bn = nn.Sequential(nn.Linear(4, 4), nn.BatchNorm1d(4), nn.Linear(4, 2))
@@ -225,6 +226,26 @@ def test_a_blown_up_member_leaves_the_others_exact() -> None:
         solo = solo_fit(trials[i], data, precision="64-true")
         assert module.results[i].outcome == names.OUTCOME_OK
         assert rel_err(module.weights[i], weights(solo.model)) < 1e-10
+
+
+@pytest.mark.parametrize(
+    ("model", "args"), [("logistic", {}), ("cnn", {"channels": 4}), ("gru", {"hidden": 8})]
+)
+def test_other_reference_models_match_their_solo_runs(model: str, args: dict) -> None:
+    data = tiny_data()
+    trials = [
+        make_trial(model=model, model_args=args, optimizer="adam", lr=0.01 * (s + 1), seed=s)
+        for s in range(3)
+    ]
+    module = fit_population(
+        trials, data, emit=lambda i, rows: None, dtype=torch.float64, keep_weights=True
+    )
+    for i, trial in enumerate(trials):
+        solo = solo_fit(trial, data, precision="64-true")
+        assert rel_err(module.weights[i], weights(solo.model)) < 1e-10
+        # (the solo module sums its train loss in float32 even in a float64 run)
+        for got, want in zip(module.results[i].history, solo.history, strict=True):
+            assert got == pytest.approx(want, rel=1e-6)
 
 
 def test_a_model_that_does_not_vectorise_is_refused_before_training() -> None:

@@ -37,12 +37,19 @@ class WorkerProcess:
         self.last_event: dict[str, Any] | None = None
         read_fd, write_fd = os.pipe()
         env = {**os.environ, "PYTHONPATH": os.pathsep.join(p for p in sys.path if p)}
-        self.proc = subprocess.Popen(
-            [sys.executable, "-m", "lrstudy.execute.worker", str(write_fd)],
-            stdin=subprocess.PIPE,
-            pass_fds=(write_fd,),
-            env=env,
-        )
+        # The child starts with SIGINT blocked (the mask survives exec): a Ctrl-C during its
+        # interpreter start-up would kill it with a fatal error instead of a clean stop. It
+        # unblocks once it can stop cleanly, and a Ctrl-C that came meanwhile is delivered then.
+        previous = signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGINT})
+        try:
+            self.proc = subprocess.Popen(
+                [sys.executable, "-m", "lrstudy.execute.worker", str(write_fd)],
+                stdin=subprocess.PIPE,
+                pass_fds=(write_fd,),
+                env=env,
+            )
+        finally:
+            signal.pthread_sigmask(signal.SIG_SETMASK, previous)
         os.close(write_fd)
         self.proc.stdin.write(pickle.dumps(order))
         self.proc.stdin.close()

@@ -3,10 +3,11 @@
 Each task runs the very claim loop of a local worker (`lrstudy.execute.worker.work`) for one trial
 key, in a Ray worker process that loads the study's trials and data set once (`preflight`, cached
 per process) and logs straight to the tracking store. The driver only hands out keys, keeps at most
-`--workers` tasks in flight and feeds the events each task returns (plain dicts) to the study's
-progress display. The store is the one source of truth: a task that Ray retries after a node died,
-a second invocation, or local workers on another machine all meet in the claims
-(`lrstudy.track.claims`), so every trial still finishes exactly once.
+`--workers` tasks in flight and feeds the tasks' events (plain dicts, sent through a Ray queue as
+they happen, e.g. a tracking outage while it lasts) to the study's progress display. The store
+is the one source of truth: a task that Ray retries after a node died, a second invocation, or
+local workers on another machine all meet in the claims (`lrstudy.track.claims`), so every
+trial still finishes exactly once.
 
 Why plain tasks and not Ray Tune: the claims already give exactly-once trials, resume and
 takeover of a dead worker's trial after its lease; Tune's trial scheduler would be a second
@@ -81,6 +82,7 @@ class RayContext:
         order = order.replace(tracking_uri=_absolute_sqlite(order.tracking_uri))
         task = ray.remote(num_cpus=1)(_task)
         base = ray.put(order)
+        stream = _Stream(on_event)
         todo = deque(order.keys)
         free = list(range(max(1, workers)))
         inflight: dict[Any, tuple[str, int]] = {}  # ref -> (key, slot)
@@ -91,22 +93,24 @@ class RayContext:
                 while todo and free and stop is None:
                     slot = free.pop(0)
                     key = todo.popleft()
-                    inflight[task.remote(base, key, slot)] = (key, slot)
+                    inflight[task.remote(base, key, slot, stream.queue)] = (key, slot)
                 if not inflight:
                     break
                 ready, _ = ray.wait(list(inflight), num_returns=1, timeout=1.0)
+                stream.drain()  # a task's events are queued before it returns
                 for ref in ready:
                     key, slot = inflight.pop(ref)
                     free.append(slot)
-                    status = _deliver(ray, ref, key, on_event, errors)
+                    status = _deliver(ray, ref, key, slot, stream, errors)
                     if status.get("type") in ("unavailable", "interrupted") and stop is None:
                         stop = status
                         if status["type"] == "interrupted":
-                            _cancel(ray, inflight, on_event, errors)
+                            _cancel(ray, inflight, stream, errors)
         except KeyboardInterrupt:
-            _cancel(ray, inflight, on_event, errors)
+            _cancel(ray, inflight, stream, errors)
             raise
         finally:
+            stream.close()
             if self.owned:
                 self.close()
         if stop is not None and stop["type"] == "unavailable":
@@ -238,13 +242,9 @@ def _check_cluster(flag: str, address: str) -> None:
     if address.startswith("ray://"):
         return  # a Ray Client server, not a GCS: ray.init reports its own errors quickly
     # Ask the GCS for its cluster id from a child process, which can be given up on.
-    probe = (
-        "import sys, ray._raylet as r; "
-        "c = r.GcsClient(address=sys.argv[1]); c.internal_kv_get(b'lrstudy-probe', None)"
-    )
     try:
         done = subprocess.run(
-            [sys.executable, "-c", probe, f"{host}:{port}"],
+            [sys.executable, "-c", _PROBE, f"{host}:{port}"],
             capture_output=True,
             timeout=_PROBE_TIMEOUT_S,
             env={**os.environ, "RAY_BACKEND_LOG_LEVEL": "fatal"},
@@ -254,36 +254,120 @@ def _check_cluster(flag: str, address: str) -> None:
             f"{flag} {address}: no Ray cluster answers there (something listens on port {port} "
             f"but no Ray GCS answered within {_PROBE_TIMEOUT_S:.0f} s)"
         ) from None
-    if done.returncode != 0:
+    answer = (done.stdout.decode(errors="replace").strip().splitlines() or [""])[-1]
+    if done.returncode != 0 or answer not in ("ok", "token", "token-refused"):
         lines = done.stderr.decode(errors="replace").strip().splitlines()
+        reason = lines[-1] if lines else f"probe exited with {done.returncode}"
+        raise UserInputError(f"{flag} {address}: no Ray cluster answers there ({reason})")
+    if answer == "token-refused":
         raise UserInputError(
-            f"{flag} {address}: no Ray cluster answers there ({lines[-1] if lines else 'probe failed'})"
+            f"{flag} {address}: the Ray cluster wants token authentication and refused the "
+            "token found here; set RAY_AUTH_TOKEN (or RAY_AUTH_TOKEN_PATH) to the cluster's token"
         )
+    if answer == "token":
+        # Ray turns token auth on for a cluster started where a token exists (~/.ray/auth_token)
+        # but not for a client joining it: do what the probe found to work.
+        os.environ["RAY_AUTH_MODE"] = "token"
+        with contextlib.suppress(Exception):
+            from ray._raylet import Config
+
+            Config.initialize("")
 
 
-def _deliver(ray, ref, key: str, on_event: Callable[[Event], None], errors: list[str]) -> Event:
-    """Feed a finished task's events to `on_event`; return its final status."""
+# Run by `_check_cluster` in a child process: prints ok, token (answers with this machine's Ray
+# auth token only) or token-refused; fails (or hangs, and is given up on) when no GCS answers.
+_PROBE = """
+import os, sys
+import ray._raylet as r
+
+def ask():
+    r.GcsClient(address=sys.argv[1]).internal_kv_get(b"lrstudy-probe", None)
+
+def refused(e):
+    return "Authentication" in type(e).__name__ + str(e)
+
+try:
+    ask()
+    print("ok")
+except Exception as e:
+    if not refused(e) or os.environ.get("RAY_AUTH_MODE"):
+        raise
+    os.environ["RAY_AUTH_MODE"] = "token"
+    r.Config.initialize("")
+    try:
+        ask()
+        print("token")
+    except Exception as e2:
+        if not refused(e2):
+            raise
+        print("token-refused")
+"""
+
+
+class _Stream:
+    """The tasks' events as they happen: tasks put `(slot, event)` into a Ray queue (an actor
+    needing no CPU), the driver drains it about once a second into `on_event`. Where the queue
+    cannot be used, a task returns its events instead (delivered when it ends)."""
+
+    def __init__(self, on_event: Callable[[Event], None]) -> None:
+        from ray.util.queue import Queue
+
+        self.on_event = on_event
+        self.queue: Any = None
+        self._in_outage: dict[int, bool] = {}  # slot -> its last outage event was a start
+        with contextlib.suppress(Exception):
+            self.queue = Queue(actor_options={"num_cpus": 0})
+
+    def feed(self, slot: int, event: Event) -> None:
+        if event.get("type") == "outage":
+            self._in_outage[slot] = event.get("seconds") is not None
+        self.on_event(event)
+
+    def drain(self) -> None:
+        if self.queue is None:
+            return
+        try:
+            n = self.queue.qsize()
+            items = self.queue.get_nowait_batch(n) if n else []
+        except Exception:  # noqa: BLE001 - the queue's actor is gone: tasks fall back to returns
+            self.queue = None
+            return
+        for slot, event in items:
+            self.feed(slot, event)
+
+    def ended(self, slot: int, ok: bool) -> None:
+        """A task ended; one that ended its run saw the server answer, whatever it last said."""
+        if self._in_outage.pop(slot, False) and ok:
+            self.on_event({"type": "outage", "seconds": None})
+
+    def close(self) -> None:
+        if self.queue is not None:
+            with contextlib.suppress(Exception):
+                self.drain()
+                self.queue.shutdown(force=True)
+            self.queue = None
+
+
+def _deliver(ray, ref, key: str, slot: int, stream: _Stream, errors: list[str]) -> Event:
+    """Feed what a finished task returned (its status, and events the queue did not carry)."""
     try:
         out = ray.get(ref)
     except Exception as e:  # noqa: BLE001 - Ray's own failures (worker or node died, cancelled)
+        stream.ended(slot, ok=False)
         if type(e).__name__ == "TaskCancelledError":
             return {"type": "interrupted"}
         errors.append(f"Ray task for trial {key} failed: {_first(e)}")
         return {"type": "error"}
-    outage = False
     for event in out["events"]:
-        outage = outage or event.get("type") == "outage"
-        on_event(event)
+        stream.feed(slot, event)
     status = out["status"]
-    if outage and status.get("type") == "finished":
-        # The task ended its run, so the server answered again; its heartbeat may not have said.
-        on_event({"type": "outage", "seconds": None})
+    stream.ended(slot, ok=status.get("type") == "finished")
     if status.get("type") == "error":
         errors.append(f"Ray task for trial {key}: {status.get('message', '')}")
     return status
 
 
-def _cancel(ray, inflight: dict, on_event: Callable[[Event], None], errors: list[str]) -> None:
+def _cancel(ray, inflight: dict, stream: _Stream, errors: list[str]) -> None:
     """Cancel the tasks in flight, let them close their runs, then kill what is left."""
     refs = list(inflight)
     for ref in refs:
@@ -294,11 +378,12 @@ def _cancel(ray, inflight: dict, on_event: Callable[[Event], None], errors: list
     while pending and time.monotonic() < deadline:
         try:
             ready, pending = ray.wait(pending, num_returns=len(pending), timeout=1.0)
+            stream.drain()
         except KeyboardInterrupt:
             break  # a second Ctrl-C: stop waiting
         for ref in ready:
-            key, _ = inflight.pop(ref)
-            _deliver(ray, ref, key, on_event, errors)
+            key, slot = inflight.pop(ref)
+            _deliver(ray, ref, key, slot, stream, errors)
     for ref in pending:
         with contextlib.suppress(Exception):
             ray.cancel(ref, force=True)
@@ -319,14 +404,26 @@ _PREPARED: dict[tuple[str, str], tuple[Any, Any]] = {}  # (spec hash, source) ->
 _CLIENTS: dict[str, Any] = {}  # tracking URI -> client (its outage record is per process)
 
 
-def _task(order: WorkOrder, key: str, slot: int) -> dict[str, Any]:
-    """One trial key through the claim loop; returns its events and how the task ended."""
-    events: list[Event] = []
+def _task(order: WorkOrder, key: str, slot: int, queue: Any = None) -> dict[str, Any]:
+    """One trial key through the claim loop; returns how the task ended (and any events the
+    driver's queue did not take)."""
+    kept: list[Event] = []
+
+    def emit(event: Event) -> None:
+        nonlocal queue
+        if queue is not None:
+            try:
+                queue.put_nowait((slot, event))
+                return
+            except Exception:  # noqa: BLE001 - the queue is gone: return the events instead
+                queue = None
+        kept.append(event)
+
     try:
         trials, data, client = _prepared(order)
         from lrstudy.execute.worker import work
 
-        work(order.replace(keys=(key,), index=slot), trials, data, client, events.append)
+        work(order.replace(keys=(key,), index=slot), trials, data, client, emit)
         status: Event = {"type": "finished"}
     except KeyboardInterrupt:
         status = {"type": "interrupted"}
@@ -339,7 +436,7 @@ def _task(order: WorkOrder, key: str, slot: int) -> dict[str, Any]:
             status = {"type": "error", "message": str(e)}
         else:
             status = {"type": "error", "message": f"{type(e).__name__}: {_first(e)}"}
-    return {"events": events, "status": status}
+    return {"events": kept, "status": status}
 
 
 def _prepared(order: WorkOrder) -> tuple[Any, Any, Any]:

@@ -87,6 +87,24 @@ def check_workers(workers: Any, executor: str) -> int:
     return workers
 
 
+def check_engine(engine: Any, population_size: Any) -> None:
+    """Validate --engine / --population-size (Raises: UserInputError, one line each)."""
+    from lrstudy.execute.population import ENGINES
+
+    if engine not in ENGINES:
+        raise UserInputError(
+            f"--engine: {engine!r} is not an engine; allowed: {', '.join(ENGINES)}"
+        )
+    if population_size is not None and (
+        isinstance(population_size, bool)
+        or not isinstance(population_size, int)
+        or population_size < 1
+    ):
+        raise UserInputError(
+            f"--population-size: {population_size} is not allowed; give an integer >= 1"
+        )
+
+
 def run_study(
     spec: StudySpec,
     source: str,
@@ -95,6 +113,8 @@ def run_study(
     workers: int = 1,
     executor: str = "local",
     ray_address: str | None = None,
+    engine: str = "auto",
+    population_size: int | None = None,
     console: Console | None = None,
 ) -> StudyRun:
     """Run every unfinished trial of `spec`; see the module docstring for the order of business.
@@ -105,6 +125,7 @@ def run_study(
     from lrstudy.train.preflight import preflight
 
     check_workers(workers, executor)
+    check_engine(engine, population_size)
     console = console or Console(stderr=True)
     trials, data = preflight(spec, source)
     ray_ctx = None
@@ -136,6 +157,8 @@ def run_study(
         experiment_id=exp,
         parent_run_id=parent,
         keys=tuple(t.key for t in todo),
+        engine=engine,
+        population_size=population_size,
     )
     beat = Heartbeat(client, Lease.from_env())
     beat.hold(parent)
@@ -163,7 +186,20 @@ def run_study(
         # invocation closes it.
         with contextlib.suppress(TrackingUnavailable):
             track_runs.end_run(client, parent, outcome=outcome)
+    _save_ui_view(client, exp, spec.name)
     return result
+
+
+def _save_ui_view(client, exp: str, study: str) -> None:
+    """The study's saved view in MLflow's UI (Views menu): a convenience, never worth failing a
+    finished study over (a read-only or unreachable server just keeps its default columns)."""
+    from lrstudy.track import ui_view
+
+    try:
+        trials = track_runs.search_study_runs(client, exp, names.KIND_TRIAL, study)
+        ui_view.ensure_study_view(client, exp, study, [r.info.run_name or "" for r in trials])
+    except Exception:  # noqa: BLE001, S110 - see the docstring
+        pass
 
 
 def _run_local(order, spec, trials, data, client, progress, workers, result) -> None:

@@ -21,6 +21,9 @@ from lrstudy.plan import Trial
 from lrstudy.spec import StudySpec
 from lrstudy.track import runs as track_runs
 from lrstudy.track.outage import TrackingUnavailable
+from lrstudy.track.ui_view import float32_short
+
+ENGINE_TRIAL = "trial"
 
 
 @dataclass(frozen=True)
@@ -51,7 +54,7 @@ def trial_tags(spec: StudySpec, trial: Trial) -> dict[str, str]:
         names.TAG_CONFIG_KEY: trial.config_key,
         names.TAG_SPEC_HASH: spec.spec_hash(),
         names.TAG_OUTCOME: names.OUTCOME_RUNNING,
-        names.TAG_ENGINE: "trial",
+        names.TAG_ENGINE: ENGINE_TRIAL,
     }
 
 
@@ -83,7 +86,12 @@ def run_claimed(
         )
         track_runs.log_params(client, run_id, trial_params(trial, lr, spe))
         result = run_trial(trial, data, [callback], lr=lr)
-        final = result.metrics
+        # float32 values logged as their shortest float32 decimal (0.2, not 0.2000000029...):
+        # the same number, readable in MLflow's runs table.
+        final = {
+            k: v if k == names.TRAIN_SECONDS else float32_short(v)
+            for k, v in result.metrics.items()
+        }
         callback.log_metrics(final, step=result.total_steps)
         outcome = result.outcome
     except SystemExit:
@@ -99,7 +107,7 @@ def run_claimed(
         extra[names.TAG_ERROR] = f"{type(e).__name__}: {e}"[:500]
         _log_traceback(client, run_id)
     finally:
-        if outcome in (names.OUTCOME_OK, names.OUTCOME_DIVERGED) and not _still_running(
+        if outcome in (names.OUTCOME_OK, names.OUTCOME_DIVERGED) and not still_running(
             client, run_id
         ):
             # Another worker reaped our claim while we were cut off: its rerun owns the key now,
@@ -124,7 +132,8 @@ def run_claimed(
     )
 
 
-def _still_running(client, run_id: str) -> bool:
+def still_running(client, run_id: str) -> bool:
+    """False when another worker reaped our claim while we were cut off for longer than the TTL."""
     return client.get_run(run_id).info.status == "RUNNING"
 
 

@@ -24,8 +24,9 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-from lrstudy import names
-from lrstudy.execute.trial import TrialDone, run_claimed, trial_tags
+from lrstudy.execute.population import batches, take_population
+from lrstudy.execute.shift import Shift, run_trial_run
+from lrstudy.execute.trial import trial_tags
 from lrstudy.plan import Trial
 from lrstudy.spec import StudySpec
 from lrstudy.track.claims import Claims, Heartbeat, Lease
@@ -44,6 +45,8 @@ class WorkOrder:
     parent_run_id: str
     keys: tuple[str, ...]  # the trials to see done, in the order to try them
     index: int = 0  # worker number, for display and to spread the first claims
+    engine: str = "auto"  # "auto", "trial" or "population" (see execute/population.py)
+    population_size: int | None = None  # members per population; None: from the model's size
 
     def replace(self, **changes: Any) -> WorkOrder:
         return dataclasses.replace(self, **changes)
@@ -69,13 +72,11 @@ def work(
     """See every trial of `order.keys` done (by us or another worker); emit events on the way.
 
     Raises:
-        KeyboardInterrupt: after closing the running trial as killed.
+        KeyboardInterrupt: after closing the running trials as killed.
         TrackingUnavailable: the tracking server stayed down past the patience.
     """
-    spec = order.spec
     by_key = {t.key: t for t in trials}
     lease = lease or Lease.from_env()
-    claims = Claims(client, order.experiment_id, spec.name, lease=lease)
     outage = getattr(client, "outage", None)
     heartbeat = Heartbeat(
         client,
@@ -83,13 +84,17 @@ def work(
         on_error=lambda e: _report_outage(emit, outage),
         on_ok=lambda: emit({"type": "outage", "seconds": None}) if outage else None,
     )
+    shift = Shift(order, data, client, Claims(client, order.experiment_id, order.spec.name,
+                  lease=lease), heartbeat, emit)  # fmt: skip
     pending = [by_key[k] for k in order.keys if k in by_key]
     try:
         while pending:
             waiting = []
-            for trial in pending:
-                if not _take(trial, order, spec, data, client, claims, heartbeat, emit):
-                    waiting.append(trial)
+            for batch in batches(pending, order, data):
+                if len(batch) == 1:
+                    waiting += [] if take_trial(batch[0], shift) else batch
+                else:
+                    waiting += take_population(batch, shift)
             if waiting and len(waiting) == len(pending):
                 # Everything left is claimed by live workers: look again once their leases
                 # would have been renewed, so a dead worker's trials are taken over in time.
@@ -99,44 +104,19 @@ def work(
         heartbeat.stop()
 
 
-def _take(trial, order, spec, data, client, claims, heartbeat, emit) -> bool:
-    """Try one trial: True when it is done (by us now, or found done), False to retry later."""
-    state = claims.state(trial.key, order.parent_run_id)
-    if state == "done":
-        emit({"type": "done_elsewhere", "key": trial.key})
-    if state in ("done", "failed"):
+def take_trial(trial: Trial, shift: Shift) -> bool:
+    """Try one trial alone: True when it is done (by us now, or found done), False for later."""
+    if shift.settled(trial):
         return True
-    run_id = claims.claim(
-        trial.key, name=trial.name, tags=trial_tags(spec, trial), parent_id=order.parent_run_id
+    run_id = shift.claims.claim(
+        trial.key,
+        name=trial.name,
+        tags=trial_tags(shift.spec, trial),
+        parent_id=shift.order.parent_run_id,
     )
     if run_id is None:
         return False
-    started = time.monotonic()
-    try:
-        heartbeat.hold(run_id)
-        done = run_claimed(
-            client, order.experiment_id, spec, trial, data, run_id, worker=order.index
-        )
-    except KeyboardInterrupt:
-        killed = TrialDone(
-            trial.key,
-            trial.name,
-            trial.config_key,
-            names.OUTCOME_KILLED,
-            None,
-            time.monotonic() - started,
-            trial.lr,
-            "spec",
-            worker=order.index,
-        )
-        with contextlib.suppress(OSError):
-            emit(killed.as_event())
-        raise
-    finally:
-        heartbeat.release(run_id)
-    emit(done.as_event())
-    # A failed trial stays undone on purpose: the next invocation retries it.
-    return True
+    return run_trial_run(trial, run_id, shift)
 
 
 def _report_outage(emit: Emit, outage) -> None:
@@ -173,6 +153,7 @@ def _main(events_fd: int) -> int:
         out.write(json.dumps(event) + "\n")
 
     try:
+        signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGINT})  # see local.WorkerProcess
         _die_with_parent()
         order: WorkOrder = pickle.load(sys.stdin.buffer)
         trials, data = preflight(order.spec, order.source)

@@ -12,7 +12,6 @@ import json
 import os
 import socket
 import time
-from collections.abc import Iterable
 from typing import Any
 
 from lrstudy import __version__, names
@@ -104,19 +103,6 @@ def search_study_runs(client, experiment_id: str, kind: str, study: str | None =
         token = page.token
         if not token:
             return runs
-
-
-def finished_trials(runs: Iterable) -> dict[str, Any]:
-    """trial key -> its finished run (outcome ok or diverged): these are skipped on resume."""
-    done: dict[str, Any] = {}
-    for r in runs:
-        tags = r.data.tags
-        if r.info.status == _FINISHED and tags.get(names.TAG_OUTCOME) in (
-            names.OUTCOME_OK,
-            names.OUTCOME_DIVERGED,
-        ):
-            done[tags.get(names.TAG_TRIAL_KEY, "")] = r
-    return done
 
 
 def pid_gone_here(run) -> bool:

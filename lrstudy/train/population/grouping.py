@@ -177,5 +177,9 @@ def form_populations(
             )
             solo += [(t, why) for t in fit]
             continue
-        populations += _balanced(fit, size)
+        for chunk in _balanced(fit, size):
+            if len(chunk) > 1:
+                populations.append(chunk)
+            else:  # a population of one gains nothing over the trial engine
+                solo.append((chunk[0], f"left alone by the population size limit ({size})"))
     return populations, solo

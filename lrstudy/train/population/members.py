@@ -67,7 +67,8 @@ class Member:
         groups = optimizer.param_groups
         self.peaks = [float(g.get(PEAK_LR_KEY, g["lr"])) for g in groups]
         # Layer group i of the stacked model trains at the peak of the optimizer group holding it.
-        self.layer_to_group = [0] * len(layers) if len(groups) == 1 else list(range(len(layers)))
+        # With layer_lr the optimizer's groups are the layer groups, in order; without, one "all".
+        self.layer_to_group = list(range(len(layers))) if trial.layer_lr else [0] * len(layers)
         self.hparams = resolved_hparams(trial.optimizer, trial.hparams)
         self.schedule = build_schedule(
             trial.schedule,

@@ -57,7 +57,7 @@ class PopulationModule(L.LightningModule):
     Args:
         emit: emit(member index, rows) receives each member's metric rows, in training order.
         dtype: of parameters and data (float32 is the study path; float64 for exactness checks).
-        sync_every: steps between device->host copies (LRStudyCallback's default: 8 CPU, 64 GPU).
+        sync_every: steps between device->host copies; None as LRStudyCallback: 8 on CPU, else 64.
         keep_weights: keep each member's final weights in `weights` (CPU copies), e.g. to save
             or to compare them with a solo run.
     """
@@ -69,7 +69,7 @@ class PopulationModule(L.LightningModule):
         emit: Emit,
         *,
         dtype: torch.dtype = torch.float32,
-        sync_every: int = 8,
+        sync_every: int | None = None,
         keep_weights: bool = False,
     ) -> None:
         super().__init__()
@@ -110,6 +110,8 @@ class PopulationModule(L.LightningModule):
 
     def on_fit_start(self) -> None:
         device = self.device
+        if self.sync_every is None:  # LRStudyCallback's own rule, so chunks (and stops) line up
+            self.sync_every = 8 if device.type == "cpu" else 64
         self.stack.to(device)
         self.optim.to(device)
         d = self.data
@@ -119,7 +121,7 @@ class PopulationModule(L.LightningModule):
 
     def on_train_epoch_start(self) -> None:
         members = [m.index for m in self.members]
-        self.index = self.batches.epoch(self.current_epoch, members).to(self.device)
+        self.batch_index = self.batches.epoch(self.current_epoch, members).to(self.device)
         # (steps, G, K) float64: row i is every member's LR per layer group at the epoch's step i.
         lrs = [m.epoch_lrs(self.steps_done, self.spe) for m in self.members]
         table = torch.tensor(lrs, dtype=torch.float64).permute(1, 2, 0).contiguous()
@@ -131,7 +133,7 @@ class PopulationModule(L.LightningModule):
         self.epoch_t0 = time.perf_counter()
 
     def training_step(self, batch: int, batch_idx: int) -> None:
-        index = self.index[:, batch_idx]
+        index = self.batch_index[:, batch_idx]
         x, y = self.x[index], self.y[index]
         grads, loss, correct = self.stack.train_step(x, y)
         norm = self.stack.grad_norm(grads)
@@ -230,7 +232,7 @@ class PopulationModule(L.LightningModule):
         self.stack.select(keep)
         self.optim.select(keep)
         index = torch.tensor(keep, device=self.device)
-        self.index = self.index.index_select(0, index)
+        self.batch_index = self.batch_index.index_select(0, index)
         self.lr_table = self.lr_table.index_select(2, index)
         self.loss_sum = self.loss_sum.index_select(0, index)
         self.correct = self.correct.index_select(0, index)
@@ -241,7 +243,7 @@ def fit_population(
     data: Dataset,
     *,
     emit: Emit,
-    accelerator: str = "cpu",
+    accelerator: str | None = None,
     dtype: torch.dtype = torch.float32,
     sync_every: int | None = None,
     threads: int | None = None,
@@ -250,9 +252,8 @@ def fit_population(
     """`run_population`, returning the trained module (results, and weights if kept)."""
     check_population(trials)
     torch.set_num_threads(threads or max(t.threads for t in trials))
+    accelerator = accelerator or trials[0].accelerator
     accelerator = {"cuda": "gpu"}.get(accelerator, accelerator)
-    if sync_every is None:
-        sync_every = 8 if accelerator == "cpu" else 64
     module = PopulationModule(
         trials, data, emit, dtype=dtype, sync_every=sync_every, keep_weights=keep_weights
     )
@@ -277,7 +278,7 @@ def run_population(
     data: Dataset,
     *,
     emit: Emit,
-    accelerator: str = "cpu",
+    accelerator: str | None = None,
     dtype: torch.dtype = torch.float32,
     sync_every: int | None = None,
     threads: int | None = None,
@@ -289,7 +290,7 @@ def run_population(
         data: the loaded dataset (each member takes its own `train_fraction` subset of it).
         emit: called as emit(i, rows) with trial i's metric rows (name, value, step) in chunks,
             in training order: the rows LRStudyCallback would log for that trial run alone.
-        accelerator: "cpu", "cuda"/"gpu" or any Lightning accelerator.
+        accelerator: "cpu", "cuda"/"gpu" or any Lightning accelerator; default the trials' own.
         dtype: float32 (the study path) or float64.
         sync_every: steps per host copy; default as LRStudyCallback (8 on CPU, 64 otherwise).
         threads: torch CPU threads; default the largest `threads` of the trials.

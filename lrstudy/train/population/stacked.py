@@ -79,6 +79,8 @@ class StackedModel:
         loss, evaluate = _functional(self.base)
         self._grad = vmap(grad_and_value(loss, has_aux=True), randomness="error")
         self._eval = vmap(evaluate, in_dims=(0, 0, None, None), randomness="error")
+        self._eval_one = evaluate
+        self._eval_batches = True
 
     def __len__(self) -> int:
         return next(iter(self.params.values())).shape[0]
@@ -124,9 +126,25 @@ class StackedModel:
             index = torch.tensor(rows[i : i + chunk], device=self.device)
             p = {k: v.index_select(0, index) for k, v in self.params.items()}
             b = {k: v.index_select(0, index) for k, v in self.buffers.items()}
-            loss, acc = self._eval(p, b, x, y)
-            out.append(torch.stack([loss, acc], dim=1))
+            out.append(torch.stack(self._evaluate_chunk(p, b, x, y), dim=1))
         return torch.cat(out)
+
+    def _evaluate_chunk(self, p: dict, b: dict, x: Tensor, y: Tensor) -> tuple[Tensor, Tensor]:
+        # Some ops batch under grad_and_value (which decomposes them) but have no batching rule
+        # of their own, e.g. aten::gru in eval: those members are evaluated one at a time.
+        if self._eval_batches:
+            try:
+                return self._eval(p, b, x, y)
+            except RuntimeError as e:
+                if "Batching rule not implemented" not in str(e):
+                    raise
+                self._eval_batches = False
+        k = next(iter(p.values())).shape[0]
+        rows = [
+            self._eval_one({n: v[i] for n, v in p.items()}, {n: v[i] for n, v in b.items()}, x, y)
+            for i in range(k)
+        ]
+        return torch.stack([r[0] for r in rows]), torch.stack([r[1] for r in rows])
 
     def member_model(self, k: int) -> nn.Module:
         """Member k as a plain module (its own copy of the weights), e.g. for noise evaluation."""
@@ -155,9 +173,9 @@ def buffers_problem(model: nn.Module) -> str | None:
 def vectorise_problem(model: nn.Module, input_shape: tuple[int, ...]) -> str | None:
     """Why `model` cannot train as a population, or None if a vmapped step works and agrees.
 
-    Tries one vmapped forward and backward of two copies on a small random batch and compares the
-    first copy's loss with the plain module's, so a batching rule that silently computes something
-    else is caught too.
+    Tries one vmapped forward and backward of two copies on a small random batch, and one
+    evaluation, and compares the first copy's loss with the plain module's, so a batching rule
+    that silently computes something else is caught too.
     """
     problem = buffers_problem(model)
     if problem:
@@ -171,6 +189,7 @@ def vectorise_problem(model: nn.Module, input_shape: tuple[int, ...]) -> str | N
             y = torch.randint(0, classes, (2, 4))
         stacked = StackedModel([model, copy.deepcopy(model)])
         _, loss, _ = stacked.train_step(x, y)
+        stacked.evaluate(x[0], y[0])
         with torch.no_grad():
             solo = F.cross_entropy(model(x[0]), y[0])
     except Exception as e:  # any failure means "use the trial engine", never a failed study
