@@ -8,6 +8,8 @@ the variants take turns within a repeat so machine load drifts hit all of them a
   writer:log_batch the writer process (lrstudy.track.writer) with LRSTUDY_BULK_METRICS=0, frames
                    of 1000 rows sent and acknowledged as MetricSink does
   writer:bulk      the writer process as lrstudy runs it (bulk path), same frames
+  writer:bulk/10k  the same with frames of 10,000 rows: what larger sink frames would give (each
+                   frame is one transaction, and a sqlite commit costs milliseconds of fsync)
 Rows look like a training run's: 5 keys per step (lr, momentum, train/loss, train/grad_norm,
 train/acc), distinct steps, one timestamp per 50 steps. Clocks cover the writes only (store and
 writer process already open). Prints median and min-max values/s per variant and the ratio of
@@ -20,6 +22,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import shutil
 import statistics
 import sys
 import tempfile
@@ -92,6 +95,9 @@ def main() -> None:
             w.wait_ready()
             writers.append(w)
             variants[name] = lambda run_id, w=w: [w.write(run_id, c) for c in chunks(rows, CHUNK)]
+        variants["writer:bulk/10k"] = lambda run_id, w=w: [
+            w.write(run_id, c) for c in chunks(rows, 10 * CHUNK)
+        ]
 
     rates: dict[str, list[float]] = {name: [] for name in variants}
     try:
@@ -104,9 +110,10 @@ def main() -> None:
     finally:
         for w in writers:
             w.close()
+        shutil.rmtree(tmp, ignore_errors=True)
 
     base = statistics.median(rates["log_batch"])
-    print(f"sqlite store in {tmp}; {args.values} values per repeat, {args.repeats} repeats")
+    print(f"sqlite store in a temp dir; {args.values} values per repeat, {args.repeats} repeats")
     print(f"{'variant':<18}{'median values/s':>16}{'min-max':>22}{'vs log_batch':>14}")
     for name, r in rates.items():
         med = statistics.median(r)

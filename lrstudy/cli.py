@@ -27,6 +27,19 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--version", action="version", version=f"lrstudy {__version__}")
     sub = p.add_subparsers(dest="command", required=True)
 
+    def engine_flags(sp: argparse.ArgumentParser) -> None:
+        sp.add_argument(
+            "--engine",
+            default="auto",
+            help="auto (a population wherever >= 2 trials share a shape; default), trial or "
+            "population (falls back to trial, with the reason, where a trial cannot join one)",
+        )
+        sp.add_argument(
+            "--population-size",
+            metavar="K",
+            help="members per population (default: from the model's parameter count)",
+        )
+
     def uri(sp: argparse.ArgumentParser) -> None:
         sp.add_argument(
             "--tracking-uri",
@@ -51,24 +64,18 @@ def _parser() -> argparse.ArgumentParser:
         default="local",
         help="local (worker processes on this machine, default) or ray (needs lrstudy[ray])",
     )
-    r.add_argument(
-        "--engine",
-        default="auto",
-        help="auto (a population wherever >= 2 trials share a shape; default), trial or population",
-    )
-    r.add_argument(
-        "--population-size",
-        metavar="K",
-        help="members per population (default: from the model's parameter count)",
-    )
+    engine_flags(r)
     r.add_argument(
         "--ray-address",
         help="Ray cluster to join (default: $RAY_ADDRESS, else a local Ray runtime)",
     )
     uri(r)
 
-    pl = sub.add_parser("plan", help="dry run: list the trials and which are already done")
+    pl = sub.add_parser(
+        "plan", help="dry run: the trials, which are done, and which train together"
+    )
     pl.add_argument("study", type=Path)
+    engine_flags(pl)
     uri(pl)
 
     rep = sub.add_parser("report", help="write the HTML report of a study from MLflow")
@@ -214,18 +221,27 @@ def cmd_plan(args: argparse.Namespace) -> int:
     from collections import Counter
 
     from lrstudy.execute.status import study_status
+    from lrstudy.execute.study import check_engine
 
+    size = _count("--population-size", args.population_size)
+    check_engine(args.engine, size)
     spec = _load(args.study)
     uri = _uri(args, spec)
-    rows = study_status(spec, str(args.study), uri)
-    width = max(len(r.trial.name) for r in rows)
+    rows = study_status(spec, str(args.study), uri, engine=args.engine, population_size=size)
     for r in rows:
-        print(f"{r.trial.key}  {r.state:<7}  {r.trial.name:<{width}}")
+        print(f"{r.trial.key}  {r.state:<7}  {r.population or '-':<4}  {r.trial.name}")
     n = Counter(r.state for r in rows)
     print(
         f"{spec.name}: {len(rows)} trials, {n['done']} done, {n['running']} running, "
         f"{n['todo']} to run ({uri})"
     )
+    pops = Counter(r.population for r in rows if r.population)
+    if pops:
+        sizes = ", ".join(f"{p} ({k})" for p, k in pops.items())
+        print(f"populations (trained as one model each): {sizes}")
+    for r in rows:
+        if r.why_alone:
+            print(f"alone: {r.trial.name}: {r.why_alone}")
     return 0
 
 

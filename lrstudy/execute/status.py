@@ -16,10 +16,20 @@ from lrstudy.track.claims import Lease, is_done, is_stale
 class TrialStatus:
     trial: Trial
     state: str  # "done", "running" (claimed by a live worker) or "todo"
+    population: str = ""  # "P1", "P2", ... for trials still to run together; "" = trial engine
+    why_alone: str = ""  # why a trial to run cannot join a population
 
 
-def study_status(spec: StudySpec, source: str, tracking_uri: str) -> list[TrialStatus]:
-    """Plan the study (checking data set and model as `run` would) and read what is done.
+def study_status(
+    spec: StudySpec,
+    source: str,
+    tracking_uri: str,
+    *,
+    engine: str = "auto",
+    population_size: int | None = None,
+) -> list[TrialStatus]:
+    """Plan the study (checking data set and model as `run` would), read what is done, and
+    group what is left into populations as `run --engine` would.
 
     Raises:
         UserInputError: any mistake `run` would refuse; a missing store is not one (nothing done).
@@ -27,7 +37,7 @@ def study_status(spec: StudySpec, source: str, tracking_uri: str) -> list[TrialS
     from lrstudy.track.store import experiment_id, open_client
     from lrstudy.train.preflight import preflight
 
-    trials, _ = preflight(spec, source)
+    trials, data = preflight(spec, source)
     runs: list = []
     try:
         client = open_client(tracking_uri, create=False)
@@ -43,7 +53,27 @@ def study_status(spec: StudySpec, source: str, tracking_uri: str) -> list[TrialS
         for r in runs
         if r.info.status == "RUNNING" and not is_stale(r, lease)
     }
-    return [
-        TrialStatus(t, "done" if t.key in done else "running" if t.key in running else "todo")
+    states = {
+        t.key: "done" if t.key in done else "running" if t.key in running else "todo"
         for t in trials
+    }
+    groups, alone = _populations([t for t in trials if states[t.key] == "todo"], data, engine,
+                                 population_size)  # fmt: skip
+    return [
+        TrialStatus(t, states[t.key], groups.get(t.key, ""), alone.get(t.key, "")) for t in trials
     ]
+
+
+def _populations(
+    todo: list[Trial], data, engine: str, size: int | None
+) -> tuple[dict[str, str], dict[str, str]]:
+    """trial key -> population label, and trial key -> why it runs alone."""
+    if engine == "trial":
+        return {}, {t.key: "--engine trial" for t in todo}
+    if len(todo) < 2:
+        return {}, {t.key: "the only trial left to run" for t in todo}
+    from lrstudy.train.population import form_populations
+
+    populations, solo = form_populations(todo, data, size)
+    labels = {t.key: f"P{i}" for i, pop in enumerate(populations, 1) for t in pop}
+    return labels, {t.key: why for t, why in solo}

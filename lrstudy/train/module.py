@@ -233,7 +233,7 @@ def run_trial(
     t0 = time.perf_counter()
     trainer.fit(module, train_dataloaders=batches, val_dataloaders=FullBatch(ds.x_test, ds.y_test))
     seconds = time.perf_counter() - t0
-    metrics = _summary(module, trial, seconds)
+    metrics = summarize(module.history, trial, seconds)
     metrics.update(_noise_accuracy(module, ds, trial))
     diverged = any(getattr(cb, "diverged_at", None) is not None for cb in callbacks)
     return TrialResult(
@@ -244,9 +244,9 @@ def run_trial(
     )
 
 
-def _summary(module: ReferenceModule, trial: Trial, seconds: float) -> dict[str, float]:
+def summarize(hist: list[dict[str, float]], trial: Trial, seconds: float) -> dict[str, float]:
+    """A trial's final metrics from its per-epoch history (shared with the population engine)."""
     out = {names.TRAIN_SECONDS: seconds}
-    hist = module.history
     if hist:
         accs = [row[names.VAL_ACC] for row in hist]
         out[names.FINAL_VAL_ACC] = accs[-1]

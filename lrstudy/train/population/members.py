@@ -9,7 +9,6 @@ and outcome are the ones its solo run would produce.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from types import SimpleNamespace
 from typing import Any
 
 import torch
@@ -22,7 +21,7 @@ from lrstudy.spec.optimizers import resolved_hparams
 from lrstudy.track.divergence import DivergenceGuard
 from lrstudy.train.data import Dataset
 from lrstudy.train.models import layer_groups
-from lrstudy.train.module import EPOCH_METRICS, TrialResult, _summary
+from lrstudy.train.module import EPOCH_METRICS, TrialResult, summarize
 from lrstudy.train.optim import PEAK_LR_KEY, build_optimizer
 
 Row = tuple[str, float, int]
@@ -156,7 +155,7 @@ class Member:
         self, model: nn.Module, data: Dataset, seconds: float, spe: int, population: int
     ) -> MemberResult:
         """Final metrics as run_trial reports them, from this member's history and weights."""
-        metrics = _summary(SimpleNamespace(history=self.history), self.trial, seconds)
+        metrics = summarize(self.history, self.trial, seconds)
         metrics.update(noise_accuracy(model, data, self.trial))
         diverged = self.guard.diverged_at is not None
         return MemberResult(
