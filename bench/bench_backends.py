@@ -97,6 +97,9 @@ def main() -> None:
     ap.add_argument("--claims", type=int, default=50, help="claim+end samples per store")
     ap.add_argument("--server-workers", type=int, default=2, help="uvicorn workers per server")
     args = ap.parse_args()
+    from lrstudy.quiet import quiet_libraries
+
+    quiet_libraries()  # before MLflow loads: no "View run ..." line per claimed run
 
     work = Path(tempfile.mkdtemp(prefix="lrstudy-bench-backends-"))
     env = {**os.environ, "PYTHONPATH": str(ROOT), "LRSTUDY_CACHE": str(work / "cache")}

@@ -12,8 +12,8 @@ the variants take turns within a repeat so machine load drifts hit all of them a
                    frame is one transaction, and a sqlite commit costs milliseconds of fsync)
 Rows look like a training run's: 5 keys per step (lr, momentum, train/loss, train/grad_norm,
 train/acc), distinct steps, one timestamp per 50 steps. Clocks cover the writes only (store and
-writer process already open). Prints median and min-max values/s per variant and the ratio of
-medians to log_batch measured in the same run.
+writer process already open, one untimed warm-up pass per variant). Prints median and min-max
+values/s per variant and the ratio of medians to log_batch measured in the same run.
 
 Usage: python bench/bench_metric_writes.py [--values 50000] [--repeats 5] [--no-writer]
 """
@@ -95,12 +95,15 @@ def main() -> None:
             w.wait_ready()
             writers.append(w)
             variants[name] = lambda run_id, w=w: [w.write(run_id, c) for c in chunks(rows, CHUNK)]
-        variants["writer:bulk/10k"] = lambda run_id, w=w: [
+        variants["writer:bulk/10k"] = lambda run_id, w=writers[-1]: [
             w.write(run_id, c) for c in chunks(rows, 10 * CHUNK)
         ]
 
     rates: dict[str, list[float]] = {name: [] for name in variants}
     try:
+        # One untimed pass each first: statement compilation, lazy imports, the first pages.
+        for name, fn in variants.items():
+            fn(client.create_run(exp, run_name=f"{name}-warmup").info.run_id)
         for rep in range(args.repeats):
             for name, fn in variants.items():
                 run_id = client.create_run(exp, run_name=f"{name}-{rep}").info.run_id

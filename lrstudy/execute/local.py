@@ -13,6 +13,7 @@ study process dies (PR_SET_PDEATHSIG), so `kill -9` of the study leaves no worke
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import pickle
@@ -32,8 +33,8 @@ _FORWARD_AFTER_S = 3.0
 class WorkerProcess:
     """One worker process and the thread that forwards its events."""
 
-    def __init__(self, order: WorkOrder, on_event: Callable[[dict[str, Any]], None]) -> None:
-        self.index = order.index
+    def __init__(self, index: int, on_event: Callable[[dict[str, Any]], None]) -> None:
+        self.index = index
         self.last_event: dict[str, Any] | None = None
         read_fd, write_fd = os.pipe()
         env = {**os.environ, "PYTHONPATH": os.pathsep.join(p for p in sys.path if p)}
@@ -51,14 +52,22 @@ class WorkerProcess:
         finally:
             signal.pthread_sigmask(signal.SIG_SETMASK, previous)
         os.close(write_fd)
-        self.proc.stdin.write(pickle.dumps(order))
-        self.proc.stdin.close()
         self._on_event = on_event
         self._events = os.fdopen(read_fd, "r")
         self._thread = threading.Thread(
-            target=self._pump, name=f"lrstudy-worker-{order.index}", daemon=True
+            target=self._pump, name=f"lrstudy-worker-{index}", daemon=True
         )
         self._thread.start()
+
+    def send(self, order: WorkOrder) -> None:
+        """Hand the worker its order (it has been importing the training stack meanwhile)."""
+        self.proc.stdin.write(pickle.dumps(order))
+        self.proc.stdin.close()
+
+    def dismiss(self) -> None:
+        """No order after all (nothing to do, or bad input): the worker exits on end of input."""
+        with contextlib.suppress(OSError):
+            self.proc.stdin.close()
 
     def _pump(self) -> None:
         for line in self._events:
@@ -85,17 +94,23 @@ class WorkerProcess:
         return code
 
 
-def start_workers(
-    base: WorkOrder, keys: list[str], n: int, on_event: Callable[[dict[str, Any]], None]
-) -> list[WorkerProcess]:
-    """Start workers 1..n-1 (worker 0 is the calling process)."""
+def spawn_workers(n: int, on_event: Callable[[dict[str, Any]], None]) -> list[WorkerProcess]:
+    """Start workers 1..n-1 now, before the study is even planned: their seconds of imports then
+    overlap the study process's own set-up. They wait for their order on stdin."""
+    return [WorkerProcess(i, on_event) for i in range(1, n)]
+
+
+def send_orders(procs: list[WorkerProcess], base: WorkOrder) -> list[WorkerProcess]:
+    """Give each worker its rotation of the keys; dismiss workers beyond the number of trials."""
     from lrstudy.execute.worker import spread
 
-    procs = []
-    for i in range(1, n):
-        order = base.replace(keys=spread(keys, i, n), index=i)
-        procs.append(WorkerProcess(order, on_event))
-    return procs
+    n = min(len(procs) + 1, len(base.keys))
+    for p in procs[n - 1 :]:
+        p.dismiss()
+    busy = procs[: n - 1]
+    for p in busy:
+        p.send(base.replace(keys=spread(list(base.keys), p.index, n), index=p.index))
+    return busy
 
 
 def stop_workers(procs: list[WorkerProcess], *, interrupted: bool) -> list[int]:

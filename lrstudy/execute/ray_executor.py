@@ -449,6 +449,9 @@ def _prepared(order: WorkOrder) -> tuple[Any, Any, Any]:
         import torch
 
         torch.set_num_threads(1)
+        # The training stack before any claim: no claimed trial waits on seconds of imports.
+        import lrstudy.track.callback  # noqa: F401
+        import lrstudy.train.module  # noqa: F401
         from lrstudy.train.preflight import preflight
 
         _PREPARED[cache_key] = preflight(order.spec, order.source)

@@ -17,6 +17,7 @@ import contextlib
 import os
 import signal
 import tempfile
+import threading
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -122,11 +123,55 @@ def run_study(
     Raises:
         UserInputError: bad spec, data, model, workers, executor or Ray address (nothing written).
     """
-    from lrstudy.train.preflight import preflight
 
     check_workers(workers, executor)
     check_engine(engine, population_size)
     console = console or Console(stderr=True)
+    relay = _Relay()
+    spawned = _spawn(workers, executor, relay)
+    try:
+        return _run(spec, source, tracking_uri, spawned, relay, workers, executor, ray_address,
+                    engine, population_size, console)  # fmt: skip
+    finally:
+        for p in spawned:
+            p.dismiss()  # a no-op for workers that got their order
+
+
+class _Relay:
+    """Events of workers started before the progress display exists: held until it does."""
+
+    def __init__(self) -> None:
+        self._target = None
+        self._early: list[dict[str, Any]] = []
+        self._lock = threading.Lock()
+
+    def __call__(self, event: dict[str, Any]) -> None:
+        with self._lock:
+            if self._target is None:
+                self._early.append(event)
+                return
+        self._target(event)
+
+    def connect(self, target) -> None:
+        with self._lock:
+            self._target = target
+            early, self._early = self._early, []
+        for event in early:
+            target(event)
+
+
+def _spawn(workers: int, executor: str, relay: _Relay) -> list:
+    if executor != "local" or workers < 2:
+        return []
+    from lrstudy.execute.local import spawn_workers
+
+    return spawn_workers(workers, relay)
+
+
+def _run(spec, source, tracking_uri, spawned, relay, workers, executor, ray_address, engine,
+         population_size, console) -> StudyRun:  # fmt: skip
+    from lrstudy.train.preflight import preflight
+
     trials, data = preflight(spec, source)
     ray_ctx = None
     if executor == "ray":
@@ -149,6 +194,7 @@ def run_study(
     parent = _start_parent(client, exp, spec, trials, data)
     result.parent_run_id = parent
     progress = StudyProgress(console, spec.name, len(trials), {t.key for t in trials} & done)
+    relay.connect(progress.on_event)
     progress.seed_best(_finished_accs(existing))
     order = WorkOrder(
         spec=spec,
@@ -168,7 +214,7 @@ def run_study(
             if ray_ctx is not None:
                 ray_ctx.run(order, progress.on_event, workers)
             else:
-                _run_local(order, spec, trials, data, client, progress, workers, result)
+                _run_local(order, trials, data, client, progress, spawned, result)
     except (KeyboardInterrupt, SystemExit):
         outcome, result.interrupted = names.OUTCOME_KILLED, True
         signal.signal(signal.SIGINT, signal.default_int_handler)  # Lightning ignores it after ^C
@@ -202,15 +248,14 @@ def _save_ui_view(client, exp: str, study: str) -> None:
         pass
 
 
-def _run_local(order, spec, trials, data, client, progress, workers, result) -> None:
+def _run_local(order, trials, data, client, progress, spawned, result) -> None:
     """Worker 0 in this process, workers 1..N-1 as processes; all events into `progress`."""
-    from lrstudy.execute.local import start_workers, stop_workers
+    from lrstudy.execute.local import send_orders, stop_workers
 
-    keys = list(order.keys)
-    procs = start_workers(order, keys, min(workers, len(keys)), progress.on_event)
+    procs = send_orders(spawned, order)
     interrupted = False
     try:
-        own = order.replace(keys=spread(keys, 0, len(procs) + 1))
+        own = order.replace(keys=spread(list(order.keys), 0, len(procs) + 1))
         work(own, trials, data, client, progress.on_event)
     except BaseException:
         interrupted = True

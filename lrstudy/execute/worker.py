@@ -141,12 +141,6 @@ def _die_with_parent() -> None:
 
 
 def _main(events_fd: int) -> int:
-    from lrstudy.quiet import quiet_libraries
-
-    quiet_libraries()
-    from lrstudy.track.store import open_client
-    from lrstudy.train.preflight import preflight
-
     out = os.fdopen(events_fd, "w", buffering=1)
 
     def emit(event: dict[str, Any]) -> None:
@@ -155,13 +149,21 @@ def _main(events_fd: int) -> int:
     try:
         signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGINT})  # see local.WorkerProcess
         _die_with_parent()
-        order: WorkOrder = pickle.load(sys.stdin.buffer)
-        trials, data = preflight(order.spec, order.source)
-        # Import the training stack before claiming anything: seconds of imports between a claim
-        # and its first step would only widen the window in which a Ctrl-C finds a bare claim.
+        from lrstudy.quiet import quiet_libraries
+
+        quiet_libraries()
+        # Import everything before the order arrives: the study process is setting up meanwhile,
+        # and no claim ever waits on seconds of imports.
         import lrstudy.track.callback  # noqa: F401
         import lrstudy.train.module  # noqa: F401
+        from lrstudy.track.store import open_client
+        from lrstudy.train.preflight import preflight
 
+        try:
+            order: WorkOrder = pickle.load(sys.stdin.buffer)
+        except EOFError:
+            return 0  # dismissed: nothing to do
+        trials, data = preflight(order.spec, order.source)
         client = open_client(order.tracking_uri)
         work(order, trials, data, client, emit)
         emit({"type": "finished"})

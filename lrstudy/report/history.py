@@ -51,7 +51,9 @@ def clean_history(raw: pd.DataFrame) -> pd.DataFrame:
         return pd.DataFrame({"run_id": [], "key": [], "step": [], "value": []}).astype(
             {"run_id": str, "key": str, "step": "int64", "value": float}
         )
-    df = raw.sort_values(["run_id", "key", "step", "timestamp"], kind="stable")
+    # value last in the sort: two values of one step with one timestamp are settled as MLflow
+    # settles its latest value, the same on every database (row order from SQL is not).
+    df = raw.sort_values(["run_id", "key", "step", "timestamp", "value"], kind="stable")
     df = df.drop_duplicates(["run_id", "key", "step"], keep="last")
     out = pd.DataFrame(
         {

@@ -1,16 +1,18 @@
 """Metric rows written in bulk into MLflow's own SQL tables, with `log_batch`'s exact semantics.
 
-Why: `log_batch` on sqlite costs 74-100 us per metric value (an ORM object per row, a unit of
-work, a 1000-row cap per call), while one Core `INSERT` through the store's engine costs ~5 us
-per row (design.md, "MLflow write cost"; bench/bench_metric_writes.py measures both). A study
-writes ~100k per-step values, so the writer process (lrstudy.track.writer) uses this for
-`sqlite:` and `postgresql:` stores; tracking servers keep the REST path.
+Why: `log_batch` builds an ORM object per row, runs a unit of work and takes at most 1000 rows per
+call: 74-100 us per value on sqlite (design.md, "MLflow write cost"), against ~5 us per row for one
+Core `INSERT` through the store's engine. bench/bench_metric_writes.py measures both side by side
+(2026-11-30, shared 2-core box under load: 5-8x the values per second). A study writes ~100k
+per-step values, so the writer process (lrstudy.track.writer) uses this for `sqlite:` and
+`postgresql:` stores; tracking servers keep the REST path.
 
 What is matched, read from mlflow 3.17.2's `mlflow/store/tracking/sqlalchemy_store.py`
 (tests/test_bulk_metrics.py proves a store written either way reads back identically):
 - validation: `log_batch` → `_validate_batch_log_data` → `_validate_metric` per row (name,
-  numeric non-bool value, timestamp >= 0, numeric step) and `_validate_run_id`; values go through
-  the client's `convert_metric_value_to_float_if_possible` first (`TrackingServiceClient.log_batch`).
+  numeric non-bool value, timestamp >= 0, numeric step) and `_validate_run_id`; values go
+  through the client's `convert_metric_value_to_float_if_possible` first
+  (`TrackingServiceClient.log_batch`, which also turns a bool into 1.0).
 - the run must exist and be *active* (lifecycle stage, not status): `_get_run` +
   `_check_run_is_active`, same exceptions and messages.
 - values: `sanitize_metric_value`: NaN is stored as value 0 with `is_nan` true, ±inf as
@@ -166,8 +168,8 @@ def write_metrics(store_or_engine: Any, run_id: str, rows: Iterable[Row]) -> int
     `store_or_engine` is an MLflow `SqlAlchemyStore` (preferred: its session maker maps database
     errors to MlflowException as `log_batch` does, and deadlocks are retried the same way) or a
     SQLAlchemy engine on an MLflow schema. Unlike `log_batch` there is no 1000-row cap: all rows
-    go in one transaction. Returns the number of rows inserted or ignored as duplicates of each
-    other (rows already in the table count too; the database skips them).
+    go in one transaction. Returns how many distinct rows were sent (the database skips those it
+    already holds, as `log_batch` does).
     """
     from mlflow.utils.validation import _validate_run_id
 

@@ -13,9 +13,10 @@ reaches the whole process group; the parent decides when writing stops) and exit
 closes, i.e. also when the parent dies.
 
 For `sqlite:` and `postgresql:` stores the child writes each frame with one bulk INSERT through
-MLflow's own table models (lrstudy.track.bulk_metrics, ~15x cheaper per value than `log_batch`,
-same stored result); `LRSTUDY_BULK_METRICS=0` turns that off. Tracking servers (http/https) and
-any other store keep `log_batch`, the only path their API offers.
+MLflow's own table models (lrstudy.track.bulk_metrics: same stored result, 5-8x the values per
+second of `log_batch` on the shared 2-core box, bench/bench_metric_writes.py);
+`LRSTUDY_BULK_METRICS=0` turns that off. Tracking servers (http/https) and any other store keep
+`log_batch`, the only path their API offers.
 """
 
 from __future__ import annotations
@@ -51,6 +52,10 @@ class WriterProcess:
             stdin=subprocess.PIPE,
             stdout=subprocess.PIPE,
             env=env,
+            # Its own session: a terminal's Ctrl-C must not reach it (one arriving during its
+            # interpreter start-up would kill it with a fatal error). It stops when its stdin
+            # closes, i.e. when the parent is done with it or dies.
+            start_new_session=True,
         )
         self._lock = threading.Lock()
         self._seq = 0
