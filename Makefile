@@ -1,12 +1,13 @@
 # Two commands do all set-up on a fresh machine:
-#   make run    installs into .venv, runs the quickstart study, prints where the report is
-#   make test   installs into .venv (+ Debian chromium for the browser test), runs lint and tests
+#   make run    installs into .venv, runs the quickstart study on all cores, prints the report path
+#   make test   installs into .venv (+ Debian chromium, PostgreSQL, the ray/postgres extras for the
+#               browser, tracking-server and Ray tests), runs lint and tests
 PYTHON ?= python3
 VENV ?= .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.lrstudy-installed
 
-.PHONY: run test lint bench ui chromium clean
+.PHONY: run test lint bench ui chromium services catalogue clean
 
 $(STAMP): requirements.txt pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -18,8 +19,12 @@ $(STAMP): requirements.txt pyproject.toml
 run: $(STAMP)
 	$(PY) -m lrstudy run studies/quickstart.yaml
 
-test: $(STAMP) chromium lint
+test: $(STAMP) chromium services lint
 	$(PY) -m pytest
+
+# PostgreSQL, network-namespace tools and the ray/postgres extras (tests/test_server.py, test_ray.py).
+services: $(STAMP)
+	bash .ci/install-services $(VENV)
 
 lint: $(STAMP)
 	$(PY) -m ruff check lrstudy tests bench
@@ -34,6 +39,9 @@ bench: $(STAMP)
 	$(PY) bench/bench_overhead.py
 	$(PY) bench/bench_report.py
 	$(PY) bench/bench_rangetest.py
+	$(PY) bench/bench_workers.py
+	$(PY) bench/bench_quickstart.py
+	$(PY) bench/bench_metric_writes.py
 
 ui: $(STAMP)
 	$(PY) -m lrstudy ui

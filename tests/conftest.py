@@ -26,3 +26,30 @@ def _hermetic_env(tmp_path_factory: pytest.TempPathFactory) -> None:
 @pytest.fixture
 def store_uri(tmp_path: Path) -> str:
     return f"sqlite:///{tmp_path}/mlflow.db"
+
+
+def processes_mentioning(text: str) -> list[str]:
+    """Command lines of live processes whose arguments contain `text` (from /proc)."""
+    found = []
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            raw = (entry / "cmdline").read_bytes()
+            state = (entry / "stat").read_text().split(") ", 1)[1][:1]
+        except OSError:
+            continue
+        cmd = raw.replace(b"\0", b" ").decode(errors="replace")
+        if text in cmd and state != "Z":
+            found.append(cmd)
+    return found
+
+
+def wait_until_gone(text: str, timeout: float = 30.0) -> list[str]:
+    """Poll until no live process mentions `text`; return what is still there at the deadline."""
+    import time
+
+    deadline = time.monotonic() + timeout
+    while (left := processes_mentioning(text)) and time.monotonic() < deadline:
+        time.sleep(0.2)
+    return left

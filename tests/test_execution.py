@@ -22,6 +22,7 @@ from lrstudy import names
 from lrstudy.cli import main
 from lrstudy.plan import plan_trials
 from lrstudy.spec import load_spec
+from tests.conftest import wait_until_gone
 
 ROOT = Path(__file__).resolve().parents[1]
 SMOKE = ROOT / "studies" / "smoke.yaml"
@@ -154,9 +155,10 @@ def test_ctrl_c_stops_every_worker_and_leaves_nothing_running(tmp_path: Path) ->
     killed = [r for r in runs if r.info.status == "KILLED"]
     assert len(killed) >= 2
     assert {r.data.tags[names.TAG_OUTCOME] for r in killed} == {names.OUTCOME_KILLED}
-    # No process of that group is left.
+    # No process of that group is left, nor the metric writers (in sessions of their own).
     with pytest.raises(ProcessLookupError):
         os.killpg(proc.pid, 0)
+    assert wait_until_gone(str(tmp_path)) == []
     assert main(["run", str(study), "--tracking-uri", uri, "--no-report", "--workers", "2"]) == 0
     _assert_exactly_once(uri, study)
 

@@ -58,6 +58,10 @@ def test_reference_shapes():
     mlp = build_model("mlp", (40,), 10)
     assert [m.out_features for m in (mlp.fc1, mlp.fc2, mlp.head)] == [100, 100, 10]
     assert build_model("gru", (8, 8), 10).gru.input_size == 8  # rows are steps, columns features
+    # The paper's GRUBase: 6 hidden, bidirectional, head over all 40 steps x 2 x 6 outputs.
+    gru = build_model("gru", (40,), 10, {"hidden": 6, "bidirectional": True, "readout": "all"})
+    assert gru.head.in_features == 480
+    assert sum(p.numel() for p in gru.parameters()) == 2 * 3 * (6 + 36 + 12) + 4810
 
 
 @pytest.mark.parametrize(
@@ -73,6 +77,7 @@ def test_reference_shapes():
         ),
         ("cnn", {"channels": 4}, ["conv1", "conv2", "conv3", "head"]),
         ("gru", {"hidden": 8, "layers": 2, "bidirectional": True}, ["gru", "head"]),
+        ("gru", {"hidden": 4, "bidirectional": True, "readout": "all"}, ["gru", "head"]),
     ],
 )
 def test_args_and_layer_groups(name, args, groups):
@@ -89,7 +94,7 @@ def test_model_arg_names():
     assert model_arg_names("logistic") == []
     assert model_arg_names("mlp") == ["hidden", "activation", "dropout"]
     assert model_arg_names("cnn") == ["channels"]
-    assert model_arg_names("gru") == ["hidden", "layers", "bidirectional"]
+    assert model_arg_names("gru") == ["hidden", "layers", "bidirectional", "readout"]
 
 
 @pytest.mark.parametrize(
@@ -112,6 +117,7 @@ def test_model_arg_names():
         ("mlp", {"dropout": 1.0}, "model 'mlp': dropout must be in [0, 1), got 1.0"),
         ("cnn", {"channels": 2.5}, "model 'cnn': channels must be a positive integer, got 2.5"),
         ("gru", {"bidirectional": "yes"}, "model 'gru': bidirectional must be true or false"),
+        ("gru", {"readout": "mean"}, "model 'gru': unknown readout 'mean'; expected one of: last, all"),
     ],
 )
 def test_bad_model_or_args(name, args, message):

@@ -456,8 +456,12 @@ def _prepared(order: WorkOrder) -> tuple[Any, Any, Any]:
 
         _PREPARED[cache_key] = preflight(order.spec, order.source)
     if order.tracking_uri not in _CLIENTS:
+        from lrstudy.track.outage import call_patiently, outage_for
         from lrstudy.track.store import open_client
 
-        _CLIENTS[order.tracking_uri] = open_client(order.tracking_uri)
+        # The driver saw the store answer: failing to reach it now is an outage, ridden out (up
+        # to the patience) like any other call, not a wrong --tracking-uri.
+        uri = order.tracking_uri
+        _CLIENTS[uri] = call_patiently(outage_for(uri), open_client, uri)
     trials, data = _PREPARED[cache_key]
     return trials, data, _CLIENTS[order.tracking_uri]

@@ -26,6 +26,7 @@ from lrstudy.report.diagnose import run_verdicts
 if TYPE_CHECKING:
     from typing_extensions import Unpack
 
+    from lrstudy.report.claims import ClaimResult
     from lrstudy.report.results import StudyData
 
 
@@ -48,6 +49,8 @@ class ReportResult:
     n_points_kept: int  # history points after dropping re-logged steps
     n_points_plotted: int  # curve points drawn from the kept history (seed means, bins)
     seconds: dict[str, float] = field(default_factory=dict)  # stage -> wall seconds
+    claims: list[ClaimResult] = field(default_factory=list)  # the Claims section, as computed
+    figures: dict[str, dict] = field(default_factory=dict)  # figure id -> render() (kind, markup)
 
 
 class ReportOptions(TypedDict, total=False):
@@ -58,6 +61,8 @@ class ReportOptions(TypedDict, total=False):
     log_artifact: also log the page as `report/index.html` of the study's newest parent run
         (default True).
     write_verdicts: tag every trial run with its verdict `lrstudy.diagnosis` (default True).
+    claims: the claims to check (registry names); default: the `claims` of the spec that the
+        study's newest parent run logged as its `study.yaml` artifact.
     """
 
     study: str | None
@@ -66,6 +71,7 @@ class ReportOptions(TypedDict, total=False):
     out_dir: Path
     log_artifact: bool
     write_verdicts: bool
+    claims: list[str] | None
 
 
 def write_atomically(path: Path, text: str) -> None:
@@ -88,8 +94,32 @@ def _dir_name(name: str) -> str:
     return re.sub(r"[^A-Za-z0-9._-]+", "_", name).strip("._") or "study"
 
 
+def declared_claims(client, parent: dict | None) -> list[str]:
+    """The claims a study declares: `claims` of the resolved spec that its newest parent run
+    logged (artifact `study.yaml`). Read here, next to the other MLflow calls of this module,
+    because the claim checks themselves never touch MLflow; [] for plugin runs, specs from
+    before claims existed, or an artifact store out of reach (the page then has no Claims)."""
+    if parent is None:
+        return []
+    import yaml
+
+    try:
+        with tempfile.TemporaryDirectory() as tmp:
+            local = client.download_artifacts(parent["run_id"], N.SPEC_ARTIFACT, tmp)
+            spec = yaml.safe_load(Path(local).read_text(encoding="utf-8"))
+    except Exception:  # noqa: BLE001 - a missing artifact only means no Claims section
+        return []
+    claims = spec.get("claims") if isinstance(spec, dict) else None
+    return [str(c) for c in claims] if isinstance(claims, list) else []
+
+
 def render_html(
-    sr, data: StudyData, figs: dict[str, dict], tracking_uri: str, generated: datetime
+    sr,
+    data: StudyData,
+    figs: dict[str, dict],
+    tracking_uri: str,
+    generated: datetime,
+    claims: list[ClaimResult] | None = None,
 ) -> str:
     import jinja2
 
@@ -103,7 +133,7 @@ def render_html(
         lstrip_blocks=True,
         keep_trailing_newline=True,
     )
-    ctx = page_context(sr, data, figs, tracking_uri, generated)
+    ctx = page_context(sr, data, figs, tracking_uri, generated, claims or [])
     return env.get_template("report.html.j2").render(**ctx)
 
 
@@ -120,6 +150,7 @@ def generate_report(
     if unknown:  # what a keyword-only signature would refuse
         raise TypeError(f"generate_report() got unexpected keyword argument(s): {unknown}")
     t = [time.perf_counter()]
+    from lrstudy.report.claims import Frames, run_claims
     from lrstudy.report.figures import render_figures
     from lrstudy.report.read import find_study
     from lrstudy.report.results import collect
@@ -135,10 +166,13 @@ def generate_report(
                     parent_run_id=options.get("parent_run_id"))  # fmt: skip
     t.append(time.perf_counter())
     data = collect(client, sr)
+    names = options.get("claims")
+    names = declared_claims(client, sr.parent) if names is None else list(names)
+    claims = run_claims(names, Frames.from_study(data, sr.range_tests)) if names else []
     t.append(time.perf_counter())
     figs = render_figures(sr, data)
     t.append(time.perf_counter())
-    html = render_html(sr, data, figs, tracking_uri, now or datetime.now(timezone.utc))
+    html = render_html(sr, data, figs, tracking_uri, now or datetime.now(timezone.utc), claims)
     out_dir = Path(options.get("out_dir") or "reports")
     path = out_dir / _dir_name(sr.study or sr.experiment_name) / "index.html"
     write_atomically(path, html)
@@ -159,6 +193,8 @@ def generate_report(
         n_points_kept=len(data.history),
         n_points_plotted=sum(f["points"] for f in figs.values()),
         seconds={s: t[i + 1] - t[i] for i, s in enumerate(STAGES)},
+        claims=claims,
+        figures=figs,
     )
 
 

@@ -15,6 +15,9 @@ from markupsafe import Markup
 
 from lrstudy.report.analyze import AXES, AXIS_SHORT, fmt_value, mean_std, swept_axes
 from lrstudy.report.best import best_config
+from lrstudy.report.claims import VERDICT_TEXT as CLAIM_TEXT
+from lrstudy.report.claims import VERDICTS as CLAIM_VERDICTS
+from lrstudy.report.claims import ClaimResult
 from lrstudy.report.diagnose import VERDICT_TEXT, VERDICTS, rules_text
 from lrstudy.report.header import has_target, header
 from lrstudy.report.history import MAX_POINTS
@@ -161,12 +164,56 @@ def _figures(sr, figs: dict) -> dict:
     return out
 
 
+CLAIM_COLORS = {"supported": "#31a354", "not_supported": "#d6604d", "inconclusive": "#8c8c8c"}
+FIGURE_TITLES = {"lr-sensitivity": "LR sensitivity", "convergence": "Convergence",
+                 "stability": "Stability", "grad-norm": "Gradient norm",
+                 "robustness": "Robustness", "learning-curves": "Learning curves",
+                 "schedules": "Schedules as applied", "axis-momentum": "LR × momentum",
+                 "axis-batch_size": "LR × batch size", "outcomes": "Outcomes"}  # fmt: skip
+
+
+def claim_chip(verdict: str) -> dict:
+    """A claim verdict as the page's chips show it (white text on every claim colour)."""
+    return {"key": verdict, "text": CLAIM_TEXT[verdict], "color": CLAIM_COLORS[verdict],
+            "light": False}  # fmt: skip
+
+
+def claims_summary(claims: list[ClaimResult]) -> str:
+    """'6 claims: 3 supported, 1 not supported, 2 inconclusive'."""
+    counts = {v: sum(c.verdict == v for c in claims) for v in CLAIM_VERDICTS}
+    return f"{len(claims)} claims: " + ", ".join(
+        f"{counts[v]} {CLAIM_TEXT[v]}" for v in CLAIM_VERDICTS
+    )
+
+
+def claims_context(claims: list[ClaimResult], figs: dict) -> dict:
+    """The Claims section: one entry per claim, and each distinct evidence table once (the
+    regime claims all share the 3 × 3 table)."""
+    tables, seen, items = [], set(), []
+    for c in claims:
+        if c.table is not None and (c.table.caption, c.table.rows) not in seen:
+            seen.add((c.table.caption, c.table.rows))
+            tables.append({"caption": c.table.caption, "head": c.table.head, "rows": c.table.rows})
+        figure = (c.figure, FIGURE_TITLES.get(c.figure, c.figure)) if c.figure in figs else None
+        items.append({"name": c.name, "statement": c.statement, "family": c.family,
+                      "verdict": claim_chip(c.verdict), "reason": c.reason, "rule": c.rule,
+                      "evidence": [(e.label, e.text()) for e in c.evidence], "figure": figure})  # fmt: skip
+    return {"items": items, "tables": tables, "summary": claims_summary(claims) if claims else ""}
+
+
 def _range_tests(sr) -> list[dict]:
     return [{"optimizer": r.optimizer, "rule": r.rule, "lr": fmt_value(r.lr),
              "recommended": bool(r.recommended)} for r in sr.range_tests.itertuples()]  # fmt: skip
 
 
-def page_context(sr, data: StudyData, figs: dict, tracking_uri: str, generated: datetime) -> dict:
+def page_context(
+    sr,
+    data: StudyData,
+    figs: dict,
+    tracking_uri: str,
+    generated: datetime,
+    claims: list[ClaimResult] | None = None,
+) -> dict:
     """Everything the template renders, as strings, lists and (escaped or safe) markup."""
     from lrstudy import __version__
 
@@ -186,6 +233,7 @@ def page_context(sr, data: StudyData, figs: dict, tracking_uri: str, generated: 
         "tables": tables(configs, target),
         "final_head": FINAL_HEAD,
         "range_tests": _range_tests(sr),
+        "claims": claims_context(claims or [], figs),
         "figs": _figures(sr, figs),
         "axis_figs": [
             (a, f"axis-{a}", f"LR × {AXIS_SHORT[a]}") for a in AXES if f"axis-{a}" in figs

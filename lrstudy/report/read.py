@@ -11,12 +11,12 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 
 import pandas as pd
-from mlflow.entities import ViewType
 from mlflow.tracking import MlflowClient
 
 from lrstudy import names as N
 from lrstudy.errors import UserInputError
 from lrstudy.report.history import MLFLOW_MAX_FLOAT, clamp_to_inf
+from lrstudy.track.runs import search_all
 
 
 @dataclass
@@ -35,20 +35,7 @@ class StudyRuns:
 
 
 def _search(client: MlflowClient, experiment_ids: list[str], filter_string: str) -> list:
-    runs, token = [], None
-    while True:
-        page = client.search_runs(
-            experiment_ids,
-            filter_string,
-            run_view_type=ViewType.ACTIVE_ONLY,
-            max_results=N.MLFLOW_MAX_RESULTS,
-            order_by=["attributes.start_time DESC"],
-            page_token=token,
-        )
-        runs.extend(page)
-        token = page.token
-        if not token:
-            return runs
+    return search_all(client, experiment_ids, filter_string, "attributes.start_time DESC")
 
 
 def runs_frame(runs: Iterable) -> pd.DataFrame:

@@ -8,10 +8,10 @@ This module must stay free of torch (the report stage loads specs too).
 
 from __future__ import annotations
 
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 import yaml
-from pydantic import Field, field_validator, model_validator
+from pydantic import AfterValidator, Field, field_validator, model_validator
 
 from lrstudy import names
 from lrstudy.keys import stable_hash
@@ -147,6 +147,20 @@ class ReportSpec(StrictModel):
     enabled: bool = True
 
 
+def _known_claim(name: str) -> str:
+    # The registry lives with the report, whose frames its checks read (torch-free, MLflow-free);
+    # imported on first use only, so loading a study without claims never imports pandas.
+    from lrstudy.report.claims.registry import claim_names
+
+    allowed = claim_names()
+    if name not in allowed:
+        raise ValueError(f"{name!r} is not allowed: unknown claim; allowed: {', '.join(allowed)}")
+    return name
+
+
+ClaimName = Annotated[str, AfterValidator(_known_claim)]
+
+
 class StudySpec(StrictModel):
     """A whole study, as written in the YAML file (after validation)."""
 
@@ -164,6 +178,17 @@ class StudySpec(StrictModel):
     evaluate: EvaluateSpec = EvaluateSpec()
     tracking: TrackingSpec = TrackingSpec()
     report: ReportSpec = ReportSpec()
+    # Claims about learning rates this study tests (names in lrstudy.report.claims); the report
+    # checks them and shows a verdict for each. They change what is reported, not what is run.
+    claims: tuple[ClaimName, ...] = ()
+
+    @field_validator("claims")
+    @classmethod
+    def _claims_once(cls, v: tuple[str, ...]) -> tuple[str, ...]:
+        twice = sorted({c for c in v if v.count(c) > 1})
+        if twice:
+            raise ValueError(f"{twice[0]!r} is not allowed: listed twice")
+        return v
 
     @field_validator("seeds", mode="before")
     @classmethod
@@ -191,8 +216,11 @@ class StudySpec(StrictModel):
         return self.tracking.experiment or self.name
 
     def spec_hash(self) -> str:
-        """Hash of what defines the study (not where it is tracked or reported)."""
-        body = self.model_dump(mode="json", exclude={"tracking", "report", "description"})
+        """Hash of what defines the study (not where it is tracked or reported, nor the claims
+        its report checks: declaring a claim must not make finished trials look foreign)."""
+        body = self.model_dump(
+            mode="json", exclude={"tracking", "report", "description", "claims"}
+        )
         return stable_hash(body, length=12)
 
     def resolved_yaml(self) -> str:

@@ -87,22 +87,35 @@ def end_run(
     client.set_terminated(run_id, status=status, end_time=int(end * 1000))
 
 
-def search_study_runs(client, experiment_id: str, kind: str, study: str | None = None) -> list:
-    """All runs of one kind (trial, study, ...) in the experiment, optionally of one study."""
+def search_all(
+    client,
+    experiment_ids: list[str],
+    filter_string: str,
+    order_by: str = "attributes.start_time ASC",
+) -> list:
+    """Every active run matching `filter_string`, all pages (MLflow returns 1000 at most per call).
+
+    Shared by the writer's resume lookups and the report's reader, so paging lives in one place."""
     runs: list = []
     token = None
     while True:
         page = client.search_runs(
-            [experiment_id],
-            filter_string=f"tags.`{names.TAG_KIND}` = '{kind}'",
+            experiment_ids,
+            filter_string=filter_string,
             max_results=names.MLFLOW_MAX_RESULTS,
             page_token=token,
-            order_by=["attributes.start_time ASC"],
+            order_by=[order_by],
         )
-        runs.extend(r for r in page if study is None or r.data.tags.get(names.TAG_STUDY) == study)
+        runs.extend(page)
         token = page.token
         if not token:
             return runs
+
+
+def search_study_runs(client, experiment_id: str, kind: str, study: str | None = None) -> list:
+    """All runs of one kind (trial, study, ...) in the experiment, optionally of one study."""
+    runs = search_all(client, [experiment_id], f"tags.`{names.TAG_KIND}` = '{kind}'")
+    return [r for r in runs if study is None or r.data.tags.get(names.TAG_STUDY) == study]
 
 
 def pid_gone_here(run) -> bool:

@@ -120,10 +120,15 @@ class CNN(nn.Module):
 
 
 class GRU(nn.Module):
-    """A GRU over the input sequence, classifying from the last layer's final hidden state.
+    """A GRU over the input sequence, classifying from its hidden states.
 
     (L,) is L steps of one feature; (H, W) is H steps of W features (rows of an image); higher ranks
     flatten everything after the first dimension into the features.
+
+    readout: "last" classifies from the last layer's final hidden state (both directions when
+    bidirectional); "all" from the last layer's outputs at every time step, concatenated — the
+    MNIST-1D paper's GRU (hidden=6, bidirectional=true, readout=all), whose head sees where
+    along the signal each feature occurs.
     """
 
     def __init__(
@@ -134,6 +139,7 @@ class GRU(nn.Module):
         hidden: int = 64,
         layers: int = 1,
         bidirectional: bool = False,
+        readout: str = "last",
     ) -> None:
         super().__init__()
         hidden = _positive_int("gru", "hidden", hidden)
@@ -142,15 +148,24 @@ class GRU(nn.Module):
             raise UserInputError(
                 f"model 'gru': bidirectional must be true or false, got {bidirectional!r}"
             )
+        if readout not in ("last", "all"):
+            raise UserInputError(
+                f"model 'gru': unknown readout {readout!r}; expected one of: last, all"
+            )
         self.features = math.prod(input_shape[1:]) if len(input_shape) > 1 else 1
+        self.steps = math.prod(input_shape) // self.features
+        self.readout = readout
         self.gru = nn.GRU(
             self.features, hidden, num_layers=layers, batch_first=True, bidirectional=bidirectional
         )
         self.directions = 2 if bidirectional else 1
-        self.head = nn.Linear(hidden * self.directions, num_classes)
+        width = hidden * self.directions * (self.steps if readout == "all" else 1)
+        self.head = nn.Linear(width, num_classes)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        _, h = self.gru(x.reshape(x.shape[0], -1, self.features))  # h: (layers * dirs, B, hidden)
+        out, h = self.gru(x.reshape(x.shape[0], -1, self.features))  # h: (layers * dirs, B, hidden)
+        if self.readout == "all":
+            return self.head(out.flatten(1))  # out: (B, steps, dirs * hidden)
         last = h[-self.directions :]  # the last layer, both directions when bidirectional
         return self.head(last.transpose(0, 1).flatten(1))
 
