@@ -60,10 +60,15 @@ def _inside(tmp_path: Path, *args: str, timeout: float = 480, **env: str) -> dic
     cmd += ["sh", "-c", 'ip link set lo up && exec "$@"', "sh"]
     cmd += [sys.executable, str(Path(__file__).resolve()), *args]
     # A private HOME: Ray keeps its auth token in ~/.ray and turns token auth on when it exists.
-    env = _env(HOME=str(tmp_path), **env)
-    done = subprocess.run(
-        cmd, env=env, cwd=tmp_path, capture_output=True, timeout=timeout, text=True
-    )
+    # A private (short: socket paths) RAY_TMPDIR for the session folders and logs, removed after.
+    ray_tmp = tempfile.mkdtemp(prefix="lrray-", dir="/tmp")
+    env = _env(HOME=str(tmp_path), RAY_TMPDIR=ray_tmp, **env)
+    try:
+        done = subprocess.run(
+            cmd, env=env, cwd=tmp_path, capture_output=True, timeout=timeout, text=True
+        )
+    finally:
+        shutil.rmtree(ray_tmp, ignore_errors=True)
     assert done.returncode == 0, done.stdout + done.stderr
     return json.loads(done.stdout.strip().splitlines()[-1])
 
@@ -121,8 +126,11 @@ def test_ray_cluster_with_a_tracking_server(tmp_path: Path) -> None:
     assert "Traceback" not in out["err"]
     assert "raycluster: 12 trials; 0 already finished; ran: 4 diverged, 8 ok" in out["err"]
     trials = _assert_exactly_once(db, study)
-    # The tasks ran in the cluster's worker processes, not in the driver.
-    assert len({r.data.tags["lrstudy.pid"] for r in trials}) >= 2
+    # The tasks ran in the cluster's worker processes, not in the driver (the parent run's pid).
+    from mlflow.tracking import MlflowClient
+
+    parent = MlflowClient(f"sqlite:///{db}").get_run(trials[0].data.tags["mlflow.parentRunId"])
+    assert parent.data.tags["lrstudy.pid"] not in {r.data.tags["lrstudy.pid"] for r in trials}
 
 
 @needs_ray

@@ -67,7 +67,8 @@ class RayContext:
         self.owned = owned
 
     def run(self, order: WorkOrder, on_event: Callable[[Event], None], workers: int) -> list[str]:
-        """Run `order.keys` as Ray tasks (one key each, at most `workers` at once).
+        """Run `order.keys` as Ray tasks (one trial, or one population of trials with the
+        population engine, per task; at most `workers` tasks at once).
 
         Returns one line per task that failed outside a trial (the study's worker errors).
 
@@ -83,25 +84,25 @@ class RayContext:
         task = ray.remote(num_cpus=1)(_task)
         base = ray.put(order)
         stream = _Stream(on_event)
-        todo = deque(order.keys)
+        todo = deque(_groups(order))
         free = list(range(max(1, workers)))
-        inflight: dict[Any, tuple[str, int]] = {}  # ref -> (key, slot)
+        inflight: dict[Any, tuple[tuple[str, ...], int]] = {}  # ref -> (keys, slot)
         errors: list[str] = []
         stop: Event | None = None  # the first task's "unavailable" / "interrupted" status
         try:
             while todo or inflight:
                 while todo and free and stop is None:
                     slot = free.pop(0)
-                    key = todo.popleft()
-                    inflight[task.remote(base, key, slot, stream.queue)] = (key, slot)
+                    keys = todo.popleft()
+                    inflight[task.remote(base, keys, slot, stream.queue)] = (keys, slot)
                 if not inflight:
                     break
                 ready, _ = ray.wait(list(inflight), num_returns=1, timeout=1.0)
                 stream.drain()  # a task's events are queued before it returns
                 for ref in ready:
-                    key, slot = inflight.pop(ref)
+                    keys, slot = inflight.pop(ref)
                     free.append(slot)
-                    status = _deliver(ray, ref, key, slot, stream, errors)
+                    status = _deliver(ray, ref, keys, slot, stream, errors)
                     if status.get("type") in ("unavailable", "interrupted") and stop is None:
                         stop = status
                         if status["type"] == "interrupted":
@@ -201,8 +202,10 @@ def _forwarded_env() -> dict[str, str]:
 
 
 def _is_local_file(uri: str) -> bool:
-    scheme = uri.split(":", 1)[0].lower() if "://" in uri or uri.startswith("sqlite:") else ""
-    return scheme in ("", "sqlite", "file")
+    """sqlite, a file store, or a bare path: only this machine can open it."""
+    if uri.startswith(("sqlite:", "file:")):
+        return True
+    return ":" not in uri and not uri.startswith("databricks")
 
 
 def _absolute_sqlite(uri: str) -> str:
@@ -348,7 +351,9 @@ class _Stream:
             self.queue = None
 
 
-def _deliver(ray, ref, key: str, slot: int, stream: _Stream, errors: list[str]) -> Event:
+def _deliver(
+    ray, ref, keys: tuple[str, ...], slot: int, stream: _Stream, errors: list[str]
+) -> Event:
     """Feed what a finished task returned (its status, and events the queue did not carry)."""
     try:
         out = ray.get(ref)
@@ -356,14 +361,14 @@ def _deliver(ray, ref, key: str, slot: int, stream: _Stream, errors: list[str]) 
         stream.ended(slot, ok=False)
         if type(e).__name__ == "TaskCancelledError":
             return {"type": "interrupted"}
-        errors.append(f"Ray task for trial {key} failed: {_first(e)}")
+        errors.append(f"Ray task for {_label(keys)} failed: {_first(e)}")
         return {"type": "error"}
     for event in out["events"]:
         stream.feed(slot, event)
     status = out["status"]
     stream.ended(slot, ok=status.get("type") == "finished")
     if status.get("type") == "error":
-        errors.append(f"Ray task for trial {key}: {status.get('message', '')}")
+        errors.append(f"Ray task for {_label(keys)}: {status.get('message', '')}")
     return status
 
 
@@ -382,11 +387,31 @@ def _cancel(ray, inflight: dict, stream: _Stream, errors: list[str]) -> None:
         except KeyboardInterrupt:
             break  # a second Ctrl-C: stop waiting
         for ref in ready:
-            key, slot = inflight.pop(ref)
-            _deliver(ray, ref, key, slot, stream, errors)
+            keys, slot = inflight.pop(ref)
+            _deliver(ray, ref, keys, slot, stream, errors)
     for ref in pending:
         with contextlib.suppress(Exception):
             ray.cancel(ref, force=True)
+
+
+def _groups(order: WorkOrder) -> list[tuple[str, ...]]:
+    """The tasks' key sets: one trial each, or, with the population engine, the populations the
+    workers themselves would form (the same grouping of the same trials and data)."""
+    singles = [(k,) for k in order.keys]
+    if getattr(order, "engine", "trial") == "trial" or len(order.keys) < 2:
+        return singles
+    try:
+        from lrstudy.execute.population import batches
+    except ImportError:
+        return singles
+    trials, data = _prepared_data(order)
+    by_key = {t.key: t for t in trials}
+    pending = [by_key[k] for k in order.keys if k in by_key]
+    return [tuple(t.key for t in batch) for batch in batches(pending, order, data)]
+
+
+def _label(keys: tuple[str, ...]) -> str:
+    return f"trial {keys[0]}" if len(keys) == 1 else f"{len(keys)} trials ({keys[0]}, ...)"
 
 
 def _dedupe(errors: list[str]) -> list[str]:
@@ -404,9 +429,9 @@ _PREPARED: dict[tuple[str, str], tuple[Any, Any]] = {}  # (spec hash, source) ->
 _CLIENTS: dict[str, Any] = {}  # tracking URI -> client (its outage record is per process)
 
 
-def _task(order: WorkOrder, key: str, slot: int, queue: Any = None) -> dict[str, Any]:
-    """One trial key through the claim loop; returns how the task ended (and any events the
-    driver's queue did not take)."""
+def _task(order: WorkOrder, keys: tuple[str, ...], slot: int, queue: Any = None) -> dict[str, Any]:
+    """Trial `keys` (one, or a population) through the claim loop; returns how the task ended
+    (and any events the driver's queue did not take)."""
     kept: list[Event] = []
 
     def emit(event: Event) -> None:
@@ -423,7 +448,7 @@ def _task(order: WorkOrder, key: str, slot: int, queue: Any = None) -> dict[str,
         trials, data, client = _prepared(order)
         from lrstudy.execute.worker import work
 
-        work(order.replace(keys=(key,), index=slot), trials, data, client, emit)
+        work(order.replace(keys=tuple(keys), index=slot), trials, data, client, emit)
         status: Event = {"type": "finished"}
     except KeyboardInterrupt:
         status = {"type": "interrupted"}
@@ -441,6 +466,19 @@ def _task(order: WorkOrder, key: str, slot: int, queue: Any = None) -> dict[str,
 
 def _prepared(order: WorkOrder) -> tuple[Any, Any, Any]:
     """Trials, data set and tracking client of this worker process, made on its first task."""
+    trials, data = _prepared_data(order)
+    if order.tracking_uri not in _CLIENTS:
+        from lrstudy.track.outage import call_patiently, outage_for
+        from lrstudy.track.store import open_client
+
+        # The driver saw the store answer: failing to reach it now is an outage, ridden out (up
+        # to the patience) like any other call, not a wrong --tracking-uri.
+        uri = order.tracking_uri
+        _CLIENTS[uri] = call_patiently(outage_for(uri), open_client, uri)
+    return trials, data, _CLIENTS[order.tracking_uri]
+
+
+def _prepared_data(order: WorkOrder) -> tuple[Any, Any]:
     cache_key = (order.spec.spec_hash(), order.source)
     if cache_key not in _PREPARED:
         from lrstudy.quiet import quiet_libraries
@@ -455,13 +493,4 @@ def _prepared(order: WorkOrder) -> tuple[Any, Any, Any]:
         from lrstudy.train.preflight import preflight
 
         _PREPARED[cache_key] = preflight(order.spec, order.source)
-    if order.tracking_uri not in _CLIENTS:
-        from lrstudy.track.outage import call_patiently, outage_for
-        from lrstudy.track.store import open_client
-
-        # The driver saw the store answer: failing to reach it now is an outage, ridden out (up
-        # to the patience) like any other call, not a wrong --tracking-uri.
-        uri = order.tracking_uri
-        _CLIENTS[uri] = call_patiently(outage_for(uri), open_client, uri)
-    trials, data = _PREPARED[cache_key]
-    return trials, data, _CLIENTS[order.tracking_uri]
+    return _PREPARED[cache_key]

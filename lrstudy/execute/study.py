@@ -36,6 +36,7 @@ from lrstudy.spec import StudySpec
 from lrstudy.track import runs as track_runs
 from lrstudy.track.claims import Heartbeat, Lease, is_done, reap_stale
 from lrstudy.track.outage import TrackingUnavailable
+from lrstudy.track.sink import prestart_writer
 from lrstudy.track.store import experiment_id, open_client
 
 EXECUTORS = ("local", "ray")
@@ -179,6 +180,7 @@ def _run(spec, source, tracking_uri, spawned, relay, workers, executor, ray_addr
 
         ray_ctx = connect(ray_address, tracking_uri)
     client = open_client(tracking_uri)
+    prestart_writer(tracking_uri)
     exp = experiment_id(client, spec.experiment)
     existing = track_runs.search_study_runs(client, exp, names.KIND_TRIAL, spec.name)
     parents = track_runs.search_study_runs(client, exp, names.KIND_STUDY, spec.name)

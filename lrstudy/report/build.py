@@ -94,6 +94,9 @@ def _dir_name(name: str) -> str:
     return re.sub(r"[^A-Za-z0-9._-]+", "_", name).strip("._") or "study"
 
 
+_PROGRESS_BAR = "MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR"
+
+
 def declared_claims(client, parent: dict | None) -> list[str]:
     """The claims a study declares: `claims` of the resolved spec that its newest parent run
     logged (artifact `study.yaml`). Read here, next to the other MLflow calls of this module,
@@ -103,12 +106,20 @@ def declared_claims(client, parent: dict | None) -> list[str]:
         return []
     import yaml
 
+    # MLflow draws a progress bar for every download, even of one small file; not for us.
+    saved = os.environ.get(_PROGRESS_BAR)
+    os.environ[_PROGRESS_BAR] = "false"
     try:
         with tempfile.TemporaryDirectory() as tmp:
             local = client.download_artifacts(parent["run_id"], N.SPEC_ARTIFACT, tmp)
             spec = yaml.safe_load(Path(local).read_text(encoding="utf-8"))
     except Exception:  # noqa: BLE001 - a missing artifact only means no Claims section
         return []
+    finally:
+        if saved is None:
+            os.environ.pop(_PROGRESS_BAR, None)
+        else:
+            os.environ[_PROGRESS_BAR] = saved
     claims = spec.get("claims") if isinstance(spec, dict) else None
     return [str(c) for c in claims] if isinstance(claims, list) else []
 

@@ -95,15 +95,30 @@ def _context(entries: list[StudyEntry], generated: datetime) -> dict:
         "summary": claims_summary(claims) if claims else "no claims declared",
         "chips": [claim_chip(v) for v in VERDICTS],
         "rows": [
-            {"study": e.study, "href": e.href, "statement": c.statement, "name": c.name,
-             "verdict": claim_chip(c.verdict), "reason": c.reason}
-            for e in entries for c in e.claims
+            {
+                "study": e.study,
+                "href": e.href,
+                "statement": c.statement,
+                "name": c.name,
+                "verdict": claim_chip(c.verdict),
+                "reason": c.reason,
+            }
+            for e in entries
+            for c in e.claims
         ],  # fmt: skip
         "studies": [
-            {"study": e.study, "href": e.href, "n_runs": e.n_runs, "thumbnail": e.thumbnail,
-             "figure": e.figure, "figure_title": FIGURE_TITLES.get(e.figure or "", e.figure),
-             "claims": [{"statement": c.statement, "name": c.name, "verdict": claim_chip(c.verdict)}
-                        for c in e.claims]}
+            {
+                "study": e.study,
+                "href": e.href,
+                "n_runs": e.n_runs,
+                "thumbnail": e.thumbnail,
+                "figure": e.figure,
+                "figure_title": FIGURE_TITLES.get(e.figure or "", e.figure),
+                "claims": [
+                    {"statement": c.statement, "name": c.name, "verdict": claim_chip(c.verdict)}
+                    for c in e.claims
+                ],
+            }
             for e in entries
         ],  # fmt: skip
         "generated": generated.astimezone(timezone.utc).strftime("%Y-%m-%d %H:%M:%S UTC"),

@@ -218,9 +218,7 @@ class StudySpec(StrictModel):
     def spec_hash(self) -> str:
         """Hash of what defines the study (not where it is tracked or reported, nor the claims
         its report checks: declaring a claim must not make finished trials look foreign)."""
-        body = self.model_dump(
-            mode="json", exclude={"tracking", "report", "description", "claims"}
-        )
+        body = self.model_dump(mode="json", exclude={"tracking", "report", "description", "claims"})
         return stable_hash(body, length=12)
 
     def resolved_yaml(self) -> str:

@@ -21,6 +21,17 @@ from lrstudy.track.writer import writer_for
 _FRAME_ROWS = 20_000  # rows per frame to the writer process (~1 MB pickled)
 
 
+def writes_from_process() -> bool:
+    """Metrics go through a writer process unless LRSTUDY_WRITER=thread."""
+    return os.environ.get("LRSTUDY_WRITER", "process") == "process"
+
+
+def prestart_writer(uri: str) -> None:
+    """Start the writer process for `uri` now: it imports MLflow while the study sets up."""
+    if writes_from_process():
+        writer_for(uri)
+
+
 class MetricSink:
     """Buffers (key, value, step) triples for one run and writes them with `log_batch`.
 
@@ -36,7 +47,7 @@ class MetricSink:
         self.run_id = run_id
         uri = getattr(client, "tracking_uri", None)
         if process is None:
-            process = os.environ.get("LRSTUDY_WRITER", "process") == "process"
+            process = writes_from_process()
         self._writer = writer_for(uri) if process and isinstance(uri, str) else None
         self.interval_s = interval_s
         self._buf: list[tuple[str, float, int, int]] = []

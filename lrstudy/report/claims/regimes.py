@@ -265,7 +265,8 @@ CLAIMS = [
           f"at least {D.ACC_MARGIN:g} and {D.Z:g} standard errors above 0) and a train loss that "
           "has stopped falling in most seeds (diagnose's 'still falling' test over the last 20% "
           "of steps). Not supported when it is not clearly worse or its loss still falls in most "
-          "seeds (slow, not stalled).", "convergence", too_low_stalls),
+          "seeds (slow, not stalled). Otherwise, or with fewer than 2 seeds, inconclusive.",
+          "convergence", too_low_stalls),
     Claim("appropriate_best", FAMILY,
           "An appropriate LR trains stably and gives the best final performance.",
           _PICK + f"Not supported when the best LR is unstable (oscillation index above {OSC_MAX:g} "
