@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
@@ -18,8 +18,6 @@ from lrstudy.rangetest.rules import RULES
 if TYPE_CHECKING:
     from matplotlib.axes import Axes
     from matplotlib.figure import Figure
-
-    from lrstudy.rangetest.result import RangeTestResult
 
 
 @dataclass(frozen=True)
@@ -35,8 +33,10 @@ class RangeTestPlot:
     title: str
 
 
-def range_test_data(result: RangeTestResult) -> RangeTestPlot:
-    """The plot of one range test; the points after the early-stop step are left out."""
+def range_test_data(result: Any) -> RangeTestPlot:
+    """The plot of one range test; the points after the early-stop step are left out.
+
+    `result` is a `RangeTestResult` (not imported here: that module imports this one)."""
     end = len(result.lrs) if result.stop_index is None else result.stop_index + 1
     return RangeTestPlot(
         lrs=list(result.lrs[:end]),
@@ -98,7 +98,7 @@ def draw_range_test(data: RangeTestPlot, ax: Axes) -> None:
     ax.grid(True, which="major", alpha=0.3)
 
 
-def range_test_figure(result: RangeTestResult) -> Figure:
+def range_test_figure(result: Any) -> Figure:
     """The range test as a matplotlib Figure on an Agg canvas (savefig works, no pyplot)."""
     from matplotlib.backends.backend_agg import FigureCanvasAgg
     from matplotlib.figure import Figure
