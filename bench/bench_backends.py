@@ -9,8 +9,9 @@ load from elsewhere on the machine hits every backend alike. Each run is a new s
 store (its own name and experiment). Then the claim protocol's own cost per trial: one
 `Claims.claim` + `end_run` on each store, `--claims` times.
 
-Servers are started as in tests/servers.py: 127.0.0.1 on free ports, PostgreSQL with its default
-durability (fsync on), stopped by process group at the end. Needs root and PostgreSQL for the
+Servers are started as in tests/servers.py: 127.0.0.1 on free ports, one uvicorn worker each
+(`--server-workers`; with 2 or more every request took ~45 ms longer here), PostgreSQL with its
+default durability (fsync on), stopped by process group at the end. Needs root and PostgreSQL for the
 PostgreSQL leg (.ci/install-services); without them it is skipped with a note.
 """
 
@@ -154,7 +155,13 @@ def main() -> None:
     ap.add_argument("--seeds", type=int, default=3, help="seeds per configuration (6 configs)")
     ap.add_argument("--workers", type=int, default=2)
     ap.add_argument("--claims", type=int, default=50, help="claim+end samples per store")
-    ap.add_argument("--server-workers", type=int, default=2, help="uvicorn workers per server")
+    ap.add_argument(
+        "--server-workers",
+        type=int,
+        default=1,
+        help="uvicorn workers per server (mlflow's default is 4; measured here: with 2 or more "
+        "every request takes ~45 ms longer, /health included)",
+    )
     ap.add_argument("--claims-only", action="store_true", help="skip the study runs")
     args = ap.parse_args()
     from lrstudy.quiet import quiet_libraries

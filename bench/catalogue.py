@@ -106,9 +106,13 @@ def main() -> int:
     print(markdown_table(result.studies))
     print()
     for stem, study in names.items():
-        print(f"{study:>24}: run {times.get(stem, 0.0):5.0f} s, report {result.seconds[study]:4.0f} s")
-    print(f"catalogue: {len(files)} studies, runs {t_runs:.0f} s, reports+index "
-          f"{total - t_runs:.0f} s, total {total:.0f} s ({total / 60:.1f} min)")
+        print(
+            f"{study:>24}: run {times.get(stem, 0.0):5.0f} s, report {result.seconds[study]:4.0f} s"
+        )
+    print(
+        f"catalogue: {len(files)} studies, runs {t_runs:.0f} s, reports+index "
+        f"{total - t_runs:.0f} s, total {total:.0f} s ({total / 60:.1f} min)"
+    )
     print(f"tracking: {uri}")
     print(f"index: {result.path}")
     return 0

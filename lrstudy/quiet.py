@@ -17,6 +17,9 @@ _IGNORED = "ignore::DeprecationWarning,ignore::FutureWarning,ignore::PendingDepr
 def quiet_libraries() -> None:
     """Call once at the start of a command, before MLflow or Lightning is imported."""
     os.environ.setdefault("MLFLOW_LOGGING_LEVEL", "WARNING")
+    # With a server URI MLflow prints two "View run ..." lines per run (and reads the run back
+    # to do it); `lrstudy ui` prints the one link a user needs.
+    os.environ.setdefault("MLFLOW_SUPPRESS_PRINTING_URL_TO_STDOUT", "true")
     os.environ.setdefault("PYTHONWARNINGS", _IGNORED)
     for category in (DeprecationWarning, FutureWarning, PendingDeprecationWarning):
         warnings.filterwarnings("ignore", category=category)

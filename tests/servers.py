@@ -201,10 +201,14 @@ class Postgres:
 
 
 class MlflowServer:
-    """`mlflow server` on 127.0.0.1:`port` over `backend_uri`, artifacts proxied into `root`."""
+    """`mlflow server` on 127.0.0.1:`port` over `backend_uri`, artifacts proxied into `root`.
+
+    One uvicorn worker by default: with 2 or more (mlflow's default is 4) every request took
+    ~45 ms longer on this machine, /health included (bench/bench_backends.py).
+    """
 
     def __init__(
-        self, backend_uri: str, root: Path, *, port: int | None = None, workers: int = 2
+        self, backend_uri: str, root: Path, *, port: int | None = None, workers: int = 1
     ) -> None:
         self.backend_uri = backend_uri
         self.root = Path(root)

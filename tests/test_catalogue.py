@@ -157,3 +157,18 @@ def test_the_paper_studies_load() -> None:
         spec = load_spec(f)
         assert spec.optimizers[0].name == "adam" and spec.train.batch_size == 100
         assert spec.train.epochs * 4000 // 100 == 6000  # the paper's 6000 steps on 4000 samples
+
+
+def test_every_claim_gives_a_verdict_on_any_study(tmp_path: Path) -> None:
+    # Claims a study was not built for (no batch sweep, no layer-wise LRs, ...) must come out
+    # inconclusive with a reason, never break the report.
+    uri = f"sqlite:///{tmp_path}/mlflow.db"
+    spec = SyntheticStudy(study="any", sweep={"momentum": (0.0, 0.9)}, noise_sigmas=(0.1,),
+                          range_test=True)  # fmt: skip
+    write_study(uri, spec, tmp_path / "artifacts")
+    result = generate_report(uri, study="any", out_dir=tmp_path / "reports", claims=claim_names(),
+                             log_artifact=False, write_verdicts=False)  # fmt: skip
+    assert [c.name for c in result.claims] == claim_names()
+    for c in result.claims:
+        assert c.verdict in ("supported", "not_supported", "inconclusive") and c.reason
+    assert result.html.count('<div class="claim" id="claim-') == len(claim_names())

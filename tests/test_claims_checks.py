@@ -116,7 +116,9 @@ def regimes_study(spec: dict, seeds=SEEDS) -> Frames:
                              final_train_loss=s["end"]))  # fmt: skip
             loss = s["end"] + (2.3 - s["end"]) * np.exp(-s["rate"] * t / 100)
             gn = s["gn"] * (1 + s["cv"] * np.sin(1.7 * t)) * (1 + jitter)
-            hist += [dict(run_id=rid, key=N.TRAIN_LOSS, step=i, value=v) for i, v in enumerate(loss)]
+            hist += [
+                dict(run_id=rid, key=N.TRAIN_LOSS, step=i, value=v) for i, v in enumerate(loss)
+            ]
             hist += [dict(run_id=rid, key=N.GRAD_NORM, step=i, value=v) for i, v in enumerate(gn)]
     return frames(rows, hist)
 
@@ -185,7 +187,10 @@ def warmup_study(limit: dict[str, float], seeds=SEEDS) -> Frames:
     for sched, top in limit.items():
         for lr in (0.1, 0.3, 1.0, 3.0, 10.0):
             for seed in seeds:
-                ok, first_bad = lr <= top, lr == min((x for x in (0.3, 1.0, 3.0, 10.0) if x > top), default=None)
+                ok, first_bad = (
+                    lr <= top,
+                    lr == min((x for x in (0.3, 1.0, 3.0, 10.0) if x > top), default=None),
+                )
                 rows.append(dict(schedule=sched, lr=lr, seed=seed,
                                  final_val_acc=bowl(lr, 0.3) + 0.003 * seed if ok else 0.4,
                                  osc_index=0.3 if ok else 2.0,

@@ -117,7 +117,11 @@ def test_model_arg_names():
         ("mlp", {"dropout": 1.0}, "model 'mlp': dropout must be in [0, 1), got 1.0"),
         ("cnn", {"channels": 2.5}, "model 'cnn': channels must be a positive integer, got 2.5"),
         ("gru", {"bidirectional": "yes"}, "model 'gru': bidirectional must be true or false"),
-        ("gru", {"readout": "mean"}, "model 'gru': unknown readout 'mean'; expected one of: last, all"),
+        (
+            "gru",
+            {"readout": "mean"},
+            "model 'gru': unknown readout 'mean'; expected one of: last, all",
+        ),
     ],
 )
 def test_bad_model_or_args(name, args, message):

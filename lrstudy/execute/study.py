@@ -178,7 +178,7 @@ def _run(spec, source, tracking_uri, spawned, relay, workers, executor, ray_addr
     if executor == "ray":
         from lrstudy.execute.ray_executor import connect
 
-        ray_ctx = connect(ray_address, tracking_uri)
+        ray_ctx = connect(ray_address, tracking_uri, workers=workers)
     client = open_client(tracking_uri)
     prestart_writer(tracking_uri)
     exp = experiment_id(client, spec.experiment)
@@ -214,7 +214,7 @@ def _run(spec, source, tracking_uri, spawned, relay, workers, executor, ray_addr
     try:
         with progress:
             if ray_ctx is not None:
-                ray_ctx.run(order, progress.on_event, workers)
+                result.worker_errors.extend(ray_ctx.run(order, progress.on_event, workers) or [])
             else:
                 _run_local(order, trials, data, client, progress, spawned, result)
     except (KeyboardInterrupt, SystemExit):

@@ -19,6 +19,7 @@ import os
 import pickle
 import signal
 import sys
+import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -87,6 +88,11 @@ def work(
     shift = Shift(order, data, client, Claims(client, order.experiment_id, order.spec.name,
                   lease=lease), heartbeat, emit)  # fmt: skip
     pending = [by_key[k] for k in order.keys if k in by_key]
+    watching = threading.Event()
+    if outage is not None:
+        threading.Thread(
+            target=_watch_outage, args=(outage, emit, watching), name="lrstudy-outage", daemon=True
+        ).start()
     try:
         while pending:
             waiting = []
@@ -101,7 +107,22 @@ def work(
                 time.sleep(min(lease.interval_s, 5.0))
             pending = waiting
     finally:
+        watching.set()
         heartbeat.stop()
+
+
+def _watch_outage(outage, emit: Emit, stop: threading.Event, every_s: float = 1.0) -> None:
+    """Emit an outage event when one starts and when it ends. The PatientClient retries every
+    call through an outage, so no call (heartbeat, sink, claims) fails while it lasts."""
+    reported = False
+    while not stop.wait(every_s):
+        seconds = outage.seconds()
+        if seconds is not None and not reported:
+            emit({"type": "outage", "seconds": seconds})
+            reported = True
+        elif seconds is None and reported:
+            emit({"type": "outage", "seconds": None})
+            reported = False
 
 
 def take_trial(trial: Trial, shift: Shift) -> bool:
@@ -164,7 +185,11 @@ def _main(events_fd: int) -> int:
         except EOFError:
             return 0  # dismissed: nothing to do
         trials, data = preflight(order.spec, order.source)
-        client = open_client(order.tracking_uri)
+        # The study process saw the store answer: failing to reach it now is an outage (ride it
+        # out like any other call), not a wrong --tracking-uri.
+        from lrstudy.track.outage import call_patiently, outage_for
+
+        client = call_patiently(outage_for(order.tracking_uri), open_client, order.tracking_uri)
         work(order, trials, data, client, emit)
         emit({"type": "finished"})
         return 0

@@ -147,6 +147,14 @@ class Claims:
         self.owner = owner or new_owner()
         self.lease = lease or Lease.from_env()
         self._sleep = sleep
+        self._outage = getattr(client, "outage", None)
+
+    def _stale(self, run) -> bool:
+        """`is_stale`, except that right after a tracking outage no lease is judged: nobody's
+        heartbeat could land while the server was down, so every lease looks expired then."""
+        if self._outage is not None and self._outage.calm_for() <= self.lease.ttl_s:
+            return run.info.status == "RUNNING" and track_runs.pid_gone_here(run)
+        return is_stale(run, self.lease)
 
     def state(self, key: str, parent_id: str | None = None) -> str:
         """'done', 'failed' (a run under `parent_id`, this invocation, failed), 'busy' (a live
@@ -159,8 +167,8 @@ class Claims:
             for r in runs
         ):
             return "failed"  # retried by the next invocation, not by a sibling worker now
-        reap_stale(self.client, runs, self.lease)
-        live = [r for r in runs if r.info.status == "RUNNING" and not is_stale(r, self.lease)]
+        reap_stale(self.client, [r for r in runs if self._stale(r)], self.lease)
+        live = [r for r in runs if r.info.status == "RUNNING" and not self._stale(r)]
         return "busy" if live else "free"
 
     def claim(
@@ -212,7 +220,7 @@ class Claims:
         ]
         if any(is_done(r) for r in others):
             return "yield"
-        live = [r for r in others if r.info.status == "RUNNING" and not is_stale(r, self.lease)]
+        live = [r for r in others if r.info.status == "RUNNING" and not self._stale(r)]
         if not live:
             return CLAIM_WON
         if any(r.data.tags.get(names.TAG_CLAIM) == CLAIM_WON or r.info.run_id < mine for r in live):

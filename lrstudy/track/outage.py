@@ -58,6 +58,7 @@ class Outage:
         self.uri = uri
         self.patience_s = patience_s
         self._since: float | None = None
+        self._ended: float | None = None  # when the last outage ended
         self._lock = threading.Lock()
 
     def failed(self, exc: BaseException) -> None:
@@ -75,7 +76,16 @@ class Outage:
 
     def ok(self) -> None:
         with self._lock:
+            if self._since is not None:
+                self._ended = time.monotonic()
             self._since = None
+
+    def calm_for(self) -> float:
+        """Seconds the server has answered since the last outage (inf: none seen; 0: now)."""
+        with self._lock:
+            if self._since is not None:
+                return 0.0
+            return float("inf") if self._ended is None else time.monotonic() - self._ended
 
     def seconds(self) -> float | None:
         """How long the current outage has lasted, or None."""

@@ -38,11 +38,9 @@ def _finding(frames: Frames, axis: str, x_of: Callable[[float], float], what: st
         if len(peaks) < 2:
             continue
         for value, seeds in peaks.items():
-            lrs = [lr for lr, _ in seeds.values() if math.isfinite(lr)]
             edge = sum(e for _, e in seeds.values())
-            geo = 10 ** (sum(math.log10(x) for x in lrs) / len(lrs)) if lrs else math.nan
-            ev.append(Evidence(f"{name}: best LR at {axis}={value:g} (geometric mean over seeds; "
-                               f"{edge} at the grid's edge)", geo, math.nan, len(lrs), digits=4))  # fmt: skip
+            ev.append(D.geo_evidence(f"{name}: best LR at {axis}={value:g} ({edge} at the grid's "
+                                     "edge)", [lr for lr, _ in seeds.values()]))  # fmt: skip
         slopes = peak_slopes(peaks, x_of)
         est, se, n = D.mean_se(slopes)
         ev.append(Evidence(f"{name}: slope of log10(best LR) vs {what}", est, se, n, kind="se",

@@ -167,3 +167,10 @@ def near_rule(what: str, target: str, tol: str) -> str:
         f"{tol}; not supported when it is further than {tol} + {Z:g} standard errors from "
         f"{target}; otherwise, or with fewer than {MIN_N} seeds, inconclusive."
     )
+
+
+def geo_evidence(label: str, values: Iterable[float]) -> Evidence:
+    """Geometric mean ×/÷ geometric std (n) of positive values such as LRs."""
+    a = finite(values)
+    m, sd, n = mean_sd(np.log10(a[a > 0]))
+    return Evidence(label, 10**m if n else math.nan, 10**sd if n > 1 else math.nan, n, kind="gsd")

@@ -61,7 +61,8 @@ class Evidence:
     """One measured number: mean ± spread over n.
 
     kind says what the ± is: "sd" (sample std of the n values), "se" (standard error of a mean or
-    of a difference of two means) or "range" (min–max, for values on a grid such as a best LR).
+    of a difference of two means) or "gsd" (for LRs and other values on a log scale: the mean is
+    geometric and the spread a factor, the geometric standard deviation: 0.2 ×/÷ 1.3).
     """
 
     label: str
@@ -76,6 +77,9 @@ class Evidence:
         """'0.606 ± 0.016 sd (n=3)', '+0.040 ± 0.012 se (n=3 vs 3)', '— (n=0)'."""
         if self.mean is None or not math.isfinite(self.mean):
             return f"— (n={self.n})"
+        if self.kind == "gsd":
+            spread = f" ×/÷ {self.spread:.2f} gsd" if math.isfinite(self.spread) else ""
+            return f"{self.mean:.3g}{spread} (n={self.n})"
         sign = "+" if self.kind == "se" and self.mean > 0 else ""
         value = f"{sign}{self.mean:.{self.digits}f}"
         unit = f" {self.unit}" if self.unit else ""

@@ -27,6 +27,8 @@ START_SHARE = 0.02  # the starting loss = the mean over the first 2% of the plan
 # "Good LRs" keep at least this share of the seed's best accuracy: relative, so a band means the
 # same on a task at 60% as on one at 95%; measured per seed, so the band has a spread.
 BAND_SHARE = 0.9
+# A gradient norm beyond this is a blow-up, not a measurement (its square overflows float64).
+MAX_NORM = 1e100
 
 
 def _loss_curves(history: pd.DataFrame, key: str) -> dict[str, tuple[np.ndarray, np.ndarray]]:
@@ -74,12 +76,13 @@ def halfway_share(trials: pd.DataFrame, history: pd.DataFrame, end_loss: float) 
 
 def grad_norm_stats(trials: pd.DataFrame, history: pd.DataFrame) -> pd.DataFrame:
     """run_id → gn_level (median gradient norm over the second half of the run's logged steps)
-    and gn_cv (their std / mean: how much the norm fluctuates), over finite values."""
+    and gn_cv (their std / mean: how much the norm fluctuates), over finite values below
+    MAX_NORM."""
     curves = _loss_curves(history, N.GRAD_NORM)
     rows = []
     for rid in trials["run_id"]:
         steps, gn = curves.get(rid, (np.array([]), np.array([])))
-        ok = np.isfinite(gn)
+        ok = np.isfinite(gn) & (np.abs(gn) < MAX_NORM)
         late = ok & (steps >= (steps[ok].max() / 2 if ok.any() else 0))
         v = gn[late]
         level = float(np.median(v)) if len(v) else math.nan
@@ -90,9 +93,11 @@ def grad_norm_stats(trials: pd.DataFrame, history: pd.DataFrame) -> pd.DataFrame
 
 def chance(trials: pd.DataFrame) -> float:
     """1 / number of classes, or 0 when unknown."""
-    c = pd.to_numeric(trials.get("num_classes"), errors="coerce")
-    c = c[np.isfinite(c) & (c >= 2)] if c is not None else c
-    return 1.0 / float(c.iloc[0]) if c is not None and len(c) else 0.0
+    if "num_classes" not in trials.columns:
+        return 0.0
+    c = pd.to_numeric(trials["num_classes"], errors="coerce").astype(float)
+    c = c[np.isfinite(c) & (c >= 2)]
+    return 1.0 / float(c.iloc[0]) if len(c) else 0.0
 
 
 def scored_acc(trials: pd.DataFrame) -> pd.Series:

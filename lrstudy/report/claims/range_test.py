@@ -9,8 +9,6 @@ from __future__ import annotations
 
 import math
 
-import numpy as np
-
 from lrstudy.report.analyze import fmt_value
 from lrstudy.report.best import pick_best
 from lrstudy.report.claims import decide as D
@@ -46,7 +44,6 @@ def near_grid_best(frames: Frames) -> Finding:
         best = mine[mine["config"] == name].iloc[0]
         fam = frames.trials[frames.trials["family"] == best["family"]]
         peaks = [peak_lr(c)[0] for c in seed_curves(fam).values()]
-        logs = np.log10([p for p in peaks if math.isfinite(p) and p > 0])
         ratio = float(r["lr"]) / float(best["lr"])
         grid = fam["lr"].dropna()
         beyond = (r["lr"] > grid.max() and best["lr"] == grid.max()) or (
@@ -59,9 +56,7 @@ def near_grid_best(frames: Frames) -> Finding:
         )
         ev.append(Evidence(f"{r['optimizer']}: grid's best LR ({best['family']})", float(best["lr"]),
                            math.nan, int(best["n"]), digits=4))  # fmt: skip
-        ev.append(
-            Evidence(f"{r['optimizer']}: per-seed best LR, log10", *D.mean_sd(logs), digits=2)
-        )
+        ev.append(D.geo_evidence(f"{r['optimizer']}: per-seed best LR of the grid", peaks))
         ev.append(
             Evidence(
                 f"{r['optimizer']}: range test / grid's best",

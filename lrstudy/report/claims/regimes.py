@@ -113,8 +113,9 @@ def regimes_table(regimes: dict[str, Regime | None]) -> Table:
                      _cell(r.values("halfway")), stability, _cell(r.values("acc"))))  # fmt: skip
     return Table(
         caption="Convergence speed = share of the steps needed to cover half of the drop in "
-        "train loss that the appropriate LR achieves (lower = faster; 1 = never); stability = oscillation index of the train loss (non-diverged seeds; 0 = "
-        "monotone descent) and diverged seeds; final performance = final val accuracy (a diverged "
+        "train loss that the appropriate LR achieves (lower = faster; 1 = never); stability = "
+        "oscillation index of the train loss (non-diverged seeds; 0 = monotone descent) and "
+        "diverged seeds; final performance = final val accuracy (a diverged "
         "seed counts as chance). Mean ± sample std over seeds (n). 'Appropriate' is the crowned "
         "best configuration.",
         head=("regime", "LR (diagnosis)", "convergence speed", "stability", "final performance"),

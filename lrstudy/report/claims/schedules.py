@@ -114,12 +114,9 @@ def warmup_higher(frames: Frames) -> Finding:
         seeds = sorted(set(arms[0]) & set(arms[1]))
         diffs = [math.log10(arms[0][s][0] / arms[1][s][0]) for s in seeds]
         for label, arm in zip((warm["schedule"], plain.iloc[0]["schedule"]), arms, strict=True):
-            lrs = np.array([arm[s][0] for s in seeds], dtype=float)
-            ok = np.isfinite(lrs)
             top = sum(arm[s][1] for s in seeds)
-            ev.append(Evidence(f"highest stable LR, {label} (geometric mean; {top} at the grid top)",
-                               float(10 ** np.log10(lrs[ok]).mean()) if ok.any() else math.nan,
-                               math.nan, int(ok.sum()), digits=4))  # fmt: skip
+            ev.append(D.geo_evidence(f"highest stable LR, {label} ({top} at the grid's top)",
+                                     [arm[s][0] for s in seeds]))  # fmt: skip
         ev.append(D.estimate_evidence(f"log10 ratio {warm['schedule']} / {plain.iloc[0]['schedule']}",
                                       diffs, unit="decades"))  # fmt: skip
         if 2 * sum(arms[1][s][1] for s in seeds) > len(seeds):
