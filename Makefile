@@ -46,5 +46,10 @@ bench: $(STAMP)
 ui: $(STAMP)
 	$(PY) -m lrstudy ui
 
+# The claim catalogue: studies/catalogue/*.yaml into reports/catalogue/mlflow.db, then
+# reports/index.html (~8 min on 2 cores).
+catalogue: $(STAMP)
+	$(PY) bench/catalogue.py
+
 clean:
 	rm -rf $(VENV) mlflow.db reports/*/ .pytest_cache

@@ -106,9 +106,8 @@ def main() -> int:
     print(markdown_table(result.studies))
     print()
     for stem, study in names.items():
-        print(
-            f"{study:>24}: run {times.get(stem, 0.0):5.0f} s, report {result.seconds[study]:4.0f} s"
-        )
+        ran = f"run {times[stem]:5.0f} s, " if stem in times else ""
+        print(f"{study:>24}: {ran}report {result.seconds[study]:4.0f} s")
     print(
         f"catalogue: {len(files)} studies, runs {t_runs:.0f} s, reports+index "
         f"{total - t_runs:.0f} s, total {total:.0f} s ({total / 60:.1f} min)"

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import logging
 import os
+import signal
 import warnings
 
 _IGNORED = "ignore::DeprecationWarning,ignore::FutureWarning,ignore::PendingDeprecationWarning"
@@ -26,3 +27,17 @@ def quiet_libraries() -> None:
     # Lightning's pytree shim warns with a plain UserWarning about torch internals.
     warnings.filterwarnings("ignore", message=r".*treespec.*is deprecated.*")
     logging.getLogger("mlflow").setLevel(logging.WARNING)
+
+
+def interrupt_once() -> None:
+    """For worker processes: the first SIGINT raises KeyboardInterrupt, later ones are ignored.
+
+    A worker needs one interrupt to close its runs; a second one (a forwarded Ctrl-C, a user's
+    repeated Ctrl-C) would only land somewhere awkward while it does, e.g. in a garbage-collector
+    callback, where Python prints "Exception ignored ... KeyboardInterrupt" with a traceback."""
+
+    def handler(signum: int, frame: object) -> None:
+        signal.signal(signal.SIGINT, signal.SIG_IGN)
+        raise KeyboardInterrupt
+
+    signal.signal(signal.SIGINT, handler)

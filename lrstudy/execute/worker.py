@@ -168,10 +168,11 @@ def _main(events_fd: int) -> int:
         out.write(json.dumps(event) + "\n")
 
     try:
+        from lrstudy.quiet import interrupt_once, quiet_libraries
+
+        interrupt_once()
         signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGINT})  # see local.WorkerProcess
         _die_with_parent()
-        from lrstudy.quiet import quiet_libraries
-
         quiet_libraries()
         # Import everything before the order arrives: the study process is setting up meanwhile,
         # and no claim ever waits on seconds of imports.
@@ -204,6 +205,10 @@ def _main(events_fd: int) -> int:
         kind = "unavailable" if isinstance(e, TrackingUnavailable) else "error"
         _quietly(emit, {"type": kind, "message": f"{type(e).__name__}: {e}"})
         return 3 if kind == "unavailable" else 1
+    finally:
+        # Lightning restores SIGINT handlers after its own shutdown; from here on only exit
+        # handlers run (flushing the metric writer), which no late Ctrl-C may cut short.
+        signal.signal(signal.SIGINT, signal.SIG_IGN)
 
 
 def _quietly(emit: Emit, event: dict[str, Any]) -> None:

@@ -181,7 +181,7 @@ def claim_chip(verdict: str) -> dict:
 def claims_summary(claims: list[ClaimResult]) -> str:
     """'6 claims: 3 supported, 1 not supported, 2 inconclusive'."""
     counts = {v: sum(c.verdict == v for c in claims) for v in CLAIM_VERDICTS}
-    return f"{len(claims)} claims: " + ", ".join(
+    return f"{len(claims)} claim{'s' if len(claims) != 1 else ''}: " + ", ".join(
         f"{counts[v]} {CLAIM_TEXT[v]}" for v in CLAIM_VERDICTS
     )
 

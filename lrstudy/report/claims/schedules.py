@@ -50,21 +50,23 @@ def _accs(frames: Frames, config: str) -> np.ndarray:
 def beat_constant(frames: Frames) -> Finding:
     rows = _best_rows(frames)
     verdicts, ev, lines = [], [], []
-    for _, g in rows.groupby("group", sort=True):
+    several = rows["group"].nunique() > 1  # then every label names its group
+    for group, g in rows.groupby("group", sort=True):
         const = g[g["schedule"] == "constant"]
         if const.empty:
             continue
-        c = const.iloc[0]
+        c, where = const.iloc[0], f"{group}: " if several else ""
         base = _accs(frames, c["config"])
-        ev.append(D.values_evidence(f"final val acc, constant (lr={fmt_value(c['lr'])})", base))
+        what = f"{where}final val acc, constant (lr={fmt_value(c['lr'])})"
+        ev.append(D.values_evidence(what, base))
         for _, s in g[~g["schedule"].isin(["constant", "constant" + WARMUP])].iterrows():
             acc = _accs(frames, s["config"])
             est, se, na, nb = D.difference(acc, base)
             v = D.greater(est, se, D.ACC_MARGIN)
             verdicts.append(v)
-            ev.append(Evidence(f"{s['schedule']} (lr={fmt_value(s['lr'])}) − constant", est, se,
-                               f"{na} vs {nb}", kind="se"))  # fmt: skip
-            lines.append(f"{s['schedule']} {v.replace('_', ' ')}")
+            what = f"{where}{s['schedule']} (lr={fmt_value(s['lr'])}) − constant"
+            ev.append(Evidence(what, est, se, f"{na} vs {nb}", kind="se"))
+            lines.append(f"{where}{s['schedule']} {v.replace('_', ' ')}")
     if not verdicts:
         return inconclusive("needs a constant schedule and at least one other, same optimizer")
     verdict = D.majority(verdicts)
@@ -113,12 +115,13 @@ def warmup_higher(frames: Frames) -> Finding:
             arms.append(max_stable_lr(_family_trials(frames, row), start))
         seeds = sorted(set(arms[0]) & set(arms[1]))
         diffs = [math.log10(arms[0][s][0] / arms[1][s][0]) for s in seeds]
-        for label, arm in zip((warm["schedule"], plain.iloc[0]["schedule"]), arms, strict=True):
+        opt, labels = warm["optimizer"], (warm["schedule"], plain.iloc[0]["schedule"])
+        for label, arm in zip(labels, arms, strict=True):
             top = sum(arm[s][1] for s in seeds)
-            ev.append(D.geo_evidence(f"highest stable LR, {label} ({top} at the grid's top)",
-                                     [arm[s][0] for s in seeds]))  # fmt: skip
-        ev.append(D.estimate_evidence(f"log10 ratio {warm['schedule']} / {plain.iloc[0]['schedule']}",
-                                      diffs, unit="decades"))  # fmt: skip
+            what = f"{opt}: highest stable LR, {label} ({top} at the grid's top)"
+            ev.append(D.geo_evidence(what, [arm[s][0] for s in seeds]))
+        what = f"{opt}: log10 ratio {labels[0]} / {labels[1]}"
+        ev.append(D.estimate_evidence(what, diffs, unit="decades"))
         if 2 * sum(arms[1][s][1] for s in seeds) > len(seeds):
             verdicts.append(INCONCLUSIVE)
             lines.append(f"{warm['family']}: without warmup the grid's top LR is still stable")
