@@ -28,6 +28,7 @@ services: $(STAMP)
 
 lint: $(STAMP)
 	$(PY) -m ruff check lrstudy tests bench
+	$(PY) -m ruff format --check lrstudy tests bench
 
 # The report test loads the page in headless Chromium (Debian package); needs root or sudo.
 chromium:
