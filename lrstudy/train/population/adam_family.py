@@ -22,11 +22,7 @@ class Adam(PopulationOptimizer):
         return c
 
     def update(self, name: str, p: Tensor, g: Tensor, c: dict[str, Tensor], group: int) -> None:
-        if c["shrink"] is not None:
-            p.mul_(per_member(c["shrink"], group, p))
-        g = self.coupled_decay(p, g, c["wd"])
-        st = self.state[name]
-        exp_avg, sq = self.moments(st, p, g)
+        g, st, exp_avg, sq = _decay_then_moments(self, name, p, g, c, group)
         if self.any("amsgrad"):
             top = st.setdefault("max_exp_avg_sq", torch.zeros_like(p))
             torch.maximum(top, sq, out=top)
@@ -87,11 +83,7 @@ class NAdam(PopulationOptimizer):
         return c
 
     def update(self, name: str, p: Tensor, g: Tensor, c: dict[str, Tensor], group: int) -> None:
-        if c["shrink"] is not None:
-            p.mul_(per_member(c["shrink"], group, p))
-        g = self.coupled_decay(p, g, c["wd"])
-        st = self.state[name]
-        exp_avg, sq = self.moments(st, p, g)
+        g, st, exp_avg, sq = _decay_then_moments(self, name, p, g, c, group)
         denom = sq.div(per_member(c["bc2"], 0, p)).sqrt().add_(per_member(self.h["eps"], 0, p))
         p.addcdiv_(per_member(c["c_grad"], group, p) * g, denom)
         p.addcdiv_(per_member(c["c_avg"], group, p) * exp_avg, denom)
@@ -121,12 +113,20 @@ class RAdam(PopulationOptimizer):
         return c
 
     def update(self, name: str, p: Tensor, g: Tensor, c: dict[str, Tensor], group: int) -> None:
-        if c["shrink"] is not None:
-            p.mul_(per_member(c["shrink"], group, p))
-        g = self.coupled_decay(p, g, c["wd"])
-        st = self.state[name]
-        exp_avg, sq = self.moments(st, p, g)
+        g, st, exp_avg, sq = _decay_then_moments(self, name, p, g, c, group)
         plain = exp_avg / per_member(c["bc1"], 0, p) * per_member(c["lr"], group, p)
         adaptive = per_member(c["bc2_sqrt"], 0, p) / sq.sqrt().add_(per_member(self.h["eps"], 0, p))
         rectified = plain * adaptive * per_member(c["rect"], 0, p)
         p.sub_(torch.where(per_member(c["rectified"], 0, p), rectified, plain))
+
+
+def _decay_then_moments(opt, name: str, p: Tensor, g: Tensor, c: dict[str, Tensor], group: int):
+    """The Adam family's shared first half of a step: decoupled shrink, coupled decay, moments.
+
+    Returns (decayed gradient, the parameter's state, first moment, second moment)."""
+    if c["shrink"] is not None:
+        p.mul_(per_member(c["shrink"], group, p))
+    g = opt.coupled_decay(p, g, c["wd"])
+    st = opt.state[name]
+    exp_avg, sq = opt.moments(st, p, g)
+    return g, st, exp_avg, sq
