@@ -28,6 +28,10 @@ _CONNECTION_MARKERS = (
     "RemoteDisconnected",
     "Connection aborted",
     "Connection reset",
+    # The server died mid-answer: urllib3's IncompleteRead inside requests' ChunkedEncodingError.
+    "Connection broken",
+    "IncompleteRead",
+    "ChunkedEncodingError",
     "too many 502 error responses",
     "too many 503 error responses",
     "too many 504 error responses",
