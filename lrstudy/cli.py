@@ -259,6 +259,9 @@ def cmd_report(args: argparse.Namespace) -> int:
         experiment=spec.experiment if spec else args.experiment,
         parent_run_id=args.run_id,
         out_dir=out,
+        # The file's claims, not the ones logged at run time: claims may be added after a run
+        # (they do not change the study's hash), and `report` is how a user then checks them.
+        claims=list(spec.claims) if spec else None,
     )
     print(f"report: {path}")
     return 0

@@ -100,6 +100,25 @@ def test_claims_come_from_the_newest_parents_spec_and_can_be_overridden(tiny) ->
     assert none.claims == [] and '<section id="claims">' not in none.html
 
 
+def test_report_command_checks_the_claims_the_file_declares_now(tiny) -> None:
+    # Claims added after the run (they change no key): `lrstudy report STUDY.yaml` checks them.
+    import subprocess
+    import sys
+
+    uri, _, d = tiny
+    later = d / "later.yaml"
+    later.write_text(TINY.replace(f"claims: [{', '.join(CLAIMED)}]", "claims: [too_high_unstable]"))
+    out = d / "later_reports"
+    done = subprocess.run(
+        [sys.executable, "-m", "lrstudy", "report", str(later), "--tracking-uri", uri, "--out", str(out)],
+        capture_output=True, text=True, timeout=300,
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    html = (out / "tiny_claims" / "index.html").read_text()
+    shown = re.findall(r'<div class="claim" id="claim-(\w+)"', html)
+    assert shown == ["too_high_unstable"]
+
+
 def test_the_index_links_every_report_and_shows_each_verdict(tiny, tmp_path: Path) -> None:
     uri, _, _ = tiny
     other = f"sqlite:///{tmp_path}/other.db"  # a second store: the index spans stores
