@@ -26,7 +26,9 @@ trial's run is closed as killed), waits a grace period for them, and exits 130. 
 on its own maps as for local worker processes: KeyboardInterrupt -> interrupted,
 `TrackingUnavailable` -> the study stops with exit 3, anything else -> a worker error line.
 
-Ray is imported only here and only when this executor is used (`import lrstudy` never loads it).
+Ray is imported only by this module and its two helpers, `ray_cluster` (checking an address
+before joining) and `ray_task` (what runs inside a Ray worker), and only when this executor is
+used (`import lrstudy` never loads it).
 Worker output stays in Ray's session logs (`log_to_driver=False`); what the user needs comes back
 as events.
 """
@@ -36,27 +38,27 @@ from __future__ import annotations
 import contextlib
 import logging
 import os
-import socket
-import subprocess
-import sys
 import time
 from collections import deque
 from collections.abc import Callable
-from pathlib import Path
 from typing import Any
 
 from lrstudy.errors import UserInputError
+from lrstudy.execute.ray_cluster import (
+    absolute_sqlite,
+    check_cluster,
+    first_line,
+    forwarded_env,
+    is_local_file,
+)
+from lrstudy.execute.ray_task import prepared_data, run_task
 from lrstudy.execute.worker import WorkOrder
 
 Event = dict[str, Any]
 
 INSTALL_HINT = "--executor ray needs the extra: pip install 'lrstudy[ray]'"
-_PROBE_TIMEOUT_S = 20.0  # a Ray GCS answers in ~1 s; ray.init itself would wait for minutes
-_TCP_TIMEOUT_S = 5.0
 _CANCEL_GRACE_S = 30.0  # tasks closing their runs after Ctrl-C; then they are killed
 _LOCAL_OBJECT_STORE_BYTES = 256 * 1024**2  # events and work orders only: tiny objects
-# Environment the tasks on a cluster need from the driver (lease, patience, cache, MLflow auth).
-_FORWARDED_ENV_PREFIXES = ("LRSTUDY_", "MLFLOW_")
 
 
 class RayContext:
@@ -80,8 +82,8 @@ class RayContext:
 
         from lrstudy.track.outage import TrackingUnavailable
 
-        order = order.replace(tracking_uri=_absolute_sqlite(order.tracking_uri))
-        task = ray.remote(num_cpus=1)(_task)
+        order = order.replace(tracking_uri=absolute_sqlite(order.tracking_uri))
+        task = ray.remote(num_cpus=1)(run_task)
         base = ray.put(order)
         stream = _Stream(on_event)
         todo = deque(_groups(order))
@@ -151,7 +153,7 @@ def connect(
         flag, address = "RAY_ADDRESS", os.environ["RAY_ADDRESS"]
     if address in (None, "", "local"):
         return _start_local(ray, workers or os.cpu_count() or 1)
-    if _is_local_file(tracking_uri):
+    if is_local_file(tracking_uri):
         raise UserInputError(
             f"{flag} {address}: tracking URI {tracking_uri} is a file on this machine that the "
             "cluster's other machines cannot reach; start a tracking server (mlflow server "
@@ -160,8 +162,8 @@ def connect(
         )
     if ray.is_initialized():
         return RayContext(address, owned=False)
-    _check_cluster(flag, address)
-    env = _forwarded_env()
+    check_cluster(flag, address)
+    env = forwarded_env()
     try:
         ray.init(
             address=address,
@@ -171,7 +173,7 @@ def connect(
         )
     except Exception as e:  # noqa: BLE001 - Ray raises many kinds; the user needs one line
         raise UserInputError(
-            f"{flag} {address}: cannot join the Ray cluster ({_first(e)})"
+            f"{flag} {address}: cannot join the Ray cluster ({first_line(e)})"
         ) from None
     return RayContext(address, owned=False)
 
@@ -192,119 +194,9 @@ def _start_local(ray, num_cpus: int) -> RayContext:
         )
     except Exception as e:  # noqa: BLE001
         raise UserInputError(
-            f"--executor ray: cannot start a local Ray runtime ({_first(e)})"
+            f"--executor ray: cannot start a local Ray runtime ({first_line(e)})"
         ) from None
     return RayContext(None, owned=True)
-
-
-def _forwarded_env() -> dict[str, str]:
-    return {k: v for k, v in os.environ.items() if k.startswith(_FORWARDED_ENV_PREFIXES)}
-
-
-def _is_local_file(uri: str) -> bool:
-    """sqlite, a file store, or a bare path: only this machine can open it."""
-    if uri.startswith(("sqlite:", "file:")):
-        return True
-    return ":" not in uri and not uri.startswith("databricks")
-
-
-def _absolute_sqlite(uri: str) -> str:
-    """`sqlite:///mlflow.db` relative to the driver's folder, made absolute for the workers."""
-    if uri.startswith("sqlite:///") and not uri.startswith("sqlite:////"):
-        return "sqlite:///" + str(Path(uri.removeprefix("sqlite:///")).resolve())
-    return uri
-
-
-def _split_address(flag: str, address: str) -> tuple[str, int]:
-    rest = address.split("://", 1)[1] if "://" in address else address
-    host, sep, port = rest.rpartition(":")
-    host = host.strip("[]")
-    if not sep or not host or not port.isdigit():
-        raise UserInputError(f"{flag} {address}: not a Ray address; give HOST:PORT")
-    return host, int(port)
-
-
-def _check_cluster(flag: str, address: str) -> None:
-    """Fail in seconds when nothing (or not Ray) answers: `ray.init` would retry for minutes."""
-    if address == "auto":
-        from ray._private import services
-
-        try:
-            address = services.canonicalize_bootstrap_address(address) or address
-        except Exception as e:  # noqa: BLE001
-            raise UserInputError(f"{flag} auto: no Ray cluster found ({_first(e)})") from None
-        if address == "auto":
-            return
-    host, port = _split_address(flag, address)
-    try:
-        with socket.create_connection((host, port), timeout=_TCP_TIMEOUT_S):
-            pass
-    except OSError as e:
-        reason = e.strerror or type(e).__name__
-        raise UserInputError(f"{flag} {address}: no Ray cluster answers there ({reason})") from None
-    if address.startswith("ray://"):
-        return  # a Ray Client server, not a GCS: ray.init reports its own errors quickly
-    # Ask the GCS for its cluster id from a child process, which can be given up on.
-    try:
-        done = subprocess.run(
-            [sys.executable, "-c", _PROBE, f"{host}:{port}"],
-            capture_output=True,
-            timeout=_PROBE_TIMEOUT_S,
-            env={**os.environ, "RAY_BACKEND_LOG_LEVEL": "fatal"},
-        )
-    except subprocess.TimeoutExpired:
-        raise UserInputError(
-            f"{flag} {address}: no Ray cluster answers there (something listens on port {port} "
-            f"but no Ray GCS answered within {_PROBE_TIMEOUT_S:.0f} s)"
-        ) from None
-    answer = (done.stdout.decode(errors="replace").strip().splitlines() or [""])[-1]
-    if done.returncode != 0 or answer not in ("ok", "token", "token-refused"):
-        lines = done.stderr.decode(errors="replace").strip().splitlines()
-        reason = lines[-1] if lines else f"probe exited with {done.returncode}"
-        raise UserInputError(f"{flag} {address}: no Ray cluster answers there ({reason})")
-    if answer == "token-refused":
-        raise UserInputError(
-            f"{flag} {address}: the Ray cluster wants token authentication and refused the "
-            "token found here; set RAY_AUTH_TOKEN (or RAY_AUTH_TOKEN_PATH) to the cluster's token"
-        )
-    if answer == "token":
-        # Ray turns token auth on for a cluster started where a token exists (~/.ray/auth_token)
-        # but not for a client joining it: do what the probe found to work.
-        os.environ["RAY_AUTH_MODE"] = "token"
-        with contextlib.suppress(Exception):
-            from ray._raylet import Config
-
-            Config.initialize("")
-
-
-# Run by `_check_cluster` in a child process: prints ok, token (answers with this machine's Ray
-# auth token only) or token-refused; fails (or hangs, and is given up on) when no GCS answers.
-_PROBE = """
-import os, sys
-import ray._raylet as r
-
-def ask():
-    r.GcsClient(address=sys.argv[1]).internal_kv_get(b"lrstudy-probe", None)
-
-def refused(e):
-    return "Authentication" in type(e).__name__ + str(e)
-
-try:
-    ask()
-    print("ok")
-except Exception as e:
-    if not refused(e) or os.environ.get("RAY_AUTH_MODE"):
-        raise
-    os.environ["RAY_AUTH_MODE"] = "token"
-    r.Config.initialize("")
-    try:
-        ask()
-        print("token")
-    except Exception as e2:
-        if not refused(e2):
-            raise
-        print("token-refused")
-"""
 
 
 class _Stream:
@@ -361,7 +253,7 @@ def _deliver(
         stream.ended(slot, ok=False)
         if type(e).__name__ == "TaskCancelledError":
             return {"type": "interrupted"}
-        errors.append(f"Ray task for {_label(keys)} failed: {_first(e)}")
+        errors.append(f"Ray task for {_label(keys)} failed: {first_line(e)}")
         return {"type": "error"}
     for event in out["events"]:
         stream.feed(slot, event)
@@ -404,7 +296,7 @@ def _groups(order: WorkOrder) -> list[tuple[str, ...]]:
         from lrstudy.execute.population import batches
     except ImportError:
         return singles
-    trials, data = _prepared_data(order)
+    trials, data = prepared_data(order)
     by_key = {t.key: t for t in trials}
     pending = [by_key[k] for k in order.keys if k in by_key]
     return [tuple(t.key for t in batch) for batch in batches(pending, order, data)]
@@ -416,81 +308,3 @@ def _label(keys: tuple[str, ...]) -> str:
 
 def _dedupe(errors: list[str]) -> list[str]:
     return list(dict.fromkeys(errors))
-
-
-def _first(e: BaseException) -> str:
-    lines = [ln.strip() for ln in str(e).strip().splitlines() if ln.strip()]
-    return lines[0] if lines else type(e).__name__
-
-
-# ---- inside a Ray worker process ----
-
-_PREPARED: dict[tuple[str, str], tuple[Any, Any]] = {}  # (spec hash, source) -> (trials, data)
-_CLIENTS: dict[str, Any] = {}  # tracking URI -> client (its outage record is per process)
-
-
-def _task(order: WorkOrder, keys: tuple[str, ...], slot: int, queue: Any = None) -> dict[str, Any]:
-    """Trial `keys` (one, or a population) through the claim loop; returns how the task ended
-    (and any events the driver's queue did not take)."""
-    kept: list[Event] = []
-
-    def emit(event: Event) -> None:
-        nonlocal queue
-        if queue is not None:
-            try:
-                queue.put_nowait((slot, event))
-                return
-            except Exception:  # noqa: BLE001 - the queue is gone: return the events instead
-                queue = None
-        kept.append(event)
-
-    try:
-        trials, data, client = _prepared(order)
-        from lrstudy.execute.worker import work
-
-        work(order.replace(keys=tuple(keys), index=slot), trials, data, client, emit)
-        status: Event = {"type": "finished"}
-    except KeyboardInterrupt:
-        status = {"type": "interrupted"}
-    except Exception as e:  # noqa: BLE001 - the driver prints it as one line
-        from lrstudy.track.outage import TrackingUnavailable
-
-        if isinstance(e, TrackingUnavailable):
-            status = {"type": "unavailable", "message": str(e)}
-        elif isinstance(e, UserInputError):
-            status = {"type": "error", "message": str(e)}
-        else:
-            status = {"type": "error", "message": f"{type(e).__name__}: {_first(e)}"}
-    return {"events": kept, "status": status}
-
-
-def _prepared(order: WorkOrder) -> tuple[Any, Any, Any]:
-    """Trials, data set and tracking client of this worker process, made on its first task."""
-    trials, data = _prepared_data(order)
-    if order.tracking_uri not in _CLIENTS:
-        from lrstudy.track.outage import call_patiently, outage_for
-        from lrstudy.track.store import open_client
-
-        # The driver saw the store answer: failing to reach it now is an outage, ridden out (up
-        # to the patience) like any other call, not a wrong --tracking-uri.
-        uri = order.tracking_uri
-        _CLIENTS[uri] = call_patiently(outage_for(uri), open_client, uri)
-    return trials, data, _CLIENTS[order.tracking_uri]
-
-
-def _prepared_data(order: WorkOrder) -> tuple[Any, Any]:
-    cache_key = (order.spec.spec_hash(), order.source)
-    if cache_key not in _PREPARED:
-        from lrstudy.quiet import quiet_libraries
-
-        quiet_libraries()
-        import torch
-
-        torch.set_num_threads(1)
-        # The training stack before any claim: no claimed trial waits on seconds of imports.
-        import lrstudy.track.callback  # noqa: F401
-        import lrstudy.train.module  # noqa: F401
-        from lrstudy.train.preflight import preflight
-
-        _PREPARED[cache_key] = preflight(order.spec, order.source)
-    return _PREPARED[cache_key]
