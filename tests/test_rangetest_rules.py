@@ -169,12 +169,47 @@ def test_suggest_runs_every_rule_and_needs_a_few_points():
     assert rules.suggest(LRS[:4], y[:4]) == dict.fromkeys(rules.RULES)
 
 
-def test_recommend_prefers_min_div10_and_falls_back():
-    full = {"steepest": 1e-2, "valley": 3e-3, "min_div10": 1e-3, "slide": 2e-3}
-    assert rules.recommend(full) == "min_div10"
-    assert rules.recommend({**full, "min_div10": None}) == "steepest"
-    assert rules.recommend({**full, "min_div10": None, "steepest": None}) == "valley"
+def test_recommend_prefers_geomean_and_falls_back():
+    full = {"geomean": 3e-3, "steepest": 1e-2, "valley": 3e-3, "min_div10": 1e-3, "slide": 2e-3,
+            "edge_div3": 5e-2}  # fmt: skip
+    assert rules.recommend(full) == "geomean"
+    assert rules.recommend({**full, "geomean": None}) == "min_div10"
+    assert rules.recommend({**full, "geomean": None, "min_div10": None}) == "steepest"
+    assert rules.recommend({**full, "geomean": None, "min_div10": None, "steepest": None}) == "valley"
     assert rules.recommend(dict.fromkeys(rules.RULES)) is None
+
+
+def test_a_flat_curve_recommends_a_third_of_where_the_loss_starts_to_rise():
+    full = {"geomean": 3e-3, "min_div10": 1e-3, "edge_div3": 5e-2}
+    assert rules.recommend(full, flat=True) == "edge_div3"
+    assert rules.recommend({**full, "edge_div3": None}, flat=True) == "geomean"
+
+
+def test_geomean_is_between_steepest_and_min_div10_on_a_log_scale():
+    y = 2 - np.tanh((X + 3) / 0.5) + np.where(X > -1, 5 * (X + 1) ** 2, 0)
+    a, b = rules.steepest(LRS, y), rules.min_div10(LRS, y)
+    assert rules.geomean(LRS, y) == pytest.approx(math.sqrt(a * b))
+    assert rules.geomean(LRS, X + 10.0) is None  # never decreasing: no steepest, no geomean
+
+
+def test_edge_div3_is_a_third_of_where_the_loss_first_rises_5_percent_over_its_minimum():
+    # Flat at 2.3 (chance on 10 classes) with noise far below 5%, then a blow-up from x = -1.
+    rng = np.random.default_rng(0)
+    y = 2.3 + 0.002 * rng.standard_normal(X.size) + np.where(X > -1, 3 * (X + 1) ** 2, 0.0)
+    edge = LRS[np.nonzero(y > y.min() * 1.05)[0][0]]
+    assert rules.edge_div3(LRS, y) == pytest.approx(edge / 3)
+    assert -1.7 < np.log10(rules.edge_div3(LRS, y)) < -1.2  # 0.12 decades above -1, over 3
+    assert rules.edge_div3(LRS, 2 - 0.1 * X) is None  # falls to the end: no edge
+
+
+def test_flat_means_the_loss_never_fell_half_a_percent():
+    rng = np.random.default_rng(1)
+    flat = 2.3 + 0.002 * rng.standard_normal(X.size) + np.where(X > -1, 3 * (X + 1) ** 2, 0.0)
+    assert rules.drop(flat) < rules.FLAT_DROP and rules.is_flat(flat)
+    falling = 2.3 - 0.05 * np.tanh((X + 3) / 0.5) - 0.05  # falls ~4%
+    assert rules.drop(falling) == pytest.approx((falling[0] - falling.min()) / falling[0])
+    assert not rules.is_flat(falling)
+    assert not rules.is_flat(flat[:3])  # too few points to say anything
 
 
 def test_spread_is_max_over_min():
@@ -187,6 +222,9 @@ def test_every_rule_has_a_one_sentence_explanation():
         text = rules.explain(rule, 0.0123)
         assert text.startswith("Recommended LR 0.0123") and rule in text
         assert text.count(". ") == 0 and text.endswith(".")
+    assert rules.explain("geomean", 0.01, 0.2) == rules.explain("geomean", 0.01)  # it fell: no note
+    flat = rules.explain("edge_div3", 0.01, 0.001)
+    assert "fell by only 0.1%" in flat and "--steps" in flat
 
 
 # --- the figure (data and drawing apart, as every figure) -------------------------------------------

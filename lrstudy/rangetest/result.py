@@ -28,6 +28,7 @@ class RangeTestResult:
     steps: int
     mode: str
     seconds: float
+    drop: float | None = None  # how far the smoothed loss fell below its start (fraction)
 
     @property
     def recommended_lr(self) -> float | None:
@@ -44,7 +45,7 @@ class RangeTestResult:
             return (
                 "No suggestion: too few finite losses before the early stop; lower the minimum LR."
             )
-        return rules.explain(self.recommended, self.recommended_lr)
+        return rules.explain(self.recommended, self.recommended_lr, self.drop)
 
     def figure(self) -> Figure:
         """Loss vs LR with the suggestions, as a matplotlib Figure (Agg, no pyplot state)."""

@@ -201,12 +201,13 @@ def _result(
     skip = int(rules.SKIP_START * ramp.steps)
     x, y = rules.usable_curve(curve.lrs, curve.smoothed, stop_index=curve.stop_index, skip=skip)
     suggestions = rules.suggest(x, y)
+    fell = rules.drop(y) if len(y) >= rules.MIN_POINTS else None
     return RangeTestResult(
         lrs=curve.lrs,
         losses=curve.losses,
         smoothed=curve.smoothed,
         suggestions=suggestions,
-        recommended=rules.recommend(suggestions),
+        recommended=rules.recommend(suggestions, flat=rules.is_flat(y)),
         stop_index=curve.stop_index,
         stop_reason=stop_reason,
         group_ratios=ratios,
@@ -215,6 +216,7 @@ def _result(
         steps=int(ramp.steps),
         mode=ramp.mode,
         seconds=time.perf_counter() - t0,
+        drop=fell,
     )
 
 

@@ -27,7 +27,7 @@ from lrstudy.rangetest.search import find_lr
 from lrstudy.spec.study import StudySpec
 from lrstudy.track import range_runs
 
-RULES_VERSION = 1  # part of the key: bump when a rule changes, so old suggestions are not reused
+RULES_VERSION = 2  # part of the key: bump when a rule changes, so old suggestions are not reused
 
 
 def range_test_settings(spec: StudySpec, trial: Trial, ramp: Ramp = RAMP) -> dict[str, Any]:
@@ -121,6 +121,7 @@ def log_result(
         "steps_run": len(result.lrs),
         "stop_reason": result.stop_reason or "none",
         "spread": f"{result.spread:.4g}" if result.spread else "none",
+        "loss_drop": f"{result.drop:.4g}" if result.drop is not None else "none",
         "group_ratios": [float(f"{r:.6g}") for r in result.group_ratios],
         **{
             k: settings[k]
@@ -248,6 +249,8 @@ def format_result(spec: StudySpec, trial: Trial, result: RangeTestResult) -> str
         lines.append(f"  {rule:<10} {(f'{lr:.3g}' if lr is not None else '-'):>12}{mark}")
     spread = result.spread
     lines.append(f"  spread (max/min): {spread:.1f}x" if spread else "  spread: -")
+    if result.drop is not None:
+        lines.append(f"  the smoothed loss fell {result.drop:.1%} below its start before the rules' end")
     if result.stop_index is None and result.recommended:
         lines.append(
             f"  note: the smoothed loss never exceeded {rules.STOP_FACTOR:g}x its best, so the rules"
