@@ -31,20 +31,25 @@ ORDER = ["lr_regimes", "gradients", "schedules", "warmup", "adaptive", "momentum
          "data_size", "generalization", "layer_lr", "range_test"]  # fmt: skip
 
 
-def _has_range_test(uri: str, experiment: str, study: str, optimizer: str) -> bool:
-    """A finished range test of this study's optimizer is already in the store (rerun: reuse)."""
+def _has_range_test(uri: str, spec, optimizer: str) -> bool:
+    """A finished range test of this study's optimizer with today's key (ramp, rules version, ...)
+    is in the store: reuse it on a rerun; a test made under older rules is redone."""
     from mlflow.tracking import MlflowClient
 
     from lrstudy import names as N
+    from lrstudy.keys import stable_hash
+    from lrstudy.plan import plan_trials
+    from lrstudy.rangetest.study import range_test_settings
 
     client = MlflowClient(uri)
-    exp = client.get_experiment_by_name(experiment)
+    exp = client.get_experiment_by_name(spec.experiment)
     if exp is None:
         return False
+    trial = next(t for t in plan_trials(spec) if t.optimizer == optimizer)
+    key = stable_hash(range_test_settings(spec, trial))
     runs = client.search_runs(
         [exp.experiment_id],
-        f"tags.`{N.TAG_KIND}` = '{N.KIND_RANGE_TEST}' and tags.`{N.TAG_STUDY}` = '{study}' "
-        f"and params.`{N.PARAM_OPTIMIZER}` = '{optimizer}' and attributes.status = 'FINISHED'",
+        f"tags.`{N.TAG_RANGE_TEST_KEY}` = '{key}' and attributes.status = 'FINISHED'",
         max_results=1,
     )
     return bool(runs)
@@ -59,7 +64,7 @@ def range_tests(path: Path, uri: str) -> None:
     if RANGE_TEST_CLAIM not in spec.claims:
         return
     for name in dict.fromkeys(o.name for o in spec.optimizers):
-        if not _has_range_test(uri, spec.experiment, spec.name, name):
+        if not _has_range_test(uri, spec, name):
             found = find_lr_for_study(spec, str(path), uri, optimizer=name)
             print(f"  range test {name}: recommended {found.result.recommended_lr:.3g} "
                   f"({found.result.recommended})", flush=True)  # fmt: skip

@@ -250,7 +250,10 @@ def format_result(spec: StudySpec, trial: Trial, result: RangeTestResult) -> str
     spread = result.spread
     lines.append(f"  spread (max/min): {spread:.1f}x" if spread else "  spread: -")
     if result.drop is not None:
-        lines.append(f"  the smoothed loss fell {result.drop:.1%} below its start before the rules' end")
+        lines.append(
+            f"  the smoothed loss fell {result.drop:.1%} from its start (under "
+            f"{rules.FLAT_DROP:.1%} the test saw no learning and edge_div3 is recommended)"
+        )
     if result.stop_index is None and result.recommended:
         lines.append(
             f"  note: the smoothed loss never exceeded {rules.STOP_FACTOR:g}x its best, so the rules"
