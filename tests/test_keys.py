@@ -170,7 +170,7 @@ def test_lr_auto_trial_keys() -> None:
 )
 def test_range_test_settings_key_with_the_default_ramp(text: str, trial: str, key: str) -> None:
     # Computed as log_result and auto_lr do: the default ramp, hashed with stable_hash. These
-    # change only with RULES_VERSION (now 2: the geomean recommendation), on purpose: a range
+    # change only with RULES_VERSION (now 2: the geomean and edge_div3 rules, a flat-curve fallback), on purpose: a range
     # test logged under other rules must not be reused.
     from lrstudy.rangetest.study import range_test_settings
 

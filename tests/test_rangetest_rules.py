@@ -169,20 +169,22 @@ def test_suggest_runs_every_rule_and_needs_a_few_points():
     assert rules.suggest(LRS[:4], y[:4]) == dict.fromkeys(rules.RULES)
 
 
-def test_recommend_prefers_geomean_and_falls_back():
+def test_recommend_prefers_min_div10_and_falls_back():
     full = {"geomean": 3e-3, "steepest": 1e-2, "valley": 3e-3, "min_div10": 1e-3, "slide": 2e-3,
             "edge_div3": 5e-2}  # fmt: skip
-    assert rules.recommend(full) == "geomean"
-    assert rules.recommend({**full, "geomean": None}) == "min_div10"
+    assert rules.recommend(full) == "min_div10"
+    assert rules.recommend({**full, "min_div10": None}) == "geomean"
     assert rules.recommend({**full, "geomean": None, "min_div10": None}) == "steepest"
-    assert rules.recommend({**full, "geomean": None, "min_div10": None, "steepest": None}) == "valley"
+    assert (
+        rules.recommend({**full, "geomean": None, "min_div10": None, "steepest": None}) == "valley"
+    )
     assert rules.recommend(dict.fromkeys(rules.RULES)) is None
 
 
 def test_a_flat_curve_recommends_a_third_of_where_the_loss_starts_to_rise():
     full = {"geomean": 3e-3, "min_div10": 1e-3, "edge_div3": 5e-2}
     assert rules.recommend(full, flat=True) == "edge_div3"
-    assert rules.recommend({**full, "edge_div3": None}, flat=True) == "geomean"
+    assert rules.recommend({**full, "edge_div3": None}, flat=True) == "min_div10"
 
 
 def test_geomean_is_between_steepest_and_min_div10_on_a_log_scale():
@@ -222,7 +224,7 @@ def test_every_rule_has_a_one_sentence_explanation():
         text = rules.explain(rule, 0.0123)
         assert text.startswith("Recommended LR 0.0123") and rule in text
         assert text.count(". ") == 0 and text.endswith(".")
-    assert rules.explain("geomean", 0.01, 0.2) == rules.explain("geomean", 0.01)  # it fell: no note
+    assert rules.explain("min_div10", 0.01, 0.2) == rules.explain("min_div10", 0.01)  # it fell
     flat = rules.explain("edge_div3", 0.01, 0.001)
     assert "fell by only 0.1%" in flat and "--steps" in flat
 
