@@ -29,6 +29,7 @@ import pandas as pd
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+from lrstudy.errors import UserInputError  # noqa: E402
 from lrstudy.report.analyze import config_table  # noqa: E402
 from lrstudy.report.diagnose import VERDICTS, diagnose  # noqa: E402
 
@@ -153,7 +154,12 @@ def main() -> None:
             continue
         uri = f"sqlite:///{store}"
         for study in studies_in(uri):
-            row = calibrate(study, study_trials(uri, study))
+            try:
+                trials = study_trials(uri, study)
+            except UserInputError as e:  # e.g. a study still running, nothing finished yet
+                print(f"skipping {study}: {e}")
+                continue
+            row = calibrate(study, trials)
             if row:
                 rows.append(row)
                 print(f"{study}: {agreement(row['pairs']):.0%} agree", flush=True)
