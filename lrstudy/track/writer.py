@@ -129,7 +129,10 @@ def bulk_enabled(uri: str) -> bool:
 
 
 def _serve(uri: str) -> None:
+    from lrstudy.gc_tuning import fewer_full_collections
+
     signal.signal(signal.SIGINT, signal.SIG_IGN)
+    fewer_full_collections()  # before importing MLflow (see lrstudy.gc_tuning)
     from mlflow.tracking import MlflowClient
 
     # Acks go to a private copy of stdout; anything else printing to fd 1 lands on stderr.
@@ -146,6 +149,9 @@ def _serve(uri: str) -> None:
     finally:
         with contextlib.suppress(OSError):
             out.close()
+        from lrstudy.gc_tuning import skip_final_collection
+
+        skip_final_collection()  # every frame is committed and acknowledged: just end
 
 
 Write = Callable[[str, list[tuple[str, float, int, int]]], None]
