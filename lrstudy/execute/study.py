@@ -29,7 +29,7 @@ from lrstudy import names
 from lrstudy.errors import UserInputError
 from lrstudy.execute.params import study_params
 from lrstudy.execute.progress import StudyProgress
-from lrstudy.execute.worker import WorkOrder, spread, work
+from lrstudy.execute.worker import WorkOrder, import_training_stack, spread, work
 from lrstudy.plan import Trial
 from lrstudy.report.best import BestConfig
 from lrstudy.spec import StudySpec
@@ -179,8 +179,12 @@ def _run(spec, source, tracking_uri, spawned, relay, workers, executor, ray_addr
         from lrstudy.execute.ray_executor import connect
 
         ray_ctx = connect(ray_address, tracking_uri, workers=workers)
-    client = open_client(tracking_uri)
+    # The input is sound: the writer process may create or migrate the store now, on the other
+    # core, while this process imports the training stack (~3 s); then opening it is quick.
     prestart_writer(tracking_uri)
+    if ray_ctx is None:
+        import_training_stack()
+    client = open_client(tracking_uri)
     exp = experiment_id(client, spec.experiment)
     existing = track_runs.search_study_runs(client, exp, names.KIND_TRIAL, spec.name)
     parents = track_runs.search_study_runs(client, exp, names.KIND_STUDY, spec.name)

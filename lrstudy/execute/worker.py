@@ -121,7 +121,7 @@ def work(
         heartbeat.stop()
 
 
-def _import_training_stack() -> None:
+def import_training_stack() -> None:
     """Lightning, torch and the tracking callback, which the first trial would import anyway."""
     import lrstudy.track.callback  # noqa: F401
     import lrstudy.train.module  # noqa: F401
@@ -194,7 +194,7 @@ def _main(events_fd: int) -> int:
         quiet_libraries()
         # Import everything before the order arrives: the study process is setting up meanwhile,
         # and no claim ever waits on seconds of imports.
-        _import_training_stack()
+        import_training_stack()
         from lrstudy.track.store import open_client
         from lrstudy.train.preflight import preflight
 

@@ -36,7 +36,6 @@ def open_client(uri: str, *, create: bool = True):
             scheme is not one MLflow can open.
     """
     from mlflow.exceptions import MlflowException
-    from mlflow.tracking import MlflowClient
 
     if uri.startswith(("http://", "https://")):
         _check_server(uri)
@@ -50,15 +49,23 @@ def open_client(uri: str, *, create: bool = True):
             raise UserInputError(f"tracking URI {uri}: no such store ({db} does not exist)")
     quiet_mlflow_retries(uri)
     try:
-        # MlflowClient() itself creates or migrates a SQL store's schema: hold the lock across it.
-        with _store_lock(uri):
-            client = _first_touch(uri, MlflowClient)
+        client = first_open(uri)
     except MlflowException as e:
         first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
         raise UserInputError(f"tracking URI {uri}: cannot open the store ({first})") from None
     if uri.startswith(("http://", "https://")):
         return PatientClient(client, outage_for(uri))
     return client
+
+
+def first_open(uri: str):
+    """An `MlflowClient` on `uri` whose store is created and migrated; safe against other
+    processes doing the same at the same moment (see `open_client`)."""
+    from mlflow.tracking import MlflowClient
+
+    # MlflowClient() itself creates or migrates a SQL store's schema: hold the lock across it.
+    with _store_lock(uri):
+        return _first_touch(uri, MlflowClient)
 
 
 def _first_touch(uri: str, make_client, attempts: int = 5):

@@ -138,7 +138,14 @@ def _serve(uri: str) -> None:
     # Acks go to a private copy of stdout; anything else printing to fd 1 lands on stderr.
     out = os.fdopen(os.dup(1), "wb")
     os.dup2(2, 1)
-    client = MlflowClient(tracking_uri=uri)
+    if uri.startswith("sqlite:///"):
+        # The study may start us before it opens the store itself: a fresh store is created and
+        # migrated here (~1.5 s), under the same lock, while the study imports the training stack.
+        from lrstudy.track.store import first_open
+
+        client = first_open(uri)
+    else:
+        client = MlflowClient(tracking_uri=uri)
     write = _bulk_writer(uri) if bulk_enabled(uri) else _log_batch_writer(client)
     try:
         _serve_loop(write, sys.stdin.buffer, out)
