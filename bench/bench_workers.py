@@ -2,7 +2,10 @@
 the comparison is of the executor alone), each in a fresh process on a fresh sqlite store, the two
 interleaved n times. Goal on a 2-core machine: >= 1.8x faster with 2 workers (never below 1.5x).
 
-    python bench/bench_workers.py [--repeat 3]
+    python bench/bench_workers.py [--repeat 3] [--study studies/quickstart.yaml]
+
+--study: another study file instead of the built-in 24 short trials (e.g. the quickstart: 48
+trials of 400 steps, where the fixed start-up weighs less).
 """
 
 from __future__ import annotations
@@ -30,11 +33,14 @@ report: {enabled: false}
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__)
     ap.add_argument("--repeat", type=int, default=3)
-    n = ap.parse_args().repeat
+    ap.add_argument("--study", type=Path, help="a study file (default: 24 short built-in trials)")
+    args = ap.parse_args()
+    n = args.repeat
     times: dict[int, list[float]] = {1: [], 2: []}
     with tempfile.TemporaryDirectory() as tmp:
-        study = Path(tmp) / "study.yaml"
-        study.write_text(STUDY)
+        study = args.study.resolve() if args.study else Path(tmp) / "study.yaml"
+        if not args.study:
+            study.write_text(STUDY)
         for i in range(n):
             for workers in (1, 2):
                 db = Path(tmp) / f"w{workers}-{i}.db"
@@ -43,8 +49,9 @@ def main() -> None:
                 cmd += ["--engine", "trial"]
                 times[workers].append(timed(cmd, cwd=ROOT))
                 print(f"run {i + 1}/{n}, workers={workers}: {times[workers][-1]:.1f} s", flush=True)
-    print(f"24 trials, --workers 1: {spread(times[1])}")
-    print(f"24 trials, --workers 2: {spread(times[2])}")
+    what = study.name if args.study else "24 trials"
+    print(f"{what}, --workers 1: {spread(times[1])}")
+    print(f"{what}, --workers 2: {spread(times[2])}")
     print(f"speed-up (workers 1 / workers 2, paired): {ratio_spread(times[1], times[2])}")
 
 
