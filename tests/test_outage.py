@@ -47,6 +47,15 @@ def cut_off_mid_answer(conn: socket.socket) -> None:
     )
 
 
+def service_unavailable(conn: socket.socket) -> None:
+    # What a proxy in front of a restarting server answers.
+    body = b"<html>Service Unavailable</html>"
+    conn.sendall(
+        b"HTTP/1.1 503 Service Unavailable\r\nContent-Type: text/html\r\n"
+        b"Content-Length: %d\r\nConnection: close\r\n\r\n" % len(body) + body
+    )
+
+
 def answer_json(status: int, payload: dict) -> Answer:
     def answer(conn: socket.socket) -> None:
         body = json.dumps(payload).encode()
@@ -125,6 +134,11 @@ def _mlflow_error(url: str) -> MlflowException:
 
 def test_server_dying_mid_answer_is_an_outage(scripted) -> None:
     server = scripted([cut_off_mid_answer])
+    assert is_connection_error(_mlflow_error(server.url))
+
+
+def test_a_proxy_saying_service_unavailable_is_an_outage(scripted) -> None:
+    server = scripted([service_unavailable])
     assert is_connection_error(_mlflow_error(server.url))
 
 
