@@ -53,3 +53,15 @@ def wait_until_gone(text: str, timeout: float = 30.0) -> list[str]:
     while (left := processes_mentioning(text)) and time.monotonic() < deadline:
         time.sleep(0.2)
     return left
+
+
+def smoke_study(tmp_path: Path, name: str, epochs: int = 2, seeds: str = "[0, 1]") -> Path:
+    """studies/smoke.yaml under another name (its own experiment), with other epochs and seeds."""
+    text = SMOKE.read_text().replace("name: smoke", f"name: {name}")
+    text = text.replace("experiment: smoke", f"experiment: {name}")
+    text = text.replace("epochs: 2", f"epochs: {epochs}").replace(
+        "seeds: [0, 1]", f"seeds: {seeds}"
+    )
+    p = tmp_path / f"{name}.yaml"
+    p.write_text(text)
+    return p

@@ -22,21 +22,10 @@ from lrstudy import names
 from lrstudy.cli import main
 from lrstudy.plan import plan_trials
 from lrstudy.spec import load_spec
-from tests.conftest import wait_until_gone
+from tests.conftest import smoke_study, wait_until_gone
 
 ROOT = Path(__file__).resolve().parents[1]
 SMOKE = ROOT / "studies" / "smoke.yaml"
-
-
-def _study(tmp_path: Path, name: str, epochs: int = 2, seeds: str = "[0, 1]") -> Path:
-    text = SMOKE.read_text().replace("name: smoke", f"name: {name}")
-    text = text.replace("experiment: smoke", f"experiment: {name}")
-    text = text.replace("epochs: 2", f"epochs: {epochs}").replace(
-        "seeds: [0, 1]", f"seeds: {seeds}"
-    )
-    p = tmp_path / f"{name}.yaml"
-    p.write_text(text)
-    return p
 
 
 def _trial_runs(uri: str, experiment: str) -> list:
@@ -95,7 +84,7 @@ def _wait_running(db: Path, procs: list[subprocess.Popen], n: int, timeout: floa
 
 
 def test_three_invocations_on_a_fresh_store_share_the_work(tmp_path: Path) -> None:
-    study = _study(tmp_path, "trio")
+    study = smoke_study(tmp_path, "trio")
     uri = f"sqlite:///{tmp_path}/mlflow.db"  # does not exist yet: all three create it at once
     procs = [
         subprocess.Popen(
@@ -115,7 +104,7 @@ def test_three_invocations_on_a_fresh_store_share_the_work(tmp_path: Path) -> No
 
 
 def test_two_workers_finish_every_trial_once(tmp_path: Path, capsys) -> None:
-    study = _study(tmp_path, "pair")
+    study = smoke_study(tmp_path, "pair")
     uri = f"sqlite:///{tmp_path}/mlflow.db"
     assert main(["run", str(study), "--tracking-uri", uri, "--no-report", "--workers", "2"]) == 0
     runs = _assert_exactly_once(uri, study)
@@ -127,7 +116,7 @@ def test_two_workers_finish_every_trial_once(tmp_path: Path, capsys) -> None:
 
 def _two_long_trials(tmp_path: Path, name: str) -> Path:
     # Two trials of several seconds each: both workers are mid-trial when the signal lands.
-    study = _study(tmp_path, name, epochs=1000, seeds="[0]")
+    study = smoke_study(tmp_path, name, epochs=1000, seeds="[0]")
     text = study.read_text().replace("lr: [0.05, 50.0]", "lr: [0.05]")
     study.write_text(text.replace("  - name: cosine\n    warmup: 2\n", ""))
     assert len(plan_trials(load_spec(study))) == 2

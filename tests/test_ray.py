@@ -26,6 +26,8 @@ from pathlib import Path
 
 import pytest
 
+from tests.conftest import smoke_study
+
 ROOT = Path(__file__).resolve().parents[1]
 SMOKE = ROOT / "studies" / "smoke.yaml"
 HAS_RAY = importlib.util.find_spec("ray") is not None
@@ -35,17 +37,6 @@ needs_ray = pytest.mark.skipif(
     reason="needs ray (pip install 'lrstudy[ray]') and root for a loopback-only namespace",
 )
 KIND, TRIAL, KEY = "lrstudy.kind", "trial", "lrstudy.trial_key"  # lrstudy.names, kept import-free
-
-
-def _study(tmp_path: Path, name: str, epochs: int = 2, seeds: str = "[0, 1]") -> Path:
-    text = SMOKE.read_text().replace("name: smoke", f"name: {name}")
-    text = text.replace("experiment: smoke", f"experiment: {name}")
-    text = text.replace("epochs: 2", f"epochs: {epochs}").replace(
-        "seeds: [0, 1]", f"seeds: {seeds}"
-    )
-    p = tmp_path / f"{name}.yaml"
-    p.write_text(text)
-    return p
 
 
 def _env(**extra: str) -> dict[str, str]:
@@ -103,7 +94,7 @@ def _one_error_line(err: str) -> str:
 
 @needs_ray
 def test_local_runtime_ctrl_c_closes_trials_then_resume_finishes_once(tmp_path: Path) -> None:
-    study = _study(tmp_path, "rayint", epochs=60, seeds="[0]")
+    study = smoke_study(tmp_path, "rayint", epochs=60, seeds="[0]")
     db = tmp_path / "mlflow.db"
     out = _inside(tmp_path, "interrupt-resume", str(study), str(db))
     first, second = out["first"], out["second"]
@@ -119,7 +110,7 @@ def test_local_runtime_ctrl_c_closes_trials_then_resume_finishes_once(tmp_path: 
 
 @needs_ray
 def test_ray_cluster_with_a_tracking_server(tmp_path: Path) -> None:
-    study = _study(tmp_path, "raycluster")
+    study = smoke_study(tmp_path, "raycluster")
     db = tmp_path / "mlflow.db"
     out = _inside(tmp_path, "cluster", str(study), str(db))
     assert out["rc"] == 0, out["err"]

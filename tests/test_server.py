@@ -19,10 +19,10 @@ from pathlib import Path
 import pytest
 
 from lrstudy import names
+from tests.conftest import smoke_study
 from tests.servers import MlflowServer, postgres_cluster, why_no_postgres
 
 ROOT = Path(__file__).resolve().parents[1]
-SMOKE = ROOT / "studies" / "smoke.yaml"
 LEASE_S = "4"
 
 pytestmark = pytest.mark.skipif(why_no_postgres() is not None, reason=str(why_no_postgres()))
@@ -44,15 +44,6 @@ def server(postgres, tmp_path: Path):
         yield srv.start()
     finally:
         srv.stop()
-
-
-def _study(tmp_path: Path, name: str, epochs: int = 2) -> Path:
-    text = SMOKE.read_text().replace("name: smoke", f"name: {name}")
-    text = text.replace("experiment: smoke", f"experiment: {name}")
-    text = text.replace("epochs: 2", f"epochs: {epochs}")
-    p = tmp_path / f"{name}.yaml"
-    p.write_text(text)
-    return p
 
 
 def _env(**extra: str) -> dict[str, str]:
@@ -154,7 +145,7 @@ def _assert_complete(url: str, study: Path) -> list:
 
 
 def test_study_on_a_tracking_server_backed_by_postgres(server, tmp_path: Path) -> None:
-    study = _study(tmp_path, "srv")
+    study = smoke_study(tmp_path, "srv")
     done = subprocess.run(
         [*_run_cmd(study, server.url), "--workers", "2", "--no-report"],
         env=_env(),
@@ -180,7 +171,7 @@ def test_study_on_a_tracking_server_backed_by_postgres(server, tmp_path: Path) -
 
 
 def test_server_crash_mid_study_is_ridden_out(server, postgres, tmp_path: Path) -> None:
-    study = _study(tmp_path, "crash", epochs=40)
+    study = smoke_study(tmp_path, "crash", epochs=40)
     proc, lines = _start_study(study, server.url, tmp_path)
     try:
         _wait_running(server, postgres, proc, lines, n=2)
@@ -203,7 +194,7 @@ def test_server_crash_mid_study_is_ridden_out(server, postgres, tmp_path: Path) 
 
 
 def test_server_gone_past_patience_stops_then_resumes(server, postgres, tmp_path: Path) -> None:
-    study = _study(tmp_path, "gone", epochs=40)
+    study = smoke_study(tmp_path, "gone", epochs=40)
     proc, lines = _start_study(study, server.url, tmp_path, LRSTUDY_TRACKING_PATIENCE="5")
     try:
         _wait_running(server, postgres, proc, lines, n=2)
