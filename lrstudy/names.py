@@ -64,6 +64,18 @@ TAG_ERROR = "lrstudy.error"
 TAG_DEVICE = "lrstudy.device"  # where training ran, e.g. "cpu" or "cuda:0"
 TAG_PARAM_GROUPS = "lrstudy.param_groups"  # comma-separated group names, in order
 TAG_LR_SOURCE = "lrstudy.lr_source"  # "spec" or "range_test:<suggestion>" for lr: auto
+# What ranks configurations (parent and trial runs): a metric name as logged, and max/min.
+# Absent on runs written before it: then val/acc, max (what every study ranked by until then).
+TAG_METRIC = "lrstudy.metric"
+TAG_METRIC_MODE = "lrstudy.metric_mode"
+TAG_TASK_KIND = "lrstudy.task_kind"  # "reference", "model" (user nn.Module), "module" (Lightning)
+# A user class's source: sha256 of the files defining the task's classes (plan warns on change).
+TAG_CODE_HASH = "lrstudy.code_hash"
+# The study replaced the module's own configure_optimizers (its optimizer and schedule).
+TAG_OPTIMIZER_REPLACED = "lrstudy.optimizer_replaced"
+TAG_ENGINE_REASON = "lrstudy.engine_reason"  # why a trial ran on the trial engine, not a population
+# Plugin runs (LRStudyCallback): JSON list of param names a user passed that count as configuration.
+TAG_CONFIG_PARAMS = "lrstudy.config_params"
 PARENT_RUN_ID = "mlflow.parentRunId"  # MLflow's own nesting tag
 RUN_NAME = "mlflow.runName"
 # MLflow 3's UI opens an experiment in its GenAI view unless this experiment tag says otherwise.

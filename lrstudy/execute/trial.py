@@ -40,6 +40,8 @@ class TrialDone:
     lr_source: str
     error: str = ""
     worker: int = 0
+    # Final value of the study's ranking metric (`StudySpec.rank_metric`); None when not logged.
+    metric_value: float | None = None
 
     def as_event(self) -> dict[str, Any]:
         return {"type": "trial", **self.__dict__}
