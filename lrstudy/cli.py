@@ -87,13 +87,44 @@ def _parser() -> argparse.ArgumentParser:
 
     from lrstudy.rangetest.ramp import MODES, RAMP  # torch-free: --help stays instant
 
-    f = sub.add_parser("find-lr", help="LR range test on the study's task")
-    f.add_argument("study", type=Path)
+    f = sub.add_parser(
+        "find-lr",
+        help="LR range test on the study's task",
+        description="LR range test: train a few hundred steps while the LR grows from --min to "
+        "--max, smooth the loss, print every rule's suggested LR and the recommended one, and "
+        "log the test as a range_test run under the study.",
+    )
+    f.add_argument("study", type=Path, help="study file (its task, data and optimizers)")
     f.add_argument("--optimizer", help="which of the study's optimizers (default: the first)")
-    f.add_argument("--min", dest="lr_min", type=float, default=RAMP.lr_min)
-    f.add_argument("--max", dest="lr_max", type=float, default=RAMP.lr_max)
-    f.add_argument("--steps", type=int, default=RAMP.steps)
-    f.add_argument("--mode", choices=MODES, default=RAMP.mode)
+    f.add_argument(
+        "--min",
+        dest="lr_min",
+        type=float,
+        default=RAMP.lr_min,
+        help=f"first LR of the ramp, small enough to change nothing (default: {RAMP.lr_min:g})",
+    )
+    f.add_argument(
+        "--max",
+        dest="lr_max",
+        type=float,
+        default=RAMP.lr_max,
+        help=f"last LR of the ramp, large enough to diverge (default: {RAMP.lr_max:g}); the test "
+        "stops early once the smoothed loss exceeds 4x its best",
+    )
+    f.add_argument(
+        "--steps",
+        type=int,
+        default=RAMP.steps,
+        help=f"optimizer steps from --min to --max (default: {RAMP.steps}); under 100 the "
+        "smoothed loss has not warmed up and the recommendation comes with a warning",
+    )
+    f.add_argument(
+        "--mode",
+        choices=MODES,
+        default=RAMP.mode,
+        help=f"ramp spacing: exp (geometric, equal steps per decade) or linear "
+        f"(default: {RAMP.mode})",
+    )
     uri(f)
 
     u = sub.add_parser(

@@ -24,9 +24,27 @@ def quiet_libraries() -> None:
     os.environ.setdefault("PYTHONWARNINGS", _IGNORED)
     for category in (DeprecationWarning, FutureWarning, PendingDeprecationWarning):
         warnings.filterwarnings("ignore", category=category)
-    # Lightning's pytree shim warns with a plain UserWarning about torch internals.
-    warnings.filterwarnings("ignore", message=r".*treespec.*is deprecated.*")
+    silence_lightning_pytree()
     logging.getLogger("mlflow").setLevel(logging.WARNING)
+
+
+def silence_lightning_pytree() -> None:
+    """Ignore the one warning every `Trainer.fit` prints with torch >= 2.10 and Lightning 2.6.
+
+    Lightning's `CombinedLoader` flattens the loaders with its own copy of torch's pytree code
+    (`lightning/pytorch/utilities/_pytree.py`), which builds a `LeafSpec()`; torch deprecated that
+    class, so each fit warns "`isinstance(treespec, LeafSpec)` is deprecated" (a plain
+    UserWarning, so no deprecation filter catches it) in the middle of the progress lines. It is
+    about Lightning's internals, not the user's study. The filter matches that message from that
+    module only; idempotent (warnings.filterwarnings drops an identical filter before adding).
+    Installed by `lrstudy.train.data`, which every training path imports (the CLI, the worker
+    processes and the notebook API's `run_study`, which never calls `quiet_libraries`).
+    """
+    warnings.filterwarnings(
+        "ignore",
+        message=r"`isinstance\(treespec, LeafSpec\)` is deprecated",
+        module=r"lightning\.pytorch\.utilities\._pytree",
+    )
 
 
 def interrupt_once() -> None:

@@ -29,9 +29,23 @@ class RangeTestResult:
     mode: str
     seconds: float
     drop: float | None = None  # how far the smoothed loss fell below its start (fraction)
+    # Why the recommendation may not be trusted (rules.trust_warnings); empty when none.
+    warnings: tuple[str, ...] = ()
+
+    def __repr__(self) -> str:
+        # The dataclass repr prints every recorded LR and loss: hundreds of numbers.
+        lr = f"{self.recommended_lr:.4g}" if self.recommended_lr is not None else "None"
+        why = rules.EXPLANATIONS.get(self.recommended or "", self.explanation)
+        why = why if len(why) <= 72 else why[:69] + "..."
+        extra = f", warnings={len(self.warnings)}" if self.warnings else ""
+        return (
+            f"RangeTestResult(recommended_lr={lr}, rule={self.recommended!r}, why={why!r}, "
+            f"steps={len(self.lrs)}/{self.steps}{extra})"
+        )
 
     @property
     def recommended_lr(self) -> float | None:
+        """The LR to use (the recommended rule's suggestion); None when no rule had an answer."""
         return self.suggestions[self.recommended] if self.recommended else None
 
     @property
@@ -41,11 +55,13 @@ class RangeTestResult:
 
     @property
     def explanation(self) -> str:
+        """What the recommended LR is and why, then "Warning: ..." for each of `warnings`."""
         if self.recommended is None:
             return (
                 "No suggestion: too few finite losses before the early stop; lower the minimum LR."
             )
-        return rules.explain(self.recommended, self.recommended_lr, self.drop)
+        text = rules.explain(self.recommended, self.recommended_lr, self.drop)
+        return "\n".join([text, *(f"Warning: {w}" for w in self.warnings)])
 
     def figure(self) -> Figure:
         """Loss vs LR with the suggestions, as a matplotlib Figure (Agg, no pyplot state)."""

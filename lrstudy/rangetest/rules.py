@@ -286,3 +286,46 @@ def explain(rule: str, lr: float, fell: float | None = None) -> str:
     if fell is not None and fell < FLAT_DROP:
         text += " " + FLAT_NOTE.format(drop=max(fell, 0.0))
     return text
+
+
+# The smoothed loss is an EMA with a memory of ~1/(1 - smoothing) steps (50 at 0.98): until that
+# many finite losses are in, it is close to the plain mean of everything so far, and afterwards it
+# still lags the ramp by about that many steps. So the rules read a curve that follows the LR only
+# past that warm-up; a test gets trusted when at least as many steps again came after it, i.e. when
+# the curve the rules read ends at step >= 2 x memory (100 steps at the default smoothing: the
+# shortest test lrstudy's evaluation measured the rules on, bench/rangetest_rules.py).
+TRUSTED_MEMORIES = 2
+
+
+def ema_memory(smoothing: float) -> float:
+    """Steps the smoothed loss remembers: 1 / (1 - smoothing); 1 without smoothing."""
+    return 1.0 / (1.0 - smoothing) if 0 <= smoothing < 1 else math.inf
+
+
+def trust_warnings(
+    *, steps: int, end: int, smoothing: float, recommended: str | None
+) -> tuple[str, ...]:
+    """Why a recommendation should not be trusted: a test too short for its EMA to follow the LR.
+
+    steps: the planned steps; end: the step the rules' curve ends at (the early stop, else the
+    steps run); smoothing: the EMA factor. Empty when the curve is long enough, or when nothing
+    is recommended (the explanation already says why).
+    """
+    if recommended is None:
+        return ()
+    memory = ema_memory(smoothing)
+    need = math.ceil(TRUSTED_MEMORIES * memory)
+    if end >= need:
+        return ()
+    if end < steps:
+        why = f"the test stopped at step {end} of {steps}"
+        fix = "lower the minimum LR (--min) so the loss has room to fall before it blows up"
+    else:
+        why = f"the test ran only {steps} steps"
+        fix = f"use steps (--steps) >= {need}"
+    return (
+        f"{why}, fewer than the {need} the rules need to be trusted: the smoothed loss (EMA, "
+        f"smoothing {smoothing:g}) averages the last ~{memory:.0f} steps, so it follows the LR only "
+        f"after about {memory:.0f} steps and the curve the rules read is mostly the EMA warming "
+        f"up; {fix}.",
+    )

@@ -59,6 +59,15 @@ def find_lr(
     The reference LR is `optimizer.defaults["lr"]` (the `lr=` the optimizer was built with: the
     trial LR for lrstudy's optimizers), else the largest group LR; every group keeps its ratio to it.
 
+    Returns:
+        A `RangeTestResult`; its repr is one short line. What to read:
+        `result.recommended_lr` (the LR to use, None when no rule had an answer),
+        `result.recommended` (the *name* of the rule it came from, e.g. "min_div10"),
+        `result.explanation` (a sentence on what that LR is and why; it ends with the warnings),
+        `result.warnings` (why the recommendation may not be trusted, e.g. too few steps for the
+        EMA smoothing to follow the LR: fewer than 2 / (1 - smoothing) = 100 steps by default;
+        empty when none), `result.suggestions` (every rule's LR) and `result.figure()`.
+
     Raises:
         ValueError: a bad argument, an empty `train_batches`, or a module that has no optimizer.
         TypeError: the step did not produce a scalar loss tensor.
@@ -202,12 +211,17 @@ def _result(
     x, y = rules.usable_curve(curve.lrs, curve.smoothed, stop_index=curve.stop_index, skip=skip)
     suggestions = rules.suggest(x, y)
     fell = rules.drop(y) if len(y) >= rules.MIN_POINTS else None
+    recommended = rules.recommend(suggestions, flat=rules.is_flat(y))
+    end = curve.stop_index if curve.stop_index is not None else len(curve.lrs)
+    doubts = rules.trust_warnings(
+        steps=ramp.steps, end=end, smoothing=curve.tracker.beta, recommended=recommended
+    )
     return RangeTestResult(
         lrs=curve.lrs,
         losses=curve.losses,
         smoothed=curve.smoothed,
         suggestions=suggestions,
-        recommended=rules.recommend(suggestions, flat=rules.is_flat(y)),
+        recommended=recommended,
         stop_index=curve.stop_index,
         stop_reason=stop_reason,
         group_ratios=ratios,
@@ -217,6 +231,7 @@ def _result(
         mode=ramp.mode,
         seconds=time.perf_counter() - t0,
         drop=fell,
+        warnings=doubts,
     )
 
 

@@ -24,7 +24,10 @@ import torch
 
 from lrstudy.errors import UserInputError
 from lrstudy.keys import stable_hash
+from lrstudy.quiet import silence_lightning_pytree
 from lrstudy.train.datafiles import IDX_FILES, idx_file, read_idx_dir, read_npz
+
+silence_lightning_pytree()  # every training path imports this module before Trainer.fit
 
 
 @dataclass(frozen=True)
