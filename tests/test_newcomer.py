@@ -8,6 +8,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 ROOT = Path(__file__).resolve().parents[1]
 PY = sys.executable
 
@@ -140,3 +142,117 @@ def test_run_study_from_python_prints_no_pytree_deprecation(tmp_path: Path) -> N
     assert out.returncode == 0, out.stderr
     assert "[1/1]" in out.stderr  # the progress lines are there...
     assert "treespec" not in out.stderr, out.stderr  # ...without Lightning's warning among them
+
+
+# --- 3. labels that are not 0-based --------------------------------------------------------------
+
+
+def _npz(path: Path, y_train, y_test) -> Path:
+    import numpy as np
+
+    rng = np.random.default_rng(0)
+    y_train, y_test = np.asarray(y_train), np.asarray(y_test)
+    np.savez(
+        path,
+        x_train=rng.normal(size=(len(y_train), 4)),
+        y_train=y_train,
+        x_test=rng.normal(size=(len(y_test), 4)),
+        y_test=y_test,
+    )
+    return path
+
+
+def test_labels_that_are_not_0_based_are_an_error_naming_them(tmp_path: Path) -> None:
+    import numpy as np
+
+    from lrstudy.errors import UserInputError
+    from lrstudy.train.data import load_dataset
+
+    one_based = _npz(tmp_path / "a.npz", np.arange(30) % 3 + 1, np.arange(9) % 3 + 1)
+    with pytest.raises(UserInputError) as err:
+        load_dataset(f"npz:{one_based}")
+    assert str(err.value) == (
+        f"{one_based}: y_train: labels must be 0..C-1 with every class present; found 1, 2, 3 "
+        "(3 classes; 0 absent); remap them or set data_args: {remap_labels: true}"
+    )
+    gap = _npz(tmp_path / "b.npz", np.arange(30) % 3 * 2, np.arange(9) % 3 * 2)  # 0, 2, 4
+    with pytest.raises(UserInputError, match=r"found 0, 2, 4 \(3 classes; 1, 3 absent\)"):
+        load_dataset(f"npz:{gap}")
+    test_only = _npz(tmp_path / "c.npz", np.arange(30) % 3, np.arange(9) % 4)
+    with pytest.raises(
+        UserInputError, match=r"y_test: label 3 is not a class of y_train \(0\.\.2\)"
+    ):
+        load_dataset(f"npz:{test_only}")
+
+
+def test_remap_labels_is_an_explicit_opt_in_with_a_note(tmp_path: Path, capsys) -> None:
+    import numpy as np
+
+    from lrstudy.train.data import load_dataset
+
+    path = _npz(tmp_path / "a.npz", np.arange(30) % 3 + 1, np.arange(9) % 3 + 1)
+    ds = load_dataset(f"npz:{path}", {"remap_labels": True})
+    assert ds.num_classes == 3 and ds.y_train[:3].tolist() == [0, 1, 2]
+    assert f"note: {path}: labels 1, 2, 3 remapped to 0..2" in capsys.readouterr().err
+    zero_based = _npz(tmp_path / "z.npz", np.arange(30) % 3, np.arange(9) % 3)
+    assert load_dataset(f"npz:{zero_based}", {"remap_labels": True}).num_classes == 3
+    assert capsys.readouterr().err == ""  # nothing to remap, nothing said
+
+
+def test_idx_labels_that_are_not_0_based_are_an_error(tmp_path: Path) -> None:
+    import numpy as np
+
+    from lrstudy.errors import UserInputError
+    from lrstudy.train.data import load_dataset
+
+    def write_idx(path: Path, array: np.ndarray) -> None:
+        magic = 0x0800 | array.ndim
+        dims = b"".join(int(d).to_bytes(4, "big") for d in array.shape)
+        path.write_bytes(magic.to_bytes(4, "big") + dims + array.astype(np.uint8).tobytes())
+
+    d = tmp_path / "idx"
+    d.mkdir()
+    write_idx(d / "train-images-idx3-ubyte", np.zeros((20, 3, 3)))
+    write_idx(d / "train-labels-idx1-ubyte", np.arange(20) % 10 + 1)  # 1..10
+    write_idx(d / "t10k-images-idx3-ubyte", np.zeros((10, 3, 3)))
+    write_idx(d / "t10k-labels-idx1-ubyte", np.arange(10) % 10 + 1)
+    with pytest.raises(
+        UserInputError, match=r"found 1, 2, 3, 4, 5, 6, 7, 8 \(\+2 more\) \(10 classes; 0 absent\)"
+    ):
+        load_dataset(f"idx:{d}")
+    assert load_dataset(f"idx:{d}", {"remap_labels": True}).num_classes == 10
+
+
+def test_run_on_1_based_labels_exits_2_with_one_line_and_writes_nothing(tmp_path: Path) -> None:
+    import numpy as np
+
+    _npz(tmp_path / "data.npz", np.arange(60) % 3 + 1, np.arange(12) % 3 + 1)
+    study = TINY.format(name="onebased", dataset="npz:data.npz")
+    (tmp_path / "t.yaml").write_text(study)
+    out = _cli(["run", "t.yaml", "--no-report"], tmp_path)
+    assert out.returncode == 2, out.stderr
+    lines = out.stderr.strip().splitlines()
+    assert len(lines) == 1 and "Traceback" not in out.stderr, out.stderr
+    assert "data.npz: y_train: labels must be 0..C-1" in lines[0]
+    assert "found 1, 2, 3 (3 classes; 0 absent)" in lines[0]
+    assert "remap_labels: true" in lines[0]
+    _assert_no_runs(tmp_path)
+    # The opt-in trains, after one note.
+    (tmp_path / "t.yaml").write_text(
+        study.replace("model: mlp", "model: mlp\n  data_args: {remap_labels: true}")
+    )
+    out = _cli(["run", "t.yaml", "--no-report"], tmp_path)
+    assert out.returncode == 0, out.stderr
+    assert out.stderr.count("labels 1, 2, 3 remapped to 0..2") == 1, out.stderr
+
+
+def _assert_no_runs(where: Path) -> None:
+    db = where / "mlflow.db"
+    if not db.exists():
+        return
+    import sqlite3
+
+    with sqlite3.connect(db) as con:
+        tables = {r[0] for r in con.execute("select name from sqlite_master where type='table'")}
+        runs = con.execute("select count(*) from runs").fetchone()[0] if "runs" in tables else 0
+    assert runs == 0

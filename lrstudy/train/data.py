@@ -12,6 +12,7 @@ import dataclasses
 import inspect
 import os
 import random
+import sys
 import tempfile
 import zipfile
 from collections.abc import Callable
@@ -43,12 +44,17 @@ class Dataset:
     input_shape: tuple[int, ...]
 
 
-def _finish(name: str, xtr: Any, ytr: Any, xte: Any, yte: Any, where: str) -> Dataset:
+def _finish(
+    name: str, xtr: Any, ytr: Any, xte: Any, yte: Any, where: str, remap: bool = False
+) -> Dataset:
     """Validate raw arrays and turn them into a Dataset; `where` names the source in errors.
 
-    Non-negative integer labels are kept as they are (num_classes = max + 1), so a label means the same
-    class in every file even when a class is absent; other label sets (e.g. -1/+1) are remapped to
-    0..C-1 in sorted order.
+    Labels are class indices: y_train must hold every class 0..C-1 (C = its largest label + 1)
+    and y_test only labels among them. Labels 1..3, or 0, 1, 3, would otherwise train a model with
+    a class that has no sample and report nothing; they are an error naming the labels found,
+    unless `remap` (data_args `remap_labels: true`), which maps the sorted distinct labels of both
+    splits to 0..C-1 and prints a note. A label set with negatives (-1/+1) cannot be indices and is
+    always remapped so, with the same note.
     """
     xtr, ytr, xte, yte = (np.asarray(a) for a in (xtr, ytr, xte, yte))
     for key, x, y in (("train", xtr, ytr), ("test", xte, yte)):
@@ -78,11 +84,16 @@ def _finish(name: str, xtr: Any, ytr: Any, xte: Any, yte: Any, where: str) -> Da
     classes = np.unique(labels)
     if len(classes) < 2:
         raise UserInputError(f"{where}: need at least 2 distinct labels, found {classes.tolist()}")
-    if classes[0] >= 0:
-        num_classes = int(classes[-1]) + 1
-    else:
+    if classes[0] < 0 or remap:
         labels = np.searchsorted(classes, labels)
         num_classes = len(classes)
+        if classes[0] != 0 or classes[-1] != num_classes - 1:
+            _note_once(
+                f"note: {where}: labels {_listing(classes)} remapped to 0..{num_classes - 1} "
+                "in sorted order"
+            )
+    else:
+        num_classes = _check_class_indices(where, ytr.astype(np.int64), yte.astype(np.int64))
 
     def as_x(x: np.ndarray) -> torch.Tensor:
         # uint8 is raw pixel intensity (MNIST and friends): scale to [0, 1] like torchvision does.
@@ -98,6 +109,44 @@ def _finish(name: str, xtr: Any, ytr: Any, xte: Any, yte: Any, where: str) -> Da
         num_classes=num_classes,
         input_shape=tuple(int(d) for d in xtr.shape[1:]),
     )
+
+
+def _listing(values: Any, limit: int = 8) -> str:
+    """ "1, 2, 3"; past `limit` values the first `limit` and "(+N more)"."""
+    items = [str(v) for v in np.asarray(values).tolist()]
+    shown = ", ".join(items[:limit])
+    return shown + (f" (+{len(items) - limit} more)" if len(items) > limit else "")
+
+
+def _check_class_indices(where: str, ytr: np.ndarray, yte: np.ndarray) -> int:
+    """num_classes of non-negative labels, once y_train holds every class 0..C-1 and y_test no
+    other; else a UserInputError naming the labels found and the way out."""
+    found = np.unique(ytr)
+    num_classes = int(found[-1]) + 1
+    if len(found) != num_classes:
+        absent = sorted(set(range(num_classes)) - set(found.tolist()))
+        raise UserInputError(
+            f"{where}: y_train: labels must be 0..C-1 with every class present; found "
+            f"{_listing(found)} ({len(found)} classes; {_listing(absent)} absent); remap them or "
+            "set data_args: {remap_labels: true}"
+        )
+    extra = np.unique(yte[yte >= num_classes])
+    if len(extra):
+        raise UserInputError(
+            f"{where}: y_test: label {_listing(extra)} is not a class of y_train (0..{num_classes - 1}); "
+            "every class needs training samples"
+        )
+    return num_classes
+
+
+_NOTED: set[str] = set()
+
+
+def _note_once(text: str) -> None:
+    """Print a note to stderr once per process (the data are loaded again by each worker)."""
+    if text not in _NOTED:
+        _NOTED.add(text)
+        print(text, file=sys.stderr, flush=True)
 
 
 # --- MNIST-1D: generated offline, cached as .npz ---------------------------------------------------
@@ -284,11 +333,15 @@ def dataset_names() -> list[str]:
     return [*DATASETS, "npz:PATH", "idx:DIR"]
 
 
+# data_args of npz:/idx: files: remap_labels maps labels that are not 0..C-1 (1..3, 0/2/5) to it.
+FILE_ARGS = {"remap_labels": False}
+
+
 def dataset_arg_names(ref: str) -> list[str]:
-    """The allowed `args` keys for a dataset reference (files take none)."""
+    """The allowed `args` keys for a dataset reference (files: `FILE_ARGS`)."""
     factory = DATASETS.get(ref)
     if factory is None:
-        return []
+        return list(FILE_ARGS) if ref.startswith(("npz:", "idx:")) else []
     params = inspect.signature(factory).parameters
     return [p for p in params if p != "cache_dir"]
 
@@ -345,7 +398,7 @@ def load_dataset(ref: str, args: dict | None = None, cache_dir: Path | None = No
 
     Args:
         ref: the dataset reference.
-        args: per-dataset options (see `dataset_arg_names`); files take none.
+        args: per-dataset options (see `dataset_arg_names`); files take `remap_labels`.
         cache_dir: where generated data (mnist1d) is cached; default $LRSTUDY_CACHE or ~/.cache/lrstudy.
 
     Raises:
@@ -358,12 +411,15 @@ def load_dataset(ref: str, args: dict | None = None, cache_dir: Path | None = No
     unknown = sorted(set(args) - set(allowed))
     if unknown:
         what = f"allowed: {', '.join(allowed)}" if allowed else "it takes none"
+        if factory is None:  # a file: its data are as given, bar a remap of the labels
+            what = f"it takes none except {', '.join(FILE_ARGS)}"
         raise UserInputError(f"dataset {ref!r}: unknown args {', '.join(unknown)}; {what}")
     if factory is None:
         kind, _, rest = ref.partition(":")
         path = Path(rest).expanduser()
         arrays = read_npz(path) if kind == "npz" else read_idx_dir(path)
-        return _finish(ref, *arrays, where=str(path))
+        remap = _coerce(ref, "remap_labels", args.get("remap_labels", False), False)
+        return _finish(ref, *arrays, where=str(path), remap=remap)
     params = inspect.signature(factory).parameters
     kwargs = {k: _coerce(ref, k, v, params[k].default) for k, v in args.items()}
     if "cache_dir" in params:
