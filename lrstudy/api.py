@@ -7,6 +7,7 @@ df = lrstudy.load_results("quickstart")          # one row per trial, as the rep
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 from rich.console import Console
 
@@ -27,6 +28,11 @@ def run_study(
     report: bool = True,
     report_dir: str | Path | None = None,
     console: Console | None = None,
+    module: Any = None,
+    datamodule: Any = None,
+    model: Any = None,
+    dataset: Any = None,
+    loss: Any = None,
 ) -> StudyRun:
     """Run every unfinished trial of a study, then write its report (unless `report=False`).
 
@@ -41,6 +47,11 @@ def run_study(
         report: write the HTML report when the study is complete (and the spec enables it).
         report_dir: where the report goes (default: the study's report.dir).
         console: where progress goes (default: stderr).
+        module, datamodule, model, dataset, loss: a user's class (or any factory taking the
+            init_args) for that task field, instead of a class_path a study file would name:
+            `run_study(spec, module=LitModel, datamodule=MyData)` needs no package. The study's
+            `task.<field>.init_args` still apply (a `task.<field>` entry may be left out). With
+            more than one worker or with Ray they must pickle (cloudpickle; notebook classes do).
     Returns:
         The summary: counts per outcome, the best configuration, the parent run id, and
         `report_path` when a report was written.
@@ -49,8 +60,18 @@ def run_study(
     """
     from lrstudy.execute.study import run_study as execute
 
+    given = {"module": module, "datamodule": datamodule, "model": model, "dataset": dataset,
+             "loss": loss}  # fmt: skip
+    factories = {k: v for k, v in given.items() if v is not None}
     if isinstance(path_or_spec, StudySpec):
         spec, source = path_or_spec, f"<study {path_or_spec.name}>"
+        if factories:
+            spec = with_classes(spec.model_dump(mode="json"), factories, source)
+    elif factories:
+        from lrstudy.spec.load import read_yaml
+
+        source = str(path_or_spec)
+        spec = with_classes(read_yaml(path_or_spec), factories, source)
     else:
         spec, source = load_spec(path_or_spec), str(path_or_spec)
     n = check_workers(default_workers() if workers is None else workers, executor)
@@ -65,6 +86,7 @@ def run_study(
         engine=engine,
         population_size=population_size,
         console=console,
+        factories=factories or None,
     )
     result.tracking_uri = uri
     if report and spec.report.enabled and not result.interrupted and not result.unavailable:
@@ -75,3 +97,19 @@ def run_study(
             uri, study=spec.name, experiment=spec.experiment, out_dir=out
         )
     return result
+
+
+def with_classes(raw: dict[str, Any], factories: dict[str, Any], source: str) -> StudySpec:
+    """A study (as a dict) with the API's classes named in its task: each given field gets the
+    object's dotted name as class_path, keeping the init_args the study gave it."""
+    from lrstudy.spec.load import validate
+    from lrstudy.train.user_classes import class_path_of
+
+    if not isinstance(raw, dict):
+        return validate(raw, source)  # the one-line error for a study that is no mapping
+    task = dict(raw.get("task") or {})
+    for field, obj in factories.items():
+        entry = task.get(field)
+        init_args = entry.get("init_args", {}) if isinstance(entry, dict) else {}
+        task[field] = {"class_path": class_path_of(obj), "init_args": init_args}
+    return validate({**raw, "task": task}, source)

@@ -30,7 +30,7 @@ class Trial:
     schedule: str
     schedule_args: dict[str, Any] = field(hash=False)
     warmup: int | float | None
-    batch_size: int
+    batch_size: int | None  # None: a user DataModule/LightningModule that sets its own
     epochs: int
     train_fraction: float
     seed: int
@@ -45,6 +45,13 @@ class Trial:
     threads: int
     swept: dict[str, Any] = field(hash=False)  # the sweep axes and their values for this trial
     lr_auto: bool = False
+    # User classes (spec task.module / task.model class_path): `model` and `dataset` then hold
+    # the class paths of the model (or LightningModule) and data set (or DataModule; "" when the
+    # module brings its own loaders), `model_args` / `data_args` their init_args.
+    task_kind: str = "reference"  # "reference", "model" (nn.Module) or "module" (LightningModule)
+    # A user model's training loss: a name, or {class_path, init_args} of a loss class.
+    loss: str | dict[str, Any] = field(default="cross_entropy", hash=False)
+    param_groups: dict[str, list[str]] | None = field(default=None, hash=False)
 
     @property
     def settings(self) -> dict[str, Any]:
@@ -68,7 +75,13 @@ class Trial:
             "target": self.target,
             "divergence_factor": self.divergence_factor,
             "evaluate_noise": list(self.evaluate_noise),
-        }
+        } | self._user_settings()
+
+    def _user_settings(self) -> dict[str, Any]:
+        # Only for user classes, so every reference trial keeps the key it always had.
+        if self.task_kind == "reference":
+            return {}
+        return {"task_kind": self.task_kind, "loss": self.loss, "param_groups": self.param_groups}
 
     @property
     def key(self) -> str:
@@ -167,6 +180,20 @@ def _make_trial(
     layer_lr: Any = (
         opt.layer_lr.model_dump() if hasattr(opt.layer_lr, "model_dump") else opt.layer_lr
     )
+    task = spec.task
+    batch_size = swept.get("batch_size", spec.train.batch_size)
+    model, model_args = task.model, dict(task.model_args)
+    dataset, data_args = task.dataset, dict(task.data_args)
+    if task.kind == "module":
+        model, model_args = task.module.class_path, dict(task.module.init_args)
+        dm = task.datamodule
+        dataset, data_args = (dm.class_path, dict(dm.init_args)) if dm else ("", {})
+        if batch_size is None:  # the DataModule's own batch size, when it says one
+            batch_size = data_args.get("batch_size")
+    if hasattr(model, "class_path"):  # a user nn.Module
+        model, model_args = model.class_path, dict(model.init_args)
+    if hasattr(dataset, "class_path"):  # a user torch Dataset
+        dataset, data_args = dataset.class_path, {**dataset.init_args, **data_args}
     return Trial(
         study=spec.name,
         optimizer=opt.name,
@@ -176,14 +203,14 @@ def _make_trial(
         schedule=sched.name,
         schedule_args=sched.args,
         warmup=sched.warmup,
-        batch_size=int(swept.get("batch_size", spec.train.batch_size)),
+        batch_size=int(batch_size) if batch_size is not None else None,
         epochs=spec.train.epochs,
         train_fraction=float(swept.get("train_fraction", 1.0)),
         seed=seed,
-        dataset=spec.task.dataset,
-        model=spec.task.model,
-        model_args=dict(spec.task.model_args),
-        data_args=dict(spec.task.data_args),
+        dataset=dataset,
+        model=model,
+        model_args=model_args,
+        data_args=data_args,
         target=spec.train.target.model_dump() | {"mode": spec.train.target.resolved_mode}
         if spec.train.target
         else None,
@@ -193,4 +220,9 @@ def _make_trial(
         threads=spec.train.threads,
         swept=swept,
         lr_auto=lr is None,
+        task_kind=task.kind,
+        loss=task.loss.model_dump() if hasattr(task.loss, "model_dump") else task.loss_name,
+        param_groups={k: list(v) for k, v in task.param_groups.items()}
+        if task.param_groups
+        else None,
     )

@@ -15,7 +15,27 @@ def study_params(spec: StudySpec, trials: list[Trial], data: Any) -> dict[str, A
     """Parent-run params: what ran, readable by the report without the spec file."""
     from lrstudy.train.module import steps_per_epoch  # torch: only where a study runs
 
-    spe = steps_per_epoch(len(data.x_train), spec.train.batch_size)
+    metric, mode = spec.rank_metric
+    if spec.task.kind == "module":  # the user's classes and data: no tensors to count here
+        first = trials[0]
+        return {
+            "study": spec.name,
+            "description": spec.description,
+            "task_kind": "module",
+            "module": first.model,
+            "datamodule": first.dataset or "none",
+            "epochs": spec.train.epochs,
+            "batch_size": spec.train.batch_size,
+            "metric": metric,
+            "metric_mode": mode,
+            "search": spec.search.method,
+            "seeds": list(spec.seeds),
+            "n_trials": len(trials),
+            "optimizers": [o.name for o in spec.optimizers],
+            "schedules": [s.label for s in spec.schedules],
+            "sweep": {k: list(v) for k, v in spec.sweep.axes().items()},
+        } | {f"init.{k}": v for k, v in first.model_args.items()}
+    spe = steps_per_epoch(len(data.x_train), trials[0].batch_size)
     target = spec.train.target
     return {
         "study": spec.name,
@@ -40,11 +60,16 @@ def study_params(spec: StudySpec, trials: list[Trial], data: Any) -> dict[str, A
         "n_train": len(data.x_train),
         "n_test": len(data.x_test),
         "num_classes": data.num_classes,  # the report's "at chance" line is 1 / num_classes
-    }
+    } | ({"task_kind": "model", "metric": metric, "metric_mode": mode, "loss": trials[0].loss}
+         if spec.task.kind == "model" else {})  # fmt: skip
 
 
-def trial_params(trial: Trial, lr: float, spe: int) -> dict[str, Any]:
-    """Child-run params: every resolved setting of the trial (optimizer defaults included)."""
+def trial_params(trial: Trial, lr: float, spe: int | None) -> dict[str, Any]:
+    """Child-run params: every resolved setting of the trial (optimizer defaults included).
+
+    `spe` (steps per epoch) is None for a user LightningModule, whose step counts are known only
+    once Lightning has its data: the executor logs them after training.
+    """
     params: dict[str, Any] = {
         "optimizer": trial.optimizer,
         "lr": lr,
@@ -59,8 +84,6 @@ def trial_params(trial: Trial, lr: float, spe: int) -> dict[str, Any]:
         "model": trial.model,
         "model_args": trial.model_args,
         "data_args": trial.data_args,
-        "steps_per_epoch": spe,
-        "total_steps": spe * trial.epochs,
         "layer_lr": trial.layer_lr if trial.layer_lr is not None else "none",
         "divergence_factor": trial.divergence_factor,
         "target_metric": trial.target["metric"] if trial.target else "",
@@ -68,7 +91,17 @@ def trial_params(trial: Trial, lr: float, spe: int) -> dict[str, Any]:
     }
     from lrstudy.schedules.catalog import warmup_steps_from
 
-    params["warmup_steps"] = warmup_steps_from(trial.warmup, spe * trial.epochs)
+    if spe is not None:
+        params["steps_per_epoch"] = spe
+        params["total_steps"] = spe * trial.epochs
+        params["warmup_steps"] = warmup_steps_from(trial.warmup, spe * trial.epochs)
+    if trial.task_kind != "reference":  # the user's classes: each init arg a param of its own
+        params["task_kind"] = trial.task_kind
+        params["loss"] = trial.loss if trial.task_kind == "model" else "module"
+        params.update({f"init.{k}": v for k, v in trial.model_args.items()})
+        params.update({f"data.{k}": v for k, v in trial.data_args.items()})
+        if trial.param_groups:
+            params["param_groups"] = trial.param_groups
     params.update({f"schedule.{k}": v for k, v in trial.schedule_args.items()})
     params.update({f"opt.{k}": v for k, v in trial.hparams.items()})
     if "momentum" in trial.swept:

@@ -26,19 +26,20 @@ ENGINE_POPULATION = "population"
 ENGINES = ("auto", ENGINE_TRIAL, ENGINE_POPULATION)
 
 
-def batches(pending: list[Trial], order, data: Any) -> list[list[Trial]]:
-    """The worker's next round: populations (≥ 2 trials) and single trials, in plan order.
+def batches(pending: list[Trial], order, data: Any) -> list[tuple[list[Trial], str]]:
+    """The worker's next round: populations (≥ 2 trials) and single trials, in plan order, each
+    with why it runs on the trial engine ("" for populations and where nobody asked).
 
     `trial` runs every trial alone; `auto` and `population` group every set of ≥ 2 trials that
     share a shape (`form_populations` says which, and why others cannot join): a trial that cannot
     join one runs alone, so `population` never fails a study.
     """
     if order.engine == "trial" or len(pending) < 2:
-        return [[t] for t in pending]
+        return [([t], "") for t in pending]
     from lrstudy.train.population import form_populations
 
     populations, solo = form_populations(pending, data, order.population_size)
-    return populations + [[t] for t, _ in solo]
+    return [(p, "") for p in populations] + [([t], why) for t, why in solo]
 
 
 def take_population(batch: list[Trial], shift: Shift) -> list[Trial]:

@@ -299,7 +299,7 @@ def _groups(order: WorkOrder) -> list[tuple[str, ...]]:
     trials, data = prepared_data(order)
     by_key = {t.key: t for t in trials}
     pending = [by_key[k] for k in order.keys if k in by_key]
-    return [tuple(t.key for t in batch) for batch in batches(pending, order, data)]
+    return [tuple(t.key for t in batch) for batch, _ in batches(pending, order, data)]
 
 
 def _label(keys: tuple[str, ...]) -> str:

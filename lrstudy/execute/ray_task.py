@@ -80,7 +80,6 @@ def prepared_data(order: WorkOrder) -> tuple[Any, Any]:
         # The training stack before any claim: no claimed trial waits on seconds of imports.
         import lrstudy.track.callback  # noqa: F401
         import lrstudy.train.module  # noqa: F401
-        from lrstudy.train.preflight import preflight
 
-        _PREPARED[cache_key] = preflight(order.spec, order.source)
+        _PREPARED[cache_key] = order.preflight()
     return _PREPARED[cache_key]

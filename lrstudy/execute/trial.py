@@ -42,6 +42,7 @@ class TrialDone:
     worker: int = 0
     # Final value of the study's ranking metric (`StudySpec.rank_metric`); None when not logged.
     metric_value: float | None = None
+    metrics_logged: tuple[str, ...] = ()  # what a user's module logged itself (by name)
 
     def as_event(self) -> dict[str, Any]:
         return {"type": "trial", **self.__dict__}
@@ -49,7 +50,8 @@ class TrialDone:
 
 def trial_tags(spec: StudySpec, trial: Trial) -> dict[str, str]:
     """Tags every trial run carries from its creation (the claim) on."""
-    return {
+    metric, mode = spec.rank_metric
+    tags = {
         names.TAG_KIND: names.KIND_TRIAL,
         names.TAG_STUDY: spec.name,
         names.TAG_TRIAL_KEY: trial.key,
@@ -57,7 +59,29 @@ def trial_tags(spec: StudySpec, trial: Trial) -> dict[str, str]:
         names.TAG_SPEC_HASH: spec.spec_hash(),
         names.TAG_OUTCOME: names.OUTCOME_RUNNING,
         names.TAG_ENGINE: ENGINE_TRIAL,
+        names.TAG_METRIC: metric,
+        names.TAG_METRIC_MODE: mode,
+        names.TAG_TASK_KIND: spec.task.kind,
     }
+    if spec.task.kind != "reference":
+        from lrstudy.train.user_classes import task_code_hash
+
+        tags[names.TAG_CODE_HASH] = task_code_hash(spec)
+    return tags
+
+
+def final_metric(spec: StudySpec, final: dict[str, float], last_epoch: dict[str, float],
+                 value: float | None) -> float | None:  # fmt: skip
+    """The trial's final value of the study's ranking metric, from whichever record has it."""
+    if value is not None:
+        return value
+    metric = spec.rank_metric[0]
+    finals = {names.VAL_ACC: names.FINAL_VAL_ACC, names.TRAIN_LOSS_EPOCH: names.FINAL_TRAIN_LOSS,
+              names.TRAIN_ACC: names.FINAL_TRAIN_ACC}  # fmt: skip
+    for v in (last_epoch.get(metric), final.get(metric), final.get(finals.get(metric, ""))):
+        if v is not None:
+            return float(v)
+    return None
 
 
 def run_claimed(
@@ -71,13 +95,12 @@ def run_claimed(
     """
     started = time.monotonic()
     outcome, final, extra = names.OUTCOME_FAILED, {}, {}
+    metric_value, available = None, []
     lr, lr_source, callback, interrupted = trial.lr, "spec", None, False
     # Everything after the claim is inside the try: a Ctrl-C at any point still ends the run.
     try:
         from lrstudy.track.callback import LRStudyCallback
-        from lrstudy.train.module import prepare, run_trial
 
-        _, spe = prepare(trial, data)
         if trial.lr_auto:
             from lrstudy.rangetest.study import auto_lr
 
@@ -86,8 +109,16 @@ def run_claimed(
         callback = LRStudyCallback(
             spec.name, run_id=run_id, client=client, divergence_factor=trial.divergence_factor
         )
-        track_runs.log_params(client, run_id, trial_params(trial, lr, spe))
-        result = run_trial(trial, data, [callback], lr=lr)
+        if trial.task_kind == "module":
+            result = _train_module(client, spec, trial, data, run_id, lr, callback, extra)
+        else:
+            from lrstudy.train.module import prepare, run_trial
+
+            _, spe = prepare(trial, data)
+            track_runs.log_params(client, run_id, trial_params(trial, lr, spe))
+            result = run_trial(trial, data, [callback], lr=lr)
+        metric_value = final_metric(spec, result.metrics, result.last_epoch, result.metric_value)
+        available = result.available
         # float32 values logged as their shortest float32 decimal (0.2, not 0.2000000029...):
         # the same number, readable in MLflow's runs table.
         final = {
@@ -131,7 +162,27 @@ def run_claimed(
         lr_source=lr_source,
         error=extra.get(names.TAG_ERROR, ""),
         worker=worker,
+        metric_value=metric_value,
+        metrics_logged=tuple(available),
     )
+
+
+def _train_module(client, spec, trial, data, run_id, lr, callback, extra):
+    """A user LightningModule's trial: its params (init args included), the note that the study's
+    optimizer replaced the module's own, training, then the step counts Lightning worked out."""
+    from lrstudy.schedules.catalog import warmup_steps_from
+    from lrstudy.train.user_module import replacement_note, run_module_trial
+
+    note = replacement_note([trial], data)
+    track_runs.set_tags(client, run_id, {names.TAG_OPTIMIZER_REPLACED: note})
+    track_runs.log_params(client, run_id, trial_params(trial, lr, None))
+    result = run_module_trial(trial, data, [callback], lr, spec.rank_metric[0])
+    spe, total = result.steps_per_epoch, result.total_steps
+    track_runs.log_params(client, run_id, {
+        "steps_per_epoch": spe, "total_steps": total,
+        "warmup_steps": warmup_steps_from(trial.warmup, total) if total else 0,
+    })  # fmt: skip
+    return result
 
 
 def still_running(client, run_id: str) -> bool:

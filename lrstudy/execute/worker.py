@@ -25,6 +25,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
+from lrstudy import names
 from lrstudy.execute.population import batches, take_population
 from lrstudy.execute.shift import Shift, run_trial_run
 from lrstudy.execute.trial import trial_tags
@@ -52,9 +53,24 @@ class WorkOrder:
     index: int = 0  # worker number, for display and to spread the first claims
     engine: str = "auto"  # "auto", "trial" or "population" (see execute/population.py)
     population_size: int | None = None  # members per population; None: from the model's size
+    # Where the study's class paths were found (absolute: Ray workers run elsewhere), and the
+    # classes/factories given to the Python API, cloudpickled (notebook classes travel by value).
+    dirs: tuple[str, ...] = ()
+    factories: bytes | None = None
 
     def replace(self, **changes: Any) -> WorkOrder:
         return dataclasses.replace(self, **changes)
+
+    def preflight(self) -> tuple[list[Trial], Any]:
+        """The trials and data this order's study trains on, as the study process found them."""
+        from lrstudy.train.preflight import preflight
+
+        factories = None
+        if self.factories:
+            import cloudpickle
+
+            factories = cloudpickle.loads(self.factories)
+        return preflight(self.spec, self.source, dirs=self.dirs or None, factories=factories)
 
 
 def spread(keys: list[str], index: int, workers: int) -> tuple[str, ...]:
@@ -101,9 +117,9 @@ def work(
     try:
         while pending:
             waiting = []
-            for batch in batches(pending, order, data):
+            for batch, why in batches(pending, order, data):
                 if len(batch) == 1:
-                    waiting += [] if take_trial(batch[0], shift) else batch
+                    waiting += [] if take_trial(batch[0], shift, why) else batch
                 else:
                     waiting += take_population(batch, shift)
             if waiting and len(waiting) == len(pending):
@@ -141,15 +157,18 @@ def _watch_outage(outage, emit: Emit, stop: threading.Event, every_s: float = 1.
             reported = False
 
 
-def take_trial(trial: Trial, shift: Shift) -> bool:
-    """Try one trial alone: True when it is done (by us now, or found done), False for later."""
+def take_trial(trial: Trial, shift: Shift, why: str = "") -> bool:
+    """Try one trial alone: True when it is done (by us now, or found done), False for later.
+
+    `why`: the reason it is not in a population (tagged on its run).
+    """
     if shift.settled(trial):
         return True
+    tags = trial_tags(shift.spec, trial)
+    if why:
+        tags[names.TAG_ENGINE_REASON] = why[:500]
     run_id = shift.claims.claim(
-        trial.key,
-        name=trial.name,
-        tags=trial_tags(shift.spec, trial),
-        parent_id=shift.order.parent_run_id,
+        trial.key, name=trial.name, tags=tags, parent_id=shift.order.parent_run_id
     )
     if run_id is None:
         return False
@@ -196,13 +215,12 @@ def _main(events_fd: int) -> int:
         # and no claim ever waits on seconds of imports.
         import_training_stack()
         from lrstudy.track.store import open_client
-        from lrstudy.train.preflight import preflight
 
         try:
             order: WorkOrder = pickle.load(sys.stdin.buffer)
         except EOFError:
             return 0  # dismissed: nothing to do
-        trials, data = preflight(order.spec, order.source)
+        trials, data = order.preflight()
         # The study process saw the store answer: failing to reach it now is an outage (ride it
         # out like any other call), not a wrong --tracking-uri.
         from lrstudy.track.outage import call_patiently, outage_for

@@ -70,8 +70,38 @@ def load_spec(path: str | Path) -> StudySpec:
     return parse_spec(text, source=str(path))
 
 
+def read_yaml(path: str | Path) -> Any:
+    """A study file's YAML, read (YAML 1.2 floats, duplicate keys refused) but not validated.
+
+    Raises:
+        UserInputError: unreadable file or bad YAML.
+    """
+    path = Path(path)
+    try:
+        text = path.read_text(encoding="utf-8")
+    except OSError as e:
+        raise UserInputError(f"{path}: cannot read study file ({e.strerror or e})") from None
+    return _parse_yaml(text, str(path))
+
+
 def parse_spec(text: str, source: str = "<study>") -> StudySpec:
     """Validate a study given as YAML text; `source` names it in error messages."""
+    return validate(_parse_yaml(text, source), source)
+
+
+def validate(raw: Any, source: str) -> StudySpec:
+    """A study read from YAML (a dict) -> StudySpec; every mistake is one line naming `source`."""
+    if not isinstance(raw, dict):
+        raise UserInputError(
+            f"{source}: a study file must be a mapping of keys (name, task, ...), got {type(raw).__name__}"
+        )
+    try:
+        return StudySpec.model_validate(raw)
+    except ValidationError as e:
+        raise UserInputError(format_validation_error(e, source)) from None
+
+
+def _parse_yaml(text: str, source: str) -> Any:
     try:
         raw = yaml.load(text, Loader=_Loader)  # noqa: S506 - _Loader is a SafeLoader
     except yaml.MarkedYAMLError as e:
@@ -82,14 +112,7 @@ def parse_spec(text: str, source: str = "<study>") -> StudySpec:
         ) from None
     except yaml.YAMLError as e:
         raise UserInputError(f"{source}: invalid YAML: {e}") from None
-    if not isinstance(raw, dict):
-        raise UserInputError(
-            f"{source}: a study file must be a mapping of keys (name, task, ...), got {type(raw).__name__}"
-        )
-    try:
-        return StudySpec.model_validate(raw)
-    except ValidationError as e:
-        raise UserInputError(format_validation_error(e, source)) from None
+    return raw
 
 
 def format_validation_error(err: ValidationError, source: str) -> str:

@@ -119,6 +119,12 @@ class LRStudyCallback(Callback):
         self.interrupted = False
         self.failed: BaseException | None = None
         self._mode = "given"  # "given" (run_id), "logger" (MLFlowLogger's run) or "owned"
+        # Set by lrstudy's own study runs of a user LightningModule (`train.user_module`): the
+        # module's metrics then arrive through `log_module_metrics` (a Lightning logger, at the
+        # steps the module logs them) instead of being forwarded once per epoch, and the epoch's
+        # mean step loss is logged as train/loss_epoch (the default ranking metric).
+        self.module_logger = False
+        self.epoch_losses: list[float] = []  # mean training loss of each finished epoch
         self._sink: MetricSink | None = None
         self._context = None
         self._reset_buffers()
@@ -176,6 +182,8 @@ class LRStudyCallback(Callback):
         self._guard = DivergenceGuard(self.divergence_factor)
         self._forwarded: dict[str, Any] = {}  # epoch metric -> the value forwarded last
         self._epoch_t0 = 0.0
+        self._epoch_loss = [0.0, 0]  # sum and count of this epoch's step losses (host side)
+        self.epoch_losses.clear()
 
     # --- per step ----------------------------------------------------------------------------------
 
@@ -269,6 +277,8 @@ class LRStudyCallback(Callback):
             losses = [(s, v) for (s, _), v in zip(self._loss, values)]
             self._loss = []
             items += [(names.TRAIN_LOSS, v, s) for s, v in losses]
+            self._epoch_loss[0] += sum(v for _, v in losses)
+            self._epoch_loss[1] += len(losses)
             self._check_divergence(losses, trainer)
         if items and self._sink is not None:
             self._sink.log_many(items)
@@ -293,6 +303,14 @@ class LRStudyCallback(Callback):
             (names.EPOCH, trainer.current_epoch + 1, step),
             (names.EPOCH_SECONDS, time.perf_counter() - self._epoch_t0, step),
         ]
+        if self.module_logger:
+            total, count = self._epoch_loss
+            if count:
+                self.epoch_losses.append(total / count)
+                items.append((names.TRAIN_LOSS_EPOCH, total / count, step))
+            self._epoch_loss = [0.0, 0]
+            self._sink.log_many(items)
+            return
         metrics = trainer.callback_metrics
         for key, value in metrics.items():
             # Skip step values, the unsuffixed twin of a `<key>_epoch`, our own per-step names,
@@ -354,6 +372,20 @@ class LRStudyCallback(Callback):
         if self.failed is not None:
             return names.OUTCOME_FAILED
         return names.OUTCOME_DIVERGED if self.diverged_at is not None else names.OUTCOME_OK
+
+    def log_module_metrics(self, metrics: dict[str, float], step: int | None) -> None:
+        """What a user's LightningModule logs itself (`self.log`), under its own names, at the
+        step Lightning gives (its global step); our own per-step names are never overwritten."""
+        if self._sink is None:
+            return
+        step = int(step or 0)
+        items = [
+            (k, float(v), step)
+            for k, v in metrics.items()
+            if k != names.EPOCH and not _is_per_step(k) and k != names.TRAIN_LOSS_EPOCH
+        ]
+        if items:
+            self._sink.log_many(items)
 
     def log_metrics(self, metrics: dict[str, float], step: int) -> None:
         """Log extra values (e.g. end-of-trial summaries) through the same buffered writer."""

@@ -207,6 +207,10 @@ def build_model(
     Raises:
         UserInputError: unknown model, unknown arg, or a bad arg value; one line listing what is valid.
     """
+    from lrstudy.train.user_classes import RESOLVED
+
+    if name in RESOLVED:  # a user's nn.Module class (task.model: {class_path}), resolved by preflight
+        return RESOLVED[name](**dict(args or {}))
     factory = _lookup(name)
     args = dict(args or {})
     allowed = model_arg_names(name)
@@ -244,4 +248,54 @@ def layer_groups(model: nn.Module) -> list[tuple[str, list[nn.Parameter]]]:
             name = f"{base}_{n}"
         names.add(name)
         groups.append((name, params))
+    return groups
+
+
+# A user's module may name its own parameter groups (input -> output) with this method, returning
+# {group name: iterable of parameters}; a study's task.param_groups (name prefixes) does the same
+# from the study file.
+GROUPS_METHOD = "lrstudy_param_groups"
+
+
+def named_groups(
+    model: nn.Module, prefixes: dict[str, list[str]] | None = None
+) -> list[tuple[str, list[nn.Parameter]]] | None:
+    """The parameter groups a user named, in order, or None when they named none.
+
+    `prefixes` (task.param_groups) wins over the module's own `lrstudy_param_groups()`.
+
+    Raises:
+        ValueError: a group that matches nothing, a parameter in two groups, or trainable
+            parameters left out of every group (they would silently never train).
+    """
+    if prefixes:
+        named = dict(model.named_parameters())
+        groups, taken = [], {}
+        for group, heads in prefixes.items():
+            ps = [
+                p
+                for n, p in named.items()
+                if p.requires_grad and any(n == h.rstrip(".") or n.startswith(h) for h in heads)
+            ]
+            if not ps:
+                raise ValueError(
+                    f"param group {group!r}: no trainable parameter name starts with "
+                    f"{', '.join(map(repr, heads))} (names: {', '.join(list(named)[:6])}...)"
+                )
+            for p in ps:
+                if id(p) in taken:
+                    raise ValueError(f"a parameter is in groups {taken[id(p)]!r} and {group!r}")
+                taken[id(p)] = group
+            groups.append((group, ps))
+    elif callable(getattr(model, GROUPS_METHOD, None)):
+        groups = [(str(g), [p for p in ps if p.requires_grad]) for g, ps in getattr(model, GROUPS_METHOD)().items()]
+    else:
+        return None
+    covered = {id(p) for _, ps in groups for p in ps}
+    left = [n for n, p in model.named_parameters() if p.requires_grad and id(p) not in covered]
+    if left:
+        raise ValueError(
+            f"param groups {', '.join(g for g, _ in groups)} leave out {len(left)} trainable "
+            f"parameters ({', '.join(left[:4])}{', ...' if len(left) > 4 else ''})"
+        )
     return groups

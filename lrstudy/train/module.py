@@ -17,13 +17,13 @@ from typing import Any
 
 import lightning as L
 import torch
-from torch.nn import functional as F
 
 from lrstudy import names
 from lrstudy.plan import Trial
 from lrstudy.schedules.catalog import build_schedule, monitor_of, warmup_steps_from
 from lrstudy.train.data import Dataset, subset_train
-from lrstudy.train.models import build_model, layer_groups
+from lrstudy.train.losses import is_classification, make_loss
+from lrstudy.train.models import build_model, layer_groups, named_groups
 from lrstudy.train.optim import build_optimizer, make_scheduler
 
 # Lightning announces devices and tips at INFO/WARNING for every Trainer; a study builds hundreds.
@@ -109,6 +109,9 @@ class ReferenceModule(L.LightningModule):
         )
         self.history: list[dict[str, float]] = []  # per epoch: step and the four epoch metrics
         self.group_names: list[str] = []
+        self.loss_fn = make_loss(trial.loss)
+        # Accuracy only for class labels (a user model may regress float targets).
+        self.classify = is_classification(batches.y)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.model(x)
@@ -128,24 +131,26 @@ class ReferenceModule(L.LightningModule):
         optimizer, scheduler = self.optimizers(), self.lr_schedulers()
         x, y = batch
         logits = self.model(x)
-        loss = F.cross_entropy(logits, y)
+        loss = self.loss_fn(logits, y)
         optimizer.zero_grad(set_to_none=True)
         self.manual_backward(loss)
         optimizer.step()
         scheduler.step()
         with torch.no_grad():
             self._loss_sum += loss.detach() * len(y)
-            self._correct += (logits.argmax(1) == y).sum()
+            if self.classify:
+                self._correct += (logits.argmax(-1) == y).sum()
             self._seen += len(y)
         return loss
 
     def validation_step(self, batch: tuple[torch.Tensor, torch.Tensor], batch_idx: int) -> None:
         x, y = batch
         logits = self.model(x)
-        loss = F.cross_entropy(logits, y)
-        acc = (logits.argmax(1) == y).float().mean()
+        loss = self.loss_fn(logits, y)
+        nan = torch.full((), float("nan"), device=loss.device)
+        acc = (logits.argmax(-1) == y).float().mean() if self.classify else nan
         train_loss = self._loss_sum / max(self._seen, 1)
-        train_acc = self._correct.float() / max(self._seen, 1)
+        train_acc = self._correct.float() / max(self._seen, 1) if self.classify else nan
         # Logged here (end of the epoch's batches) so the tracking callback sees them in
         # callback_metrics at on_train_epoch_end, which runs before the module's own hook.
         for key, value in (
@@ -154,7 +159,8 @@ class ReferenceModule(L.LightningModule):
             (names.TRAIN_LOSS_EPOCH, train_loss),
             (names.TRAIN_ACC, train_acc),
         ):
-            self.log(key, value, on_step=False, on_epoch=True, batch_size=len(y))
+            if self.classify or key not in (names.VAL_ACC, names.TRAIN_ACC):
+                self.log(key, value, on_step=False, on_epoch=True, batch_size=len(y))
         values = torch.stack([loss, acc, train_loss, train_acc]).tolist()
         row = dict(zip(EPOCH_METRICS, values), step=self.trainer.global_step)
         self.history.append(row)
@@ -163,7 +169,9 @@ class ReferenceModule(L.LightningModule):
             self.lr_schedulers().observe(row.get(monitor, row[names.VAL_LOSS]))
 
     def configure_optimizers(self) -> dict[str, Any]:
-        groups = layer_groups(self.model) if self.trial.layer_lr else None
+        groups = named_groups(self.model, self.trial.param_groups) or (
+            layer_groups(self.model) if self.trial.layer_lr else None
+        )
         optimizer, self.group_names = build_optimizer(
             self.model,
             self.trial.optimizer,
@@ -190,6 +198,9 @@ class TrialResult:
     metrics: dict[str, float] = field(default_factory=dict)
     total_steps: int = 0
     steps_per_epoch: int = 0
+    metric_value: float | None = None  # final value of the study's ranking metric, if logged
+    last_epoch: dict[str, float] = field(default_factory=dict)  # the last epoch's metrics
+    available: list[str] = field(default_factory=list)  # metrics a user's module logged
 
 
 def prepare(trial: Trial, data: Dataset) -> tuple[Dataset, int]:
@@ -241,6 +252,7 @@ def run_trial(
         metrics=metrics,
         total_steps=module.total_steps,
         steps_per_epoch=len(batches),
+        last_epoch=dict(module.history[-1]) if module.history else {},
     )
 
 
@@ -249,10 +261,13 @@ def summarize(hist: list[dict[str, float]], trial: Trial, seconds: float) -> dic
     out = {names.TRAIN_SECONDS: seconds}
     if hist:
         accs = [row[names.VAL_ACC] for row in hist]
-        out[names.FINAL_VAL_ACC] = accs[-1]
-        out[names.BEST_VAL_ACC] = max((a for a in accs if math.isfinite(a)), default=float("nan"))
         out[names.FINAL_TRAIN_LOSS] = hist[-1][names.TRAIN_LOSS_EPOCH]
-        out[names.FINAL_TRAIN_ACC] = hist[-1][names.TRAIN_ACC]
+        if not all(math.isnan(a) for a in accs):  # no accuracy without class labels
+            out[names.FINAL_VAL_ACC] = accs[-1]
+            out[names.BEST_VAL_ACC] = max(
+                (a for a in accs if math.isfinite(a)), default=float("nan")
+            )
+            out[names.FINAL_TRAIN_ACC] = hist[-1][names.TRAIN_ACC]
     target = trial.target
     if target:
         sign = 1 if target["mode"] == "max" else -1

@@ -55,7 +55,8 @@ def build_optimizer(
         hparams: user-given hyperparameters (keys already validated), merged over catalog defaults.
         layer_lr: None for one group "all"; {"decay": d} for group i of n at lr * d ** (n-1-i);
             or a list with one multiplier per group.
-        groups: (name, params) in input -> output order; needed only with layer_lr.
+        groups: (name, params) in input -> output order; needed with layer_lr, and used
+            without it when a user named the groups (each then at `lr`).
 
     Returns:
         The optimizer (every group carries "name" and "lrstudy_peak_lr") and the group names.
@@ -65,14 +66,17 @@ def build_optimizer(
     """
     torch_class = optimizer_info(name).torch_class
     trainable = [p for p in model.parameters() if p.requires_grad]
-    if layer_lr is None:
+    if layer_lr is None and not groups:
         named = [("all", trainable)]
         multipliers = [1.0]
     else:
         if not groups:
             raise ValueError("layer_lr needs the model's layer groups, but none were given")
         named = [(g, [p for p in ps if p.requires_grad]) for g, ps in groups]
-        multipliers = _group_multipliers(layer_lr, [g for g, _ in named])
+        # Groups a user named train at the spec LR unless layer_lr scales them.
+        multipliers = (
+            _group_multipliers(layer_lr, [g for g, _ in named]) if layer_lr else [1.0] * len(named)
+        )
         covered = {id(p) for _, ps in named for p in ps}
         missing = sum(id(p) not in covered for p in trainable)
         if missing:  # those parameters would silently never train

@@ -1,37 +1,96 @@
-"""Everything a user can get wrong about a study's task, checked before any MLflow write."""
+"""Everything a user can get wrong about a study's task, checked before any MLflow write.
+
+Reference tasks load their data set and build their model once. Tasks with user classes import
+them (from the study file's folder, the working directory, then installed packages), check each
+class's kind and init_args against its signature, build the model once and run one batch
+through it, so a mistake is one line before anything is written.
+"""
 
 from __future__ import annotations
+
+from typing import Any
 
 from lrstudy.errors import UserInputError
 from lrstudy.plan import Trial, plan_trials
 from lrstudy.spec import StudySpec
 from lrstudy.train.data import Dataset, load_dataset
-from lrstudy.train.models import build_model, layer_groups
+from lrstudy.train.models import build_model, layer_groups, named_groups
+from lrstudy.train.user_classes import resolve, search_dirs
 
 
-def preflight(spec: StudySpec, source: str) -> tuple[list[Trial], Dataset]:
-    """Plan the trials, load the data set and build the model once.
+def preflight(
+    spec: StudySpec,
+    source: str,
+    *,
+    dirs: tuple[str, ...] | None = None,
+    factories: dict[str, Any] | None = None,
+) -> tuple[list[Trial], Any]:
+    """Plan the trials and load what they train on: a `Dataset`, or for task.module a
+    `ModuleTask` (the user's classes).
 
+    Args:
+        dirs: where class paths are looked up first (default: the study file's folder, then the
+            working directory).
+        factories: classes or factories given to the Python API, by task field.
     Raises:
-        UserInputError: bad data set reference or file, bad model name or model_args, or
-            layer-wise LR multipliers that do not match the model's layers.
+        UserInputError: bad data set reference or file, bad model name or args, a user class that
+            cannot be imported, is of the wrong kind or gets init_args it does not take, or
+            layer-wise LR multipliers that do not match the model's groups.
     """
     trials = plan_trials(spec)
+    dirs = search_dirs(source) if dirs is None else dirs
+    if spec.task.kind == "module":
+        from lrstudy.train.user_preflight import check_module_task
+
+        return trials, check_module_task(spec, source, trials, dirs, factories)
+    task = spec.task
+    where = f"{source}: task"
+    if hasattr(task.loss, "class_path"):
+        resolve("loss", task.loss, f"{where}.loss", dirs, factories)
+    data = _load_data(spec, source, dirs, factories)
+    if task.kind == "model":
+        resolve("model", task.model, f"{where}.model", dirs, factories)
+    name, args = (trials[0].model, trials[0].model_args)
     try:
-        data = load_dataset(spec.task.dataset, spec.task.data_args)
-    except UserInputError as e:
-        raise UserInputError(f"{source}: task.dataset: {e}") from None
-    try:
-        model = build_model(
-            spec.task.model, data.input_shape, data.num_classes, spec.task.model_args
-        )
+        model = build_model(name, data.input_shape, data.num_classes, args)
     except UserInputError as e:
         raise UserInputError(f"{source}: task.model: {e}") from None
-    n_layers = len(layer_groups(model))
+    except Exception as e:  # noqa: BLE001 - the user's constructor raised: one line
+        raise UserInputError(
+            f"{source}: task.model: {name}(**init_args) failed: {type(e).__name__}: {e}"
+        ) from None
+    if task.kind == "model":
+        from lrstudy.train.user_preflight import check_forward
+
+        check_forward(model, data, trials[0], f"{source}: task.model")
+    try:
+        groups = named_groups(model, trials[0].param_groups)
+    except ValueError as e:
+        raise UserInputError(f"{source}: task.param_groups: {e}") from None
+    group_names = [g for g, _ in (groups or layer_groups(model))]
     for i, opt in enumerate(spec.optimizers):
-        if isinstance(opt.layer_lr, tuple) and len(opt.layer_lr) != n_layers:
+        if isinstance(opt.layer_lr, tuple) and len(opt.layer_lr) != len(group_names):
             raise UserInputError(
                 f"{source}: optimizers[{i}].layer_lr: {list(opt.layer_lr)} has "
-                f"{len(opt.layer_lr)} multipliers; model {spec.task.model} has {n_layers} layers"
+                f"{len(opt.layer_lr)} multipliers; model {name} has {len(group_names)} "
+                f"{'named groups' if groups else 'layers'} ({', '.join(group_names)})"
             )
     return trials, data
+
+
+def _load_data(
+    spec: StudySpec, source: str, dirs: tuple[str, ...], factories: dict[str, Any] | None
+) -> Dataset:
+    task = spec.task
+    if hasattr(task.dataset, "class_path"):
+        from lrstudy.train.user_data import load_user_dataset
+
+        where = f"{source}: task.dataset"
+        cls = resolve("dataset", task.dataset, where, dirs, factories)
+        return load_user_dataset(
+            cls, dict(task.dataset.init_args), where, task.data_args.get("val_fraction")
+        )
+    try:
+        return load_dataset(task.dataset, task.data_args)
+    except UserInputError as e:
+        raise UserInputError(f"{source}: task.dataset: {e}") from None

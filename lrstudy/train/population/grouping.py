@@ -145,6 +145,12 @@ def form_populations(
     for t in trials:
         if t.lr is None:
             solo.append((t, "its learning rate is chosen by a range test (lr: auto) first"))
+        elif t.task_kind == "module":
+            solo.append((t, "a LightningModule trains on the trial engine (lrstudy does not "
+                            "vectorise a user's training_step)"))  # fmt: skip
+        elif t.loss != "cross_entropy":
+            label = t.loss if isinstance(t.loss, str) else t.loss["class_path"]
+            solo.append((t, f"loss {label}: populations train cross-entropy classifiers"))
         else:
             groups.setdefault(population_key(t), []).append(t)
     populations: list[list[Trial]] = []
