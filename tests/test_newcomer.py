@@ -256,3 +256,207 @@ def _assert_no_runs(where: Path) -> None:
         tables = {r[0] for r in con.execute("select name from sqlite_master where type='table'")}
         runs = con.execute("select count(*) from runs").fetchone()[0] if "runs" in tables else 0
     assert runs == 0
+
+
+# --- 1 & 2. schedule arguments, the schema and union errors ------------------------------------
+
+README = ROOT / "README.md"
+
+
+def test_readme_schedule_table_is_the_one_the_catalogue_generates() -> None:
+    from lrstudy.schedules.catalog import (
+        ARG_HELP,
+        SCHEDULES,
+        schedule_arg_names,
+        schedules_markdown,
+    )
+
+    text = README.read_text()
+    begin = text.index("<!-- schedules:begin")
+    table = text[text.index("\n", begin) + 1 : text.index("<!-- schedules:end -->")].strip()
+    assert table == schedules_markdown(), (
+        "README's schedule table is stale; paste lrstudy.schedules.catalog.schedules_markdown()"
+    )
+    for name in SCHEDULES:  # every argument is described, and nothing else
+        assert set(ARG_HELP.get(name, {})) == set(schedule_arg_names(name)), name
+        assert f"| `{name}` |" in table
+
+
+def test_schema_describes_each_schedule_with_its_own_arguments() -> None:
+    import jsonschema
+    import yaml
+
+    from lrstudy.schedules.catalog import SCHEDULES, schedule_defaults
+    from lrstudy.spec.study import StudySpec
+
+    schema = StudySpec.model_json_schema()
+    variants = schema["$defs"]["ScheduleSpec"]["oneOf"]
+    assert schema["$defs"]["ScheduleSpec"]["discriminator"] == {"propertyName": "name"}
+    assert [v["properties"]["name"]["const"] for v in variants] == list(SCHEDULES)
+    for v in variants:
+        name = v["properties"]["name"]["const"]
+        assert v["additionalProperties"] is False
+        assert set(v["properties"]) == {"name", "warmup", *schedule_defaults(name)}
+        for arg, default in schedule_defaults(name).items():
+            assert (
+                v["properties"][arg]["default"] == default and v["properties"][arg]["description"]
+            )
+    by_name = {v["properties"]["name"]["const"]: v for v in variants}
+    assert by_name["cyclic"]["properties"]["mode"]["enum"] == [
+        "triangular",
+        "triangular2",
+        "exp_range",
+    ]
+
+    from lrstudy.spec.load import _Loader  # YAML 1.2 floats, as the study loader reads them
+
+    study = yaml.load((ROOT / "studies" / "smoke.yaml").read_text(), Loader=_Loader)  # noqa: S506
+    study["schedules"] = [{"name": "step", "every": 2, "gamma": 0.5, "warmup": 0.1}]
+    jsonschema.validate(study, schema)  # what the runtime accepts, the schema accepts
+    study["schedules"] = [{"name": "step", "step_size": 3}]
+    with pytest.raises(jsonschema.ValidationError):
+        jsonschema.validate(study, schema)  # an editor flags the key the runtime refuses
+
+
+def _spec_error(text: str) -> str:
+    from lrstudy.errors import UserInputError
+    from lrstudy.spec.load import parse_spec
+
+    with pytest.raises(UserInputError) as err:
+        parse_spec(text, source="x.yaml")
+    msg = str(err.value)
+    assert "\n" not in msg
+    return msg
+
+
+SMOKE = (ROOT / "studies" / "smoke.yaml").read_text()
+
+
+def test_an_unknown_schedule_argument_lists_all_allowed_and_counts_no_phantom_mistake() -> None:
+    # The "(+1 more)" was schedules' own min_length failing after its one item failed.
+    text = SMOKE.replace(
+        "  - name: constant\n  - name: cosine\n    warmup: 2\n",
+        "  - name: step\n    step_size: 3\n",
+    )
+    assert _spec_error(text) == (
+        "x.yaml: schedules[0].step_size: schedule step does not take 'step_size'; "
+        "allowed: warmup, every, gamma"
+    )
+
+
+@pytest.mark.parametrize(
+    ("old", "new", "expected"),
+    [
+        (
+            "warmup: 2",
+            'warmup: "10%"',
+            "schedules[1].warmup: '10%' is not allowed: a fraction of all steps, >= 0 and < 1, "
+            "or a whole number of steps; write 0.1 for 10%",
+        ),
+        (
+            "warmup: 2",
+            "warmup: [1]",
+            "schedules[1].warmup: [1] is not allowed: a fraction of all steps, >= 0 and < 1, "
+            "or a whole number of steps",
+        ),
+        ("warmup: 2", "warmup: true", "schedules[1].warmup: True is not allowed: a fraction"),
+        (
+            "lr: 1e-3",
+            "lr: 1e-3\n    layer_lr: half",
+            "optimizers[1].layer_lr: 'half' is not allowed: a {decay: D} mapping (each earlier "
+            "layer gets D x the next one's LR, D > 0) or a list of per-layer multipliers > 0",
+        ),
+        (
+            "lr: 1e-3",
+            "lr: 1e-3\n    layer_lr: [0.5, -1]",
+            "optimizers[1].layer_lr: [0.5, -1] is not allowed: -1 is not a multiplier > 0; a "
+            "{decay: D} mapping",
+        ),
+        (
+            "lr: 1e-3",
+            "lr: {low: 1e-3, hi: 1}",
+            "optimizers[1].lr: {'low': 0.001, 'hi': 1} is not allowed: unknown key 'hi' in a "
+            "range; allowed: low, high, num, scale",
+        ),
+        (
+            "dataset: mnist1d",
+            "dataset: 5",
+            "task.dataset: 5 is not allowed: a string or a {class_path, init_args} mapping",
+        ),
+        (
+            "  - name: constant\n",
+            "  - constant\n",
+            "schedules[0]: 'constant' is not allowed: a schedule is a mapping; write {name: constant}",
+        ),
+    ],
+    ids=[
+        "warmup-percent",
+        "warmup-list",
+        "warmup-bool",
+        "layer_lr-word",
+        "layer_lr-negative",
+        "lr-range-key",
+        "dataset-number",
+        "schedule-bare-name",
+    ],
+)
+def test_union_errors_name_the_accepted_forms(old: str, new: str, expected: str) -> None:
+    assert old in SMOKE
+    msg = _spec_error(SMOKE.replace(old, new, 1))
+    assert msg.startswith(f"x.yaml: {expected}"), msg
+    assert "Input should be" not in msg and "(+" not in msg, msg
+
+
+# --- 6. the README's examples run as written -------------------------------------------------
+
+
+def _readme_blocks() -> list[str]:
+    """The ```python blocks right after a `<!-- runs-in-tests` marker."""
+    text, blocks, at = README.read_text(), [], 0
+    while (at := text.find("<!-- runs-in-tests", at)) >= 0:
+        start = text.index("```python\n", at) + len("```python\n")
+        blocks.append(text[start : text.index("```", start)])
+        at = start
+    return blocks
+
+
+QUICK = """\
+name: quickstart
+task:
+  dataset: moons
+  model: mlp
+  model_args: {hidden: [8]}
+  data_args: {n_samples: 300}
+train:
+  epochs: 1
+  batch_size: 50
+optimizers:
+  - name: sgd
+    lr: [0.1, 0.3]
+  - name: adam
+    lr: [0.01, 0.1]
+seeds: [0, 1]
+report: {enabled: false}
+"""
+
+
+def test_readme_python_examples_run_as_written(tmp_path: Path) -> None:
+    blocks = _readme_blocks()
+    assert len(blocks) == 2, "the notebook and find_lr examples are marked runs-in-tests"
+    assert 'groupby("lr")' not in README.read_text()  # an LR alone mixes optimizers
+    (tmp_path / "studies").mkdir()
+    (tmp_path / "studies" / "quickstart.yaml").write_text(QUICK)  # the README's path, small
+    checks = (
+        "\nassert len(df) == 8, df\n"
+        "groups = df.groupby('config')\n"
+        "assert (groups['optimizer'].nunique() == 1).all() and len(groups) == 4\n"
+    )
+    env = {k: v for k, v in os.environ.items() if k != "MLFLOW_TRACKING_URI"}
+    env["PYTHONPATH"] = str(ROOT) + os.pathsep + env.get("PYTHONPATH", "")
+    for i, block in enumerate(blocks):
+        script = tmp_path / f"block{i}.py"
+        script.write_text(block + (checks if "run_study" in block else ""))
+        out = subprocess.run(
+            [PY, str(script)], cwd=tmp_path, env=env, capture_output=True, text=True, timeout=120
+        )
+        assert out.returncode == 0, f"README block {i}:\n{block}\n{out.stderr[-3000:]}"

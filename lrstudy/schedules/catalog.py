@@ -272,3 +272,129 @@ def build_schedule(
         raise ValueError(f"warmup_steps={warmup_steps} must be in [0, total_steps={total_steps})")
     main = factory(total_steps=total_steps - warmup_steps, steps_per_epoch=steps_per_epoch, **args)
     return join_warmup(main, warmup_steps)
+
+
+# --- The catalogue as users read it: README table, JSON schema (`lrstudy schema`) ---------------
+
+# What each user argument means and allows, by schedule (the factories check the values; this is
+# what editors and the README show). tests/test_newcomer.py checks it covers every argument.
+ARG_HELP: dict[str, dict[str, str]] = {
+    "step": {"every": "epochs between decays (> 0)", "gamma": "factor per decay, in (0, 1]"},
+    "multistep": {
+        "milestones": "epochs at which to decay (list, >= 0); default 1/2 and 3/4 of training",
+        "gamma": "factor per milestone, in (0, 1]",
+    },
+    "exponential": {"gamma": "factor per epoch, applied smoothly per step, in (0, 1]"},
+    "inverse_time": {"decay": "1 / (1 + decay x epoch), decay >= 0"},
+    "linear": {"end": "multiplier at the last step, in [0, 1]"},
+    "polynomial": {"power": "exponent (> 0)", "end": "multiplier at the last step, in [0, 1]"},
+    "cosine": {"min": "multiplier at the last step, in [0, 1]"},
+    "cosine_restarts": {
+        "period": "epochs in the first cycle (> 0); default: three cycles fill the run",
+        "mult": "each cycle this many times longer than the one before (>= 1)",
+        "min": "multiplier at the end of each cycle, in [0, 1]",
+    },
+    "cyclic": {
+        "mode": "triangular, triangular2 (amplitude halves each cycle) or exp_range",
+        "base": "lowest multiplier, in [0, 1)",
+        "period": "epochs per full cycle, up and down (> 0)",
+        "gamma": "exp_range: amplitude x gamma ** step, in (0, 1]",
+    },
+    "one_cycle": {
+        "pct_start": "fraction of the steps spent rising, in (0, 1)",
+        "div_factor": "start at 1 / div_factor (>= 1)",
+        "final_div_factor": "end at 1 / (div_factor x final_div_factor) (>= 1)",
+        "anneal": "cos or linear",
+    },
+    "plateau": {
+        "factor": "multiply by this on a plateau, in (0, 1)",
+        "patience": "epochs without improvement tolerated (whole number >= 0)",
+        "threshold": "relative improvement that counts (>= 0)",
+        "mode": "min (a loss) or max (an accuracy)",
+        "min": "the multiplier never drops below this, in [0, 1]",
+        "monitor": "metric observed at each epoch end, e.g. val/loss or val/acc",
+    },
+}
+ARG_CHOICES: dict[tuple[str, str], tuple[str, ...]] = {
+    ("cyclic", "mode"): ("triangular", "triangular2", "exp_range"),
+    ("one_cycle", "anneal"): ("cos", "linear"),
+    ("plateau", "mode"): ("min", "max"),
+}
+WARMUP_HELP = (
+    "linear warmup before the schedule: a fraction of all steps in [0, 1) (0.1 = the first 10%) "
+    "or a whole number of steps"
+)
+_JSON_TYPES = {"float": "number", "int": "integer", "str": "string", "list[float]": "array"}
+
+
+def schedule_summary(name: str) -> str:
+    """The first sentence of the schedule's docstring: what it does."""
+    doc = inspect.getdoc(schedule_factory(name)) or ""
+    return " ".join(doc.split("\n\n")[0].split())
+
+
+def _arg_schema(name: str, arg: str, annotation: str, default: Any) -> dict[str, Any]:
+    kinds = [k.strip() for k in str(annotation).split("|")]
+    options = []
+    for kind in kinds:
+        if kind == "None":
+            options.append({"type": "null"})
+        elif kind == "list[float]":
+            options.append({"type": "array", "items": {"type": "number"}})
+        else:
+            options.append({"type": _JSON_TYPES[kind]})
+    schema: dict[str, Any] = options[0] if len(options) == 1 else {"anyOf": options}
+    if (name, arg) in ARG_CHOICES:
+        schema = {"enum": list(ARG_CHOICES[(name, arg)])}
+    return {**schema, "default": default, "description": ARG_HELP[name][arg]}
+
+
+def schedule_json_schema(name: str) -> dict[str, Any]:
+    """JSON schema of one `schedules[]` entry naming `name`: its own arguments, nothing else."""
+    params = inspect.signature(schedule_factory(name)).parameters
+    props: dict[str, Any] = {
+        "name": {"const": name, "description": schedule_summary(name)},
+        "warmup": {
+            "anyOf": [
+                {"type": "number", "minimum": 0, "exclusiveMaximum": 1},
+                {"type": "integer", "minimum": 0},
+                {"type": "null"},
+            ],
+            "default": None,
+            "description": WARMUP_HELP,
+        },
+    }
+    for arg in schedule_arg_names(name):
+        p = params[arg]
+        props[arg] = _arg_schema(name, arg, p.annotation, p.default)
+    return {
+        "type": "object",
+        "title": name,
+        "description": schedule_summary(name),
+        "properties": props,
+        "required": ["name"],
+        "additionalProperties": False,
+    }
+
+
+def _shown(value: Any) -> str:
+    if value is None:
+        return "auto"
+    return f"`{value:g}`" if isinstance(value, float) else f"`{value}`"
+
+
+def schedules_markdown() -> str:
+    """The README's table of schedules: every argument with its default and what it allows.
+
+    tests/test_newcomer.py checks the README holds exactly this text between its markers.
+    """
+    rows = ["| `name` | arguments (default) | what it does |", "|---|---|---|"]
+    for name in SCHEDULES:
+        defaults = schedule_defaults(name)
+        args = "<br>".join(
+            f"`{arg}` ({_shown(default)}): {ARG_HELP[name][arg]}"
+            for arg, default in defaults.items()
+        )
+        summary = schedule_summary(name).replace("|", "\\|")
+        rows.append(f"| `{name}` | {args or '-'} | {summary} |")
+    return "\n".join(rows)

@@ -10,7 +10,7 @@ import re
 from dataclasses import dataclass
 from pathlib import Path
 from types import UnionType
-from typing import Any, Union, get_args, get_origin
+from typing import Annotated, Any, Literal, Union, get_args, get_origin
 
 import yaml
 from pydantic import BaseModel, ValidationError
@@ -121,9 +121,18 @@ def format_validation_error(err: ValidationError, source: str) -> str:
     "(+N more)" counts the other mistakes; the errors pydantic reports for the members of one
     union (`warmup: int | float` fails as an int and as a float) are one mistake.
     """
-    errors = err.errors(include_url=False)
+    errors = _without_consequences(err.errors(include_url=False))
     first = errors[0]
     place = _place(first["loc"])
+    union_msg = None
+    if place.union is not None:
+        members = [e for e in errors if _place(e["loc"]).mistake == place.mistake]
+        deep = [e for e in members if _place(e["loc"]).deep]
+        if deep:  # the member the value was evidently meant as: its own error says more
+            first = deep[0]
+            place = _place(first["loc"])
+        elif "input" in first:  # no member took the value at all: name the accepted forms
+            union_msg = f"{first['input']!r} is not allowed: {_forms(place.union)}"
     field = place.field
     msg = str(first["msg"]).removeprefix("Value error, ").removeprefix("Assertion failed, ")
     sub = re.match(r"^@([\w\[\].]+): ", msg)  # a model-level check naming the field it is about
@@ -132,7 +141,9 @@ def format_validation_error(err: ValidationError, source: str) -> str:
         field = f"{field}.{key}" if field and not key.startswith("optimizers") else key
         msg = msg[sub.end() :]
     kind = first["type"]
-    if kind == "extra_forbidden":
+    if union_msg is not None:
+        msg = union_msg
+    elif kind == "extra_forbidden":
         allowed = list(place.model.model_fields) if place.model is not None else []
         msg = f"unknown key; allowed: {', '.join(allowed)}" if allowed else "unknown key"
     elif kind == "missing":
@@ -153,6 +164,45 @@ def format_validation_error(err: ValidationError, source: str) -> str:
     return f"{source}: {field or '(top level)'}: {msg}{more}"
 
 
+def _without_consequences(errors: list[dict]) -> list[dict]:
+    """Drop errors that only follow from another: a `schedules` list that fails `min_length`
+    because its one item failed is one mistake (the item's), not a second one."""
+    locs = [tuple(e["loc"]) for e in errors]
+    return [
+        e
+        for e in errors
+        if e["type"] != "too_short"
+        or not any(len(o) > len(e["loc"]) and o[: len(e["loc"])] == tuple(e["loc"]) for o in locs)
+    ] or errors
+
+
+def _forms(annotation: Any) -> str:
+    """The forms a union accepts, in words: "a string or a {class_path, init_args} mapping"."""
+    words: list[str] = []
+    for member in get_args(annotation):
+        word = _form(member)
+        if word and word not in words:
+            words.append(word)
+    return " or ".join(words)
+
+
+def _form(annotation: Any) -> str | None:
+    if annotation is type(None):
+        return None
+    if get_origin(annotation) is Annotated:
+        return _form(get_args(annotation)[0])
+    if get_origin(annotation) is Literal:
+        return "one of " + ", ".join(repr(v) for v in get_args(annotation))
+    if get_origin(annotation) in (tuple, list):
+        return "a list"
+    if get_origin(annotation) is dict or annotation is dict:
+        return "a mapping"
+    if _is_model(annotation):
+        return "a {" + ", ".join(annotation.model_fields) + "} mapping"
+    words = {str: "a string", int: "a whole number", float: "a number", bool: "true or false"}
+    return words.get(annotation, _name(annotation))
+
+
 @dataclass(frozen=True)
 class _Place:
     """Where one pydantic error is, in the user's terms."""
@@ -160,6 +210,8 @@ class _Place:
     field: str  # the path as written in the file, e.g. optimizers[1].layer_lr.decay
     mistake: tuple  # the value at fault; the members of one union share it
     model: type[BaseModel] | None  # the section the last key belongs to (for "unknown key")
+    union: Any = None  # the union annotation the error went through, if any
+    deep: bool = False  # the error is inside a union member (a key or item of it), not at it
 
 
 def _place(loc: tuple) -> _Place:
@@ -171,6 +223,7 @@ def _place(loc: tuple) -> _Place:
     """
     path: list[str | int] = []
     union_at: tuple | None = None
+    union: Any = None
     annotation: Any = StudySpec
     model: type[BaseModel] | None = None
     for part in loc:
@@ -182,7 +235,8 @@ def _place(loc: tuple) -> _Place:
         elif str(part).startswith("function-"):
             continue
         elif get_origin(annotation) in (Union, UnionType):
-            union_at = tuple(path) if union_at is None else union_at
+            if union_at is None:
+                union_at, union = tuple(path), annotation
             annotation = next((m for m in get_args(annotation) if _name(m) == part), None)
         else:
             model = annotation if _is_model(annotation) else None
@@ -190,7 +244,9 @@ def _place(loc: tuple) -> _Place:
             info = model.model_fields.get(part) if model is not None else None
             annotation = info.annotation if info is not None else None
     field = "".join(f"[{p}]" if isinstance(p, int) else f".{p}" for p in path).lstrip(".")
-    return _Place(field, union_at if union_at is not None else tuple(path), model)
+    if union_at is None:
+        return _Place(field, tuple(path), model)
+    return _Place(field, union_at, model, union, deep=len(path) > len(union_at))
 
 
 def _without_none(annotation: Any) -> Any:

@@ -13,9 +13,22 @@ import re
 from collections.abc import Callable
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 
-from lrstudy.schedules.catalog import build_schedule, schedule_arg_names, schedule_factory
+from lrstudy.schedules.catalog import (
+    SCHEDULES,
+    build_schedule,
+    schedule_arg_names,
+    schedule_factory,
+    schedule_json_schema,
+)
 from lrstudy.spec.optimizers import optimizer_info
 
 
@@ -73,12 +86,30 @@ def _parse_lr(v: Any) -> Any:
     if v == "auto":
         return v
     if isinstance(v, dict):
-        return LRRange.model_validate(v)
+        try:
+            return LRRange.model_validate(v)
+        except ValidationError as e:
+            raise ValueError(_range_error(v, e)) from None
     if isinstance(v, list | tuple):
         if not v:
             raise ValueError("empty list; give at least one learning rate")
         return tuple(_positive_number(x) for x in v)
     return _positive_number(v)
+
+
+def _range_error(v: dict, err: ValidationError) -> str:
+    """One line for a bad {low, high, num, scale} range: the key at fault and what it allows."""
+    errors = err.errors(include_url=False)
+    # An unknown key first: `hi` for high is one mistake, reported as the key the user wrote.
+    first = next((e for e in errors if e["type"] == "extra_forbidden"), errors[0])
+    key = ".".join(str(p) for p in first["loc"])
+    fields = ", ".join(LRRange.model_fields)
+    if first["type"] == "extra_forbidden":
+        return f"{v!r} is not allowed: unknown key {key!r} in a range; allowed: {fields}"
+    if first["type"] == "missing":
+        return f"{v!r} is not allowed: a range needs {key} (keys: {fields})"
+    msg = str(first["msg"]).removeprefix("Value error, ")
+    return f"{v!r} is not allowed: {key}: {msg}" if key else msg  # the range's own check
 
 
 def _positive_number(x: Any) -> float:
@@ -106,6 +137,27 @@ class LayerLR(StrictModel):
     decay: PositiveFloat
 
 
+LAYER_LR_FORMS = (
+    "a {decay: D} mapping (each earlier layer gets D x the next one's LR, D > 0) "
+    "or a list of per-layer multipliers > 0, input to output"
+)
+
+
+def _parse_layer_lr(v: Any) -> Any:
+    """`layer_lr:` by hand: a mistake names both forms (not "a valid dictionary" alone)."""
+    if v is None or isinstance(v, dict | LayerLR):
+        return v  # a mapping: LayerLR's own checks name the key at fault
+    if isinstance(v, list | tuple) and v:
+        bad = [x for x in v if isinstance(x, bool) or not isinstance(x, int | float)]
+        bad += [x for x in v if x not in bad and (not math.isfinite(x) or x <= 0)]
+        if not bad:
+            return tuple(float(x) for x in v)
+        raise ValueError(
+            f"{list(v)!r} is not allowed: {bad[0]!r} is not a multiplier > 0; {LAYER_LR_FORMS}"
+        )
+    raise ValueError(f"{v!r} is not allowed: {LAYER_LR_FORMS}")
+
+
 class OptimizerSpec(BaseModel):
     """One optimizer and its learning rates; any other key is a hyperparameter of that optimizer."""
 
@@ -116,6 +168,17 @@ class OptimizerSpec(BaseModel):
     layer_lr: LayerLR | tuple[PositiveFloat, ...] | None = None
 
     _lr = field_validator("lr", mode="before")(_parse_lr)
+    _layer_lr = field_validator("layer_lr", mode="before")(_parse_layer_lr)
+
+    @model_validator(mode="before")
+    @classmethod
+    def _mapping(cls, v: Any) -> Any:
+        if not isinstance(v, dict | OptimizerSpec):
+            raise ValueError(
+                f"{v!r} is not allowed: an optimizer is a mapping {{name, lr, its hyperparameters}}"
+            )
+        return v
+
     _known = field_validator("name")(_registered(optimizer_info))
 
     @model_validator(mode="after")
@@ -174,24 +237,63 @@ def _check_hparam_type(opt: str, key: str, value: Any, default: Any) -> None:
         raise ValueError(f"@{key}: {value!r} is not allowed: {opt}.{key} must be a number >= 0")
 
 
+def _schedules_schema(schema: dict[str, Any], cls: type | None = None) -> None:
+    """`lrstudy schema`: a schedule is one of the catalogue's, each with its own arguments.
+
+    The model allows extra keys (a schedule's arguments) and checks them in `_args_known`; the
+    JSON schema instead lists one variant per schedule, told apart by `name`, with that schedule's
+    arguments (defaults, allowed values) and nothing else, so an editor completes and checks them.
+    """
+    doc = schema.get("description")
+    schema.clear()
+    schema.update(
+        title="ScheduleSpec",
+        description=doc or "One schedule: its name, an optional warmup and its own arguments.",
+        oneOf=[schedule_json_schema(name) for name in SCHEDULES],
+        discriminator={"propertyName": "name"},
+    )
+
+
+WARMUP_FORMS = "a fraction of all steps, >= 0 and < 1, or a whole number of steps"
+
+
+def _parse_warmup(v: Any) -> int | float | None:
+    """`warmup:` by hand, so a mistake names both forms (not pydantic's int and float errors)."""
+    if v is None:
+        return None
+    ok_int = isinstance(v, int) and not isinstance(v, bool) and v >= 0
+    ok_float = isinstance(v, float) and math.isfinite(v) and 0 <= v < 1
+    if ok_int or ok_float:
+        return v
+    hint, shown = "", repr(v)
+    if isinstance(v, str) and re.fullmatch(r"\s*\d+(\.\d+)?\s*%\s*", v):
+        hint = f"; write {float(v.strip().rstrip('%')) / 100:g} for {v.strip()}"
+    elif isinstance(v, int | float) and not isinstance(v, bool):
+        shown = f"warmup {v!r}"  # "warmup 1.5 is not allowed": a number, out of range
+        if isinstance(v, float) and v >= 1 and v == int(v):
+            hint = f"; write {int(v)} for {int(v)} steps"
+    raise ValueError(f"{shown} is not allowed: {WARMUP_FORMS}{hint}")
+
+
 class ScheduleSpec(BaseModel):
     """One schedule; `warmup` composes with any; other keys are the schedule's own arguments."""
 
-    model_config = ConfigDict(extra="allow", frozen=True)
+    model_config = ConfigDict(extra="allow", frozen=True, json_schema_extra=_schedules_schema)
 
     name: str
     warmup: int | float | None = None
 
     _known = field_validator("name")(_registered(schedule_factory))
+    _warmup = field_validator("warmup", mode="before")(_parse_warmup)
 
-    @field_validator("warmup")
+    @model_validator(mode="before")
     @classmethod
-    def _warmup(cls, v: int | float | None) -> int | float | None:
-        if v is None or isinstance(v, bool):
-            return None if v is None else _fail(f"warmup: {v!r} is not a number")
-        if isinstance(v, int) and v < 0 or isinstance(v, float) and not 0 <= v < 1:
+    def _mapping(cls, v: Any) -> Any:
+        if isinstance(v, str) and v in SCHEDULES:
+            raise ValueError(f"{v!r} is not allowed: a schedule is a mapping; write {{name: {v}}}")
+        if not isinstance(v, dict | ScheduleSpec):
             raise ValueError(
-                f"warmup {v!r} is not allowed: a fraction of all steps in [0, 1) or a whole number of steps >= 0"
+                f"{v!r} is not allowed: a schedule is a mapping {{name, warmup, its arguments}}"
             )
         return v
 
@@ -225,7 +327,3 @@ class ScheduleSpec(BaseModel):
 def schedule_label(name: str, warmup: int | float | None) -> str:
     """A schedule as run names and the report show it: "cosine", or "cosine+warmup"."""
     return f"{name}+warmup" if warmup else name
-
-
-def _fail(msg: str) -> Any:
-    raise ValueError(msg)
