@@ -234,6 +234,8 @@ def cmd_run(args: argparse.Namespace) -> int:
 def summary_lines(name: str, result) -> list[str]:
     """The end-of-run summary: counts over every worker, and the best configuration."""
     done = ", ".join(f"{n} {k}" for k, n in sorted(result.outcomes.items())) or "nothing new"
+    if result.parent_run_id is None and not result.trials and result.outcomes:
+        done = f"nothing new (finished: {done})"  # every trial was finished before
     line = f"{name}: {result.total} trials; {result.skipped} already finished; ran: {done}"
     if result.done_elsewhere:
         line += f"; {result.done_elsewhere} finished by another invocation"
@@ -244,7 +246,9 @@ def summary_lines(name: str, result) -> list[str]:
     for t in autos:
         lines.append(f"lr: auto for {t['name']}: {t['lr']:.3g} ({t['lr_source']})")
     if result.best:
-        lines.append(f"best: {result.best.text()}")
+        # the report's words when the winner is an end of its family's LR grid (`edge_note`)
+        edge = getattr(result.best, "edge", "").strip(" ()")
+        lines.append(f"best: {result.best.text()}" + (f"; {edge}" if edge else ""))
     return lines
 
 

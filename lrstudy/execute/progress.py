@@ -1,13 +1,19 @@
 """One study-level progress display for every worker, fed by the workers' events.
 
 On a terminal: a bar (trials done/total, elapsed, ETA, best configuration so far, tracking-server
-outage while it lasts) above one line per finished trial. Elsewhere (logs, CI): the lines only,
-plus a line when an outage starts and when it ends. Events may arrive from several threads.
+outage while it lasts) above one line per finished trial. Elsewhere (logs, CI): the lines only, never
+wrapped, plus a line when an outage starts and when it ends. Events may arrive from several threads.
+
+Counting: every trial key gets its number once, when it is first known to be finished (a trial
+event, or a worker seeing it finished by someone else); a finished trial's line carries its key's
+number, so with any workers and engines the numbers 1..N each appear at most once, and the bar's
+count is the highest number given.
 """
 
 from __future__ import annotations
 
 import math
+import re
 import threading
 import time
 from typing import Any
@@ -27,12 +33,18 @@ from rich.text import Text
 
 from lrstudy import names
 from lrstudy.report.best import BestConfig, best_config
+from lrstudy.report.metric import DEFAULT, RankMetric
 
 
 def config_label(trial_name: str) -> str:
     """A trial's name without its seed: the name of its configuration."""
     head, sep, tail = trial_name.rpartition(" seed=")
     return head if sep and tail.isdigit() else trial_name
+
+
+def family_label(trial_name: str) -> str:
+    """A trial's name without its seed and LR: its family (the LRs compared with each other)."""
+    return re.sub(r"(^| )lr=\S+", "", config_label(trial_name)).strip()
 
 
 def fmt_lr(lr: float | None) -> str:
@@ -58,10 +70,22 @@ class _OutageColumn(ProgressColumn):
 class StudyProgress:
     """Counts trials by key (each once, whoever ran it) and tracks the best configuration."""
 
-    def __init__(self, console: Console, name: str, total: int, done_keys: set[str]) -> None:
+    def __init__(
+        self,
+        console: Console,
+        name: str,
+        total: int,
+        done_keys: set[str],
+        metric: tuple[str, str] | RankMetric | None = None,
+    ) -> None:
         self.console = console
         self.total = total
         self.done_keys = set(done_keys)
+        # the study's ranking metric (`StudySpec.rank_metric`): what `best` ranks by
+        self.metric = metric if isinstance(metric, RankMetric) else RankMetric(*(metric or DEFAULT))
+        # trial key -> its number among the finished trials (those finished before: 1..k)
+        self.numbers: dict[str, int] = {k: i for i, k in enumerate(sorted(self.done_keys), 1)}
+        self._lined: set[str] = set()  # keys whose finished line was printed
         self.outage_since: float | None = None
         self.ran: list[dict[str, Any]] = []
         self._results: list[dict[str, Any]] = []
@@ -83,11 +107,19 @@ class StudyProgress:
             name, total=total, completed=len(self.done_keys), best="best: -"
         )
 
-    def seed_best(self, rows: list[tuple[str, str, float | None, bool]]) -> None:
-        """Count earlier invocations' finished trials (config key, name, final val acc, diverged)."""
-        for config_key, trial_name, acc, diverged in rows:
-            self._add_result(config_key, trial_name, acc, diverged)
+    def seed_best(self, rows: list[tuple]) -> None:
+        """Count earlier invocations' finished trials: (config key, name, final value of the
+        ranking metric, diverged[, lr]) each."""
+        for config_key, trial_name, value, diverged, *lr in rows:
+            self._add_result(config_key, trial_name, value, diverged, lr[0] if lr else None)
         self._progress.update(self._task, best=self.best_text())
+
+    def _number(self, key: str) -> int:
+        """The key's number among the finished trials, given on first sight."""
+        if key not in self.numbers:
+            self.numbers[key] = len(self.numbers) + 1
+        self.done_keys.add(key)
+        return self.numbers[key]
 
     def __enter__(self) -> StudyProgress:
         self._progress.__enter__()
@@ -102,30 +134,44 @@ class StudyProgress:
             if kind == "trial":
                 self._trial(event)
             elif kind == "done_elsewhere" and event["key"] not in self.done_keys:
-                self.done_keys.add(event["key"])
+                self._number(event["key"])
                 self._progress.update(self._task, completed=len(self.done_keys))
             elif kind == "outage":
                 self._outage(event.get("seconds"))
 
+    def _value(self, e: dict[str, Any]) -> float | None:
+        """The trial's final value of the ranking metric (final val acc for val/acc, max)."""
+        if self.metric.is_val_acc and e.get("val_acc") is not None:
+            return e["val_acc"]
+        return e.get("metric_value")
+
     def _trial(self, e: dict[str, Any]) -> None:
         self.ran.append(e)
-        if e["outcome"] in (names.OUTCOME_OK, names.OUTCOME_DIVERGED):
-            self.done_keys.add(e["key"])
-        acc = e.get("val_acc")
-        if e["outcome"] in (names.OUTCOME_OK, names.OUTCOME_DIVERGED):
-            self._add_result(
-                e["config_key"], e["name"], acc, e["outcome"] == names.OUTCOME_DIVERGED
-            )
+        finished = e["outcome"] in (names.OUTCOME_OK, names.OUTCOME_DIVERGED)
+        acc, value = e.get("val_acc"), self._value(e)
+        if finished and e["key"] not in self._lined:
+            count = f"[{self._number(e['key'])}/{self.total}]"
+            self._lined.add(e["key"])
+            self._add_result(e["config_key"], e["name"], value,
+                             e["outcome"] == names.OUTCOME_DIVERGED, e.get("lr"))  # fmt: skip
+        else:  # not finished (failed, killed), or a second report of a counted trial: no number
+            count = f"[-/{self.total}]"
+        shown = ""
+        if acc is not None and math.isfinite(acc):
+            shown = f", val acc {acc:.3f}"
+        if not self.metric.is_val_acc and value is not None and math.isfinite(value):
+            shown += f", {self.metric.name} {self.metric.fmt(value)}"
         auto = " (auto)" if str(e.get("lr_source", "")).startswith("range_test") else ""
         worker = f" [w{e['worker']}]" if e.get("worker") else ""
         self._progress.console.print(
-            f"[{len(self.done_keys)}/{self.total}] {e['name']}: {e['outcome']}"
+            f"{count} {e['name']}: {e['outcome']}"
             + (f" ({e['error']})" if e.get("error") else "")
-            + (f", val acc {acc:.3f}" if acc is not None and math.isfinite(acc) else "")
+            + shown
             + (f", lr {fmt_lr(e.get('lr'))}{auto}" if auto else "")
             + f" ({e['seconds']:.1f} s){worker}",
             highlight=False,
             markup=False,  # trial names and "[w1]" are text, not rich markup
+            soft_wrap=True,  # one line per trial, also in a log file (rich wraps at 80 there)
         )
         self._progress.update(self._task, completed=len(self.done_keys), best=self.best_text())
 
@@ -142,16 +188,25 @@ class StudyProgress:
 
     def _log(self, text: str) -> None:
         if not self.console.is_terminal:
-            self.console.print(text, highlight=False, markup=False)
+            self.console.print(text, highlight=False, markup=False, soft_wrap=True)
 
     def _add_result(
-        self, config_key: str, trial_name: str, acc: float | None, diverged: bool
+        self,
+        config_key: str,
+        trial_name: str,
+        value: float | None,
+        diverged: bool,
+        lr: float | None = None,
     ) -> None:
         self._results.append(
             {
                 "config": config_label(trial_name),
+                "family": family_label(trial_name),
                 "config_key": config_key,
-                "final_val_acc": math.nan if acc is None else acc,
+                "lr": math.nan if lr is None else float(lr),
+                "metric": self.metric.name,
+                "metric_mode": self.metric.mode,
+                "metric_value": math.nan if value is None else float(value),
                 "diverged": diverged,
             }
         )

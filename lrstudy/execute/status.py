@@ -77,3 +77,53 @@ def _populations(
     populations, solo = form_populations(todo, data, size)
     labels = {t.key: f"P{i}" for i, pop in enumerate(populations, 1) for t in pop}
     return labels, {t.key: why for t, why in solo}
+
+
+def version_notes(spec: StudySpec, trials: list[Trial], runs: list) -> list[str]:
+    """`plan`'s lines on finished trial runs of other versions of the study: those whose key the
+    current spec no longer plans are left out of its best, progress and report; those of another
+    spec hash with a key it still plans are the same trials and count (`lrstudy.report.versions`)."""
+    from lrstudy.report.versions import Version, is_current
+
+    version = Version.of(spec.spec_hash(), {t.key for t in trials})
+    other: dict[str, int] = {}
+    same = 0
+    for r in runs:
+        if not is_done(r):
+            continue
+        h = r.data.tags.get(names.TAG_SPEC_HASH) or "untagged"
+        if not is_current(r.data.tags.get(names.TAG_TRIAL_KEY), h, version):
+            other[h] = other.get(h, 0) + 1
+        elif h != version.spec_hash:
+            same += 1
+    lines = []
+    if other:
+        n = sum(other.values())
+        lines.append(
+            f"{n} finished trial run{'s' if n != 1 else ''} of {len(other)} other version"
+            f"{'s' if len(other) != 1 else ''} of this study (spec {', '.join(sorted(other))}; "
+            f"this one is {version.spec_hash}) {'are' if n != 1 else 'is'} not part of it: "
+            "its best, progress and report leave them out"
+        )
+    if same:
+        lines.append(
+            f"{same} finished trial run{'s' if same != 1 else ''} came from another version of "
+            "this study with the same settings (a grid it still contains): counted as done"
+        )
+    return lines
+
+
+def study_version_notes(spec: StudySpec, tracking_uri: str) -> list[str]:
+    """`version_notes` for a study, read from the store (none when there is no store yet)."""
+    from lrstudy.plan import plan_trials
+    from lrstudy.track.store import experiment_id, open_client
+
+    try:
+        client = open_client(tracking_uri, create=False)
+        exp = experiment_id(client, spec.experiment, create=False)
+        if exp is None:
+            return []
+        runs = track_runs.search_study_runs(client, exp, names.KIND_TRIAL, spec.name)
+    except UserInputError:
+        return []
+    return version_notes(spec, plan_trials(spec), runs)

@@ -192,16 +192,18 @@ def _run(spec, source, tracking_uri, spawned, relay, workers, executor, ray_addr
     done = {r.data.tags.get(names.TAG_TRIAL_KEY) for r in existing if is_done(r)}
     todo = [t for t in trials if t.key not in done]
     result = StudyRun(len(trials), len(trials) - len(todo), exp, None, closed_orphans=len(closed))
+    current = {t.key for t in trials}
     if not todo:
-        finished = StudyProgress(console, spec.name, len(trials), done)
-        finished.seed_best(_finished_accs(existing))
+        finished = StudyProgress(console, spec.name, len(trials), done, spec.rank_metric)
+        finished.seed_best(_finished_accs(existing, current, spec.rank_metric))
         result.best = finished.best()
+        result.outcomes = _finished_outcomes(existing, current)
         return result
     parent = _start_parent(client, exp, spec, trials, data)
     result.parent_run_id = parent
-    progress = StudyProgress(console, spec.name, len(trials), {t.key for t in trials} & done)
+    progress = StudyProgress(console, spec.name, len(trials), current & done, spec.rank_metric)
     relay.connect(progress.on_event)
-    progress.seed_best(_finished_accs(existing))
+    progress.seed_best(_finished_accs(existing, current, spec.rank_metric))
     order = WorkOrder(
         spec=spec,
         source=source,
@@ -299,17 +301,59 @@ def _start_parent(client, exp: str, spec: StudySpec, trials: list[Trial], data: 
     return parent
 
 
-def _finished_accs(runs: list) -> list[tuple[str, str, float | None, bool]]:
+def _current_done(runs: list, current: set[str]) -> list:
+    """The finished runs of the study as it is defined now (`lrstudy.report.versions`): trials
+    of earlier versions (other keys) never count towards its best or its outcomes."""
+    from lrstudy.report.versions import Version, is_current
+
+    version = Version.of(None, current)
     return [
-        (
-            r.data.tags.get(names.TAG_CONFIG_KEY, ""),
-            r.info.run_name,
-            r.data.metrics.get(names.FINAL_VAL_ACC),
-            r.data.tags.get(names.TAG_OUTCOME) == names.OUTCOME_DIVERGED,
-        )
+        r
         for r in runs
         if is_done(r)
+        and is_current(
+            r.data.tags.get(names.TAG_TRIAL_KEY), r.data.tags.get(names.TAG_SPEC_HASH), version
+        )
     ]
+
+
+def _finished_accs(
+    runs: list, current: set[str], metric: tuple[str, str] = (names.VAL_ACC, "max")
+) -> list[tuple[str, str, float | None, bool, float | None]]:
+    """(config key, name, final value of the ranking metric, diverged, lr) per finished trial of
+    the current version: final val acc for val/acc, else the metric's latest logged value."""
+    key = names.FINAL_VAL_ACC if tuple(metric) == (names.VAL_ACC, "max") else metric[0]
+    out = []
+    for r in _current_done(runs, current):
+        try:
+            lr = float(r.data.params.get("lr"))
+        except (TypeError, ValueError):
+            lr = None
+        out.append(
+            (
+                r.data.tags.get(names.TAG_CONFIG_KEY, ""),
+                r.info.run_name,
+                r.data.metrics.get(key),
+                r.data.tags.get(names.TAG_OUTCOME) == names.OUTCOME_DIVERGED,
+                lr,
+            )
+        )
+    return out
+
+
+def _finished_outcomes(runs: list, current: set[str]) -> dict[str, int]:
+    """Outcome -> count over the current trials' finished runs (newest per key): what the
+    summary reports when every trial was already finished."""
+    newest: dict[str, Any] = {}
+    for r in _current_done(runs, current):
+        k = r.data.tags.get(names.TAG_TRIAL_KEY)
+        if k not in newest or (r.info.start_time or 0) > (newest[k].info.start_time or 0):
+            newest[k] = r
+    counts: dict[str, int] = {}
+    for r in newest.values():
+        o = r.data.tags.get(names.TAG_OUTCOME) or names.OUTCOME_OK
+        counts[o] = counts.get(o, 0) + 1
+    return dict(sorted(counts.items()))
 
 
 def _summarise(result: StudyRun, progress: StudyProgress, todo: list[Trial]) -> None:

@@ -19,6 +19,7 @@ import pandas as pd
 
 from lrstudy import names as N
 from lrstudy.report.curve_metrics import run_curve_metrics
+from lrstudy.report.metric import DEFAULT, RankMetric
 
 AXES = ("batch_size", "momentum", "weight_decay", "train_fraction")  # swept besides the LR
 AXIS_SHORT = {"batch_size": "bs", "momentum": "mom", "weight_decay": "wd", "train_fraction": "frac"}
@@ -77,13 +78,41 @@ def _study_param(runs: pd.DataFrame, name: str, study_params: dict | None) -> pd
     return _num(_get(runs, f"params.{name}")).fillna(_num(pd.Series([default])).iloc[0])
 
 
-def trial_table(runs: pd.DataFrame, study_params: dict | None = None) -> pd.DataFrame:
+def _config_params(runs: pd.DataFrame) -> pd.Series:
+    """Per run: ' · name=value' for each param its tag lrstudy.config_params (a JSON list a
+    plugin user passed) names as configuration; '' for runs without the tag."""
+
+    def one(i) -> str:
+        raw = runs.at[i, f"tags.{N.TAG_CONFIG_PARAMS}"]
+        try:
+            names = json.loads(raw) if isinstance(raw, str) else []
+        except ValueError:
+            names = []
+        if not isinstance(names, list):
+            return ""
+        parts = []
+        for name in names:
+            v = runs.at[i, f"params.{name}"] if f"params.{name}" in runs.columns else None
+            parts.append(f"{name}={'—' if v is None or pd.isna(v) else v}")
+        return "".join(f" · {p}" for p in parts)
+
+    if f"tags.{N.TAG_CONFIG_PARAMS}" not in runs.columns:
+        return pd.Series("", index=runs.index, dtype=object)
+    return pd.Series([one(i) for i in runs.index], index=runs.index, dtype=object)
+
+
+def trial_table(
+    runs: pd.DataFrame, study_params: dict | None = None, metric: RankMetric = DEFAULT
+) -> pd.DataFrame:
     """Typed per-run columns; works for lrstudy trials and for plugin runs with few params.
 
     Args:
         runs: runs as read by `lrstudy.report.read`.
         study_params: the parent run's params, for settings logged once per study
             (`num_classes`, `n_test` = size of the validation split).
+        metric: what ranks configurations (`lrstudy.report.metric.study_metric`); columns
+            `metric`, `metric_mode` and `metric_value` (its final value; for val/acc, max it is
+            filled from `final_val_acc` by `trial_metrics`).
     """
     t = pd.DataFrame({"run_id": runs["run_id"], "run_name": runs["run_name"]})
     t["trial_key"] = _get(runs, f"tags.{N.TAG_TRIAL_KEY}").fillna(runs["run_id"]).astype(str)
@@ -103,10 +132,14 @@ def trial_table(runs: pd.DataFrame, study_params: dict | None = None) -> pd.Data
     outcome = _get(runs, f"tags.{N.TAG_OUTCOME}").fillna(N.OUTCOME_OK)
     t["outcome"] = outcome.astype(str)
     t["diverged_at"] = _num(_get(runs, f"tags.{N.TAG_DIVERGED_AT}"))
-    for col, metric in FINALS.items():
-        t[col] = _num(_get(runs, f"metrics.{metric}")).astype(float)
+    for col, logged in FINALS.items():
+        t[col] = _num(_get(runs, f"metrics.{logged}")).astype(float)
     for col in sorted(c for c in runs.columns if c.startswith(f"metrics.{N.NOISE_ACC_PREFIX}")):
         t["noise:" + col.removeprefix(f"metrics.{N.NOISE_ACC_PREFIX}")] = _num(runs[col])
+    t["metric"], t["metric_mode"] = metric.name, metric.mode
+    t["metric_value"] = (
+        np.nan if metric.is_val_acc else _num(_get(runs, f"metrics.{metric.name}")).astype(float)
+    )
     nonfinite = _get(runs, "nonfinite").fillna("").astype(str).str.split(",")
     t["diverged"] = (outcome == N.OUTCOME_DIVERGED) | nonfinite.map(lambda ks: N.TRAIN_LOSS in ks)
     t["start_time"] = _num(runs["start_time"])
@@ -115,7 +148,7 @@ def trial_table(runs: pd.DataFrame, study_params: dict | None = None) -> pd.Data
     t.loc[bare, "optimizer"] = t.loc[bare, "run_name"].astype(str)
     t.loc[t["optimizer"] == "", "optimizer"] = "run"
     swept = swept_axes(t)
-    t["family"] = t.apply(lambda r: family_label(r, swept), axis=1)
+    t["family"] = t.apply(lambda r: family_label(r, swept), axis=1) + _config_params(runs).values
     t["config"] = t.apply(
         lambda r: r["family"] + (f" · lr={fmt_value(r['lr'])}" if pd.notna(r["lr"]) else ""), axis=1
     )
@@ -146,8 +179,10 @@ def family_label(row: pd.Series, swept: list[str]) -> str:
 def trial_metrics(trials: pd.DataFrame, history: pd.DataFrame) -> pd.DataFrame:
     """Trials plus their curve metrics, divergence from the curves, gaps and `score`.
 
-    `score` is what configurations are ranked by: final val accuracy, else the last logged
-    val/acc (plugin runs), else minus the final train loss.
+    `score` is what configurations are ranked by, higher is better: for the classic ranking
+    (val/acc, max) final val accuracy, else the last logged val/acc (plugin runs), else minus the
+    final train loss; for any other ranking metric its final value (`metric_value`), negated when
+    lower is better.
     """
     t = trials.join(run_curve_metrics(history), on="run_id")
     t["still_falling"] = t["still_falling"].astype("boolean").fillna(False).astype(bool)
@@ -157,25 +192,42 @@ def trial_metrics(trials: pd.DataFrame, history: pd.DataFrame) -> pd.DataFrame:
     t.loc[t["diverged"], ["auc_train_loss", "auc_val_acc", "osc_index"]] = np.nan
     t["gen_gap"] = t["final_train_acc"] - t["final_val_acc"]
     t["final_best_gap"] = t["best_val_acc"] - t["final_val_acc"]
-    has_acc = np.isfinite(t["final_val_acc"]).any()
-    t["score"] = (
-        t["final_val_acc"] if has_acc else -t["final_train_loss"].fillna(t["auc_train_loss"])
+    if "metric" not in t.columns:  # a trials frame built by hand: the classic ranking
+        t["metric"], t["metric_mode"], t["metric_value"] = DEFAULT.name, DEFAULT.mode, np.nan
+    metric = (
+        RankMetric(str(t["metric"].iloc[0]), str(t["metric_mode"].iloc[0])) if len(t) else DEFAULT
     )
+    if metric.is_val_acc:
+        t["metric_value"] = t["final_val_acc"]
+        has_acc = np.isfinite(t["final_val_acc"]).any()
+        t["score"] = (
+            t["final_val_acc"] if has_acc else -t["final_train_loss"].fillna(t["auc_train_loss"])
+        )
+    else:
+        value = t["metric_value"].astype(float)
+        t["score"] = metric.sign * value.where(np.isfinite(value))
     return t
 
 
-MEASURES = ("score", "final_val_acc", "best_val_acc", "final_train_loss", "final_train_acc", "gen_gap",
+MEASURES = ("score", "metric_value", "final_val_acc", "best_val_acc", "final_train_loss", "final_train_acc", "gen_gap",
             "final_best_gap", "train_seconds", "osc_index", "auc_val_acc", "auc_train_loss")  # fmt: skip
 
 
 def config_table(t: pd.DataFrame) -> pd.DataFrame:
     """One row per configuration of `trial_metrics` rows: means and sample std (n ≥ 2) over the
     finite values of the seeds, counts of seeds, diverged seeds and seeds that reached the target."""
+    if "metric" not in t.columns:
+        t = t.assign(
+            metric=DEFAULT.name,
+            metric_mode=DEFAULT.mode,
+            metric_value=t.get("final_val_acc", np.nan),
+        )
     noise = [c for c in t.columns if c.startswith("noise:")]
     values = t[[*MEASURES, "end_trend", *noise]].astype(float)
     t = t.assign(**values.where(np.isfinite(values)))  # Inf would poison a mean: treat as missing
     g = t.groupby("config", sort=True, dropna=False)
-    first = ["config_key", "family", "optimizer", "schedule", "lr", *AXES, "num_classes", "n_val"]
+    first = ["config_key", "family", "optimizer", "schedule", "lr", *AXES, "num_classes", "n_val",
+             "metric", "metric_mode"]  # fmt: skip
     out = t.drop_duplicates("config").set_index("config")[first]
     out = out.loc[list(g.groups)].copy()
     out["n"] = g.size()

@@ -21,6 +21,7 @@ from lrstudy.report.claims import ClaimResult
 from lrstudy.report.diagnose import VERDICT_TEXT, VERDICTS, rules_text
 from lrstudy.report.header import has_target, header
 from lrstudy.report.history import MAX_POINTS
+from lrstudy.report.metric import DEFAULT, RankMetric, missing_metric_note
 from lrstudy.report.plots.curves import PLOT_POINTS
 from lrstudy.report.plots.style import DARK_VERDICTS, VERDICT_COLORS, optimizer_colors
 from lrstudy.report.results import StudyData
@@ -52,6 +53,14 @@ FINAL_HEAD = ["optimizer · schedule · …", "peak LR", "n", "final val acc", "
               "final train acc", "gen. gap (train − val)", "train time (s)", "diverged", "verdict"]  # fmt: skip
 
 
+def final_head(metric: RankMetric = DEFAULT) -> list[str]:
+    """The final-performance table's columns: the ranking metric first when it is not val acc."""
+    if metric.is_val_acc:
+        return FINAL_HEAD
+    return [*FINAL_HEAD[:3], f"{metric.label} ({metric.direction})", "final train loss",
+            *FINAL_HEAD[3:]]  # fmt: skip
+
+
 def _steps(row, target: bool) -> str:
     if not target:
         return "no target set"
@@ -72,6 +81,11 @@ def best_text(trials: pd.DataFrame, configs: pd.DataFrame) -> str:
     """The crowned configuration (`best_config`) with its verdict, which is never too high or
     diverged (`diagnose` compares every LR with the same best)."""
     best = best_config(trials)
+    metric = _frame_metric(trials)
+    if best is None and not metric.is_val_acc:
+        if not np.isfinite(trials["metric_value"].astype(float)).any():
+            return f"no final {metric.name} was logged by any trial: nothing is ranked"
+        return "no configuration finished without a diverged seed"
     if best is None:
         if not np.isfinite(trials["final_val_acc"]).any():
             return "no final val accuracy was logged: configurations are ranked within their family by final train loss"
@@ -80,6 +94,12 @@ def best_text(trials: pd.DataFrame, configs: pd.DataFrame) -> str:
     if verdict == "at_chance":
         return best.text() + " — at chance: no configuration learned anything measurable"
     return best.text()
+
+
+def _frame_metric(frame: pd.DataFrame) -> RankMetric:
+    if "metric" in frame.columns and len(frame):
+        return RankMetric(str(frame["metric"].iloc[0]), str(frame["metric_mode"].iloc[0]))
+    return DEFAULT
 
 
 def _verdict(v: str) -> dict:
@@ -91,18 +111,34 @@ def _verdict(v: str) -> dict:
     }
 
 
-def _diagnosis_row(r: pd.Series, target: bool) -> dict:
+def _metric_cell(r: pd.Series, metric: RankMetric, n: int | None) -> str:
+    """Mean ± std (n) of the ranking metric: 3 decimals for accuracy, 3 significant digits else."""
+    if metric.is_val_acc:
+        return mean_std(r["final_val_acc"], r["final_val_acc_std"], n)
+    mean, std = r["metric_value"], r["metric_value_std"]
+    count = "" if n is None else f" (n={n})"
+    if mean is None or not np.isfinite(mean):
+        return f"—{count}"
+    spread = f" ± {metric.fmt(std)}" if std is not None and np.isfinite(std) else ""
+    return f"{metric.fmt(mean)}{spread}{count}"
+
+
+def _diagnosis_row(r: pd.Series, target: bool, metric: RankMetric = DEFAULT) -> dict:
     osc = "—" if not np.isfinite(r["osc_index"]) else f"{r['osc_index']:.2f}"
-    std = "—" if not np.isfinite(r["score_std"]) else f"{r['score_std']:.3f}"
+    std = r["score_std"]
+    std = "—" if not np.isfinite(std) else f"{std:.3f}" if metric.is_val_acc else metric.fmt(std)
     return {"lr": fmt_value(r["lr"]), "n": r["n"], "steps": _steps(r, target),
             "stability": f"osc {osc}, seed std {std}, diverged {r['n_diverged']}/{r['n']}",
-            "final": mean_std(r["final_val_acc"], r["final_val_acc_std"], r["n"]),
+            "final": _metric_cell(r, metric, r["n"]),
             "verdict": _verdict(r["verdict"]), "reason": r["reason"]}  # fmt: skip
 
 
-def _final_row(fam: str, r: pd.Series) -> dict:
+def _final_row(fam: str, r: pd.Series, metric: RankMetric = DEFAULT) -> dict:
     # (text, sort key); n has its own column, so the cells show mean ± std only
     cells = [(fam, fam), (fmt_value(r["lr"]), _sort(r["lr"])), (str(r["n"]), str(r["n"]))]
+    if not metric.is_val_acc:
+        cells += [(_metric_cell(r, metric, None), _sort(r["metric_value"])),
+                  _cell(r, "final_train_loss")]  # fmt: skip
     cells += [_cell(r, c) for c in ("final_val_acc", "best_val_acc", "final_train_acc", "gen_gap")]
     cells += [
         _cell(r, "train_seconds", 1),
@@ -115,15 +151,16 @@ def _final_row(fam: str, r: pd.Series) -> dict:
 def tables(configs: pd.DataFrame, target: bool = True) -> dict:
     """Rows of the diagnosis (per family), convergence and final-performance tables."""
     colors = optimizer_colors(configs["optimizer"])
+    metric = _frame_metric(configs)
     diag, conv, final = [], [], []
     for fam, g in configs.groupby("family", sort=True):
-        rows = [_diagnosis_row(r, target) for _, r in g.iterrows()]
+        rows = [_diagnosis_row(r, target, metric) for _, r in g.iterrows()]
         diag.append({"family": fam, "color": colors[g["optimizer"].iloc[0]], "rows": rows})
         for _, r in g.iterrows():
             conv.append({"family": fam, "lr": fmt_value(r["lr"]), "steps": _steps(r, target),
                          "auc_acc": mean_std(r["auc_val_acc"], r["auc_val_acc_std"], r["n"]),
                          "auc_loss": mean_std(r["auc_train_loss"], r["auc_train_loss_std"], r["n"])})  # fmt: skip
-            final.append(_final_row(fam, r))
+            final.append(_final_row(fam, r, metric))
     return {"diagnosis": diag, "convergence": conv, "final": final}
 
 
@@ -136,11 +173,35 @@ def notes(sr, data: StudyData) -> list[str]:
         out.append(f"{sr.n_parents} invocations of this study; trials are taken from all of them (newest finished run per trial).")  # fmt: skip
     for why, n in sr.ignored.items():
         out.append(f"{n} run(s) left out: {why}.")
+    if getattr(sr, "left_out", None) is not None:
+        out.append(sr.left_out.note())
     if sr.study is None:
         out.append("No lrstudy study runs in this experiment: runs are grouped by their `optimizer` and `lr` params.")  # fmt: skip
     accs = np.isfinite(data.trials["final_val_acc"]).any()
     if accs and sr.study is not None and data.trials["num_classes"].isna().all():
         out.append("The number of classes was not logged (param num_classes): the 'at chance' check is off.")  # fmt: skip
+    metric = data.metric
+    missing = missing_metric_note(metric, sr.runs)
+    if missing:
+        out.append(missing)
+    elif not metric.is_val_acc:
+        out.append(f"Configurations are ranked by the final value of {metric.name} ({metric.direction}).")  # fmt: skip
+    out += figure_notes(sr, data)
+    return out
+
+
+def figure_notes(sr, data: StudyData) -> list[str]:
+    """One line per figure a study cannot have, saying why (never an empty figure)."""
+    from lrstudy import names as N
+
+    keys = set(data.history["key"].unique()) if len(data.history) else set()
+    out = []
+    if N.VAL_ACC not in keys and N.TRAIN_LOSS in keys:
+        out.append("No per-epoch val/acc was logged: the convergence figure shows the train loss only.")  # fmt: skip
+    if N.TRAIN_LOSS not in keys and N.VAL_ACC not in keys:
+        out.append("No per-step train loss or val accuracy was logged: no convergence figure.")
+    if not np.isfinite(data.trials["final_val_acc"].astype(float)).any():
+        out.append("No validation accuracy was logged: the accuracy panels, the noise-robustness figure and the generalisation gap are left out.")  # fmt: skip
     return out
 
 
@@ -153,10 +214,25 @@ def point_counts(sr, data: StudyData, figs: dict) -> dict:
             "per_curve": PLOT_POINTS}  # fmt: skip
 
 
-def _figures(sr, figs: dict) -> dict:
+def _captions(metric: RankMetric) -> dict[str, str]:
+    """FIGURE_CAPTIONS, with the ranking metric named where the figures show it."""
+    if metric.is_val_acc:
+        return FIGURE_CAPTIONS
+    what = f"final {metric.name} ({metric.direction})"
+    return FIGURE_CAPTIONS | {
+        "lr-sensitivity": f"The study's ranking metric, {what}, and the other final metrics that "
+        "were logged, against the peak LR. " + FIGURE_CAPTIONS["lr-sensitivity"].split(". ", 1)[1],
+        "outcomes": f"Verdict of every configuration; cell text = mean {what} over seeds.",
+        "stability": "Per LR: share of diverged seeds, oscillation index of the train loss and "
+        f"seed-to-seed std of the final {metric.name}. Dashed red lines are the verdict thresholds.",
+    }
+
+
+def _figures(sr, figs: dict, metric: RankMetric = DEFAULT) -> dict:
     out = {}
+    captions = _captions(metric)
     for k, f in figs.items():
-        caption = FIGURE_CAPTIONS.get(k, "")
+        caption = captions.get(k, "")
         if k == "lr-sensitivity" and len(sr.range_tests):
             caption += RANGE_TEST_NOTE
         markup = Markup(f["markup"]) if f["kind"] == "svg" else f["markup"]
@@ -164,7 +240,8 @@ def _figures(sr, figs: dict) -> dict:
     return out
 
 
-CLAIM_COLORS = {"supported": "#31a354", "not_supported": "#d6604d", "inconclusive": "#8c8c8c"}
+CLAIM_COLORS = {"supported": "#31a354", "not_supported": "#d6604d", "inconclusive": "#8c8c8c",
+                "skipped": "#bdbdbd"}  # fmt: skip
 FIGURE_TITLES = {"lr-sensitivity": "LR sensitivity", "convergence": "Convergence",
                  "stability": "Stability", "grad-norm": "Gradient norm",
                  "robustness": "Robustness", "learning-curves": "Learning curves",
@@ -180,9 +257,10 @@ def claim_chip(verdict: str) -> dict:
 
 def claims_summary(claims: list[ClaimResult]) -> str:
     """'6 claims: 3 supported, 1 not supported, 2 inconclusive'."""
-    counts = {v: sum(c.verdict == v for c in claims) for v in CLAIM_VERDICTS}
+    shown = [*CLAIM_VERDICTS, *(["skipped"] if any(c.verdict == "skipped" for c in claims) else [])]
+    counts = {v: sum(c.verdict == v for c in claims) for v in shown}
     return f"{len(claims)} claim{'s' if len(claims) != 1 else ''}: " + ", ".join(
-        f"{counts[v]} {CLAIM_TEXT[v]}" for v in CLAIM_VERDICTS
+        f"{counts[v]} {CLAIM_TEXT[v]}" for v in shown
     )
 
 
@@ -224,17 +302,18 @@ def page_context(
         "title": sr.study or sr.experiment_name,
         "header": header(sr, trials, tracking_uri),
         "best": best_text(trials, configs),
+        "metric_head": f"{data.metric.label} (mean ± std)",
         "summary": f"{len(configs)} configurations, {len(trials)} runs: "
         + ", ".join(f"{counts.get(v, 0)} {VERDICT_TEXT[v]}" for v in VERDICTS),
         "notes": notes(sr, data),
         "palette": sorted(optimizer_colors(configs["optimizer"]).items()),
         "verdicts": [_verdict(v) for v in VERDICTS],
-        "rules": rules_text(),
+        "rules": rules_text(data.metric),
         "tables": tables(configs, target),
-        "final_head": FINAL_HEAD,
+        "final_head": final_head(data.metric),
         "range_tests": _range_tests(sr),
         "claims": claims_context(claims or [], figs),
-        "figs": _figures(sr, figs),
+        "figs": _figures(sr, figs, data.metric),
         "axis_figs": [
             (a, f"axis-{a}", f"LR × {AXIS_SHORT[a]}") for a in AXES if f"axis-{a}" in figs
         ],  # fmt: skip

@@ -14,13 +14,19 @@ import numpy as np
 import pandas as pd
 
 from lrstudy.report.analyze import fmt_value
-from lrstudy.report.best import pick_best
+from lrstudy.report.best import edge_note, pick_best
 from lrstudy.report.curve_metrics import END_WINDOW, EXPLODE_RATIO, FALLING_SHARE, FALLING_T
+from lrstudy.report.metric import DEFAULT, RankMetric
 
 # "Clearly worse" needs a gap that matters in practice (2 points of accuracy) AND one that seed
 # noise cannot explain (twice the best configuration's seed std); the larger of the two applies.
 CLEAR_MARGIN = 0.02
 CLEAR_STDS = 2.0
+# Any other ranking metric (a loss, a user's score) has no unit that "matters in practice": the
+# practical part of the margin is this share of the family's spread (best minus worst seed-mean
+# final value among its non-diverged LRs), so "clearly worse" means "in the worse 90 % of the
+# range the LR grid produced, and beyond seed noise".
+CLEAR_SPREAD_SHARE = 0.1
 # Oscillation index 1 = the smoothed loss travelled twice its net drop: a converging run with
 # plateau noise stays well below (~0.1-0.3 on the reference tasks), LR-driven swings go above.
 OSC_MAX = 1.0
@@ -46,8 +52,10 @@ VERDICT_TEXT = {
 _COLUMNS = ("verdict", "reason", "clearly_worse", "unstable", "best_lr", "best_score")
 
 
-def rules_text() -> list[str]:
+def rules_text(metric: RankMetric = DEFAULT) -> list[str]:
     """The verdict rules, with the thresholds this module uses, for the report page."""
+    if not metric.is_val_acc:
+        return _rules_text_other(metric)
     return [
         "Configurations are compared within a family (same optimizer, schedule and other swept "
         "settings); seeds are aggregated (mean, sample std).",
@@ -77,6 +85,47 @@ def rules_text() -> list[str]:
     ]
 
 
+def _rules_text_other(m: RankMetric) -> list[str]:
+    """The rules for a study ranked by another metric than final val accuracy."""
+    return [
+        f"Configurations are ranked by the final value of {m.name!r} ({m.direction}: the "
+        "study's ranking metric, its last logged value per run), compared within a family (same "
+        "optimizer, schedule and other swept settings); seeds are aggregated (mean, sample std).",
+        f"diverged — any seed diverged: outcome tag 'diverged', a non-finite loss, or a loss above "
+        f"{EXPLODE_RATIO:g}× its starting level. A configuration with a diverged seed is never "
+        "the best.",
+        f"best LR of a family — the best mean final {m.name} ({m.direction}) among its "
+        "non-diverged LRs; the study's best configuration is the best of the family bests. The "
+        "best LR is never 'too high': if it is unstable the reason says so, and if it is the "
+        "highest or lowest LR tried, the optimum may lie beyond the grid.",
+        f"clearly worse — mean final {m.name} worse than the best by more than "
+        f"max({CLEAR_SPREAD_SHARE:g} × the family's spread (best minus worst mean of its "
+        f"non-diverged LRs), {CLEAR_STDS:g} × the best LR's seed std). (The 2-points-of-accuracy "
+        "margin of accuracy-ranked studies has no meaning for an arbitrary metric.)",
+        f"unstable — oscillation index above {OSC_MAX:g} (path length of the bin-averaged train "
+        "loss over its net drop, minus 1; 0 = monotone descent). The seed-spread limit of "
+        "accuracy-ranked studies does not apply; 'at chance' only where an accuracy and the "
+        "number of classes were logged.",
+        "too high — LR above the best LR and unstable or clearly worse.",
+        f"too low — LR below the best LR and clearly worse. 'Loss still falling' notes that in "
+        f"most seeds the train loss kept falling over the last {END_WINDOW:.0%} of training: "
+        "more steps might close the gap.",
+        "good — everything else: within noise of the best, stable.",
+    ]
+
+
+def _metric(configs: pd.DataFrame) -> RankMetric:
+    if "metric" in configs.columns and len(configs):
+        return RankMetric(str(configs["metric"].iloc[0]), str(configs["metric_mode"].iloc[0]))
+    return DEFAULT
+
+
+def family_spreads(configs: pd.DataFrame) -> dict[str, float]:
+    """family → best minus worst seed-mean score among its non-diverged configurations."""
+    alive = configs[(configs["n_diverged"] == 0) & np.isfinite(configs["score"].astype(float))]
+    return {fam: float(g["score"].max() - g["score"].min()) for fam, g in alive.groupby("family")}
+
+
 def family_bests(configs: pd.DataFrame) -> dict[str, object]:
     """family → index (in `configs`) of its best configuration: highest mean score among the
     configurations without a diverged seed, ties broken as `best_config` breaks them."""
@@ -93,10 +142,12 @@ def diagnose(configs: pd.DataFrame) -> pd.DataFrame:
     """Add verdict, reason, best_lr, best_score, clearly_worse, unstable to a config table."""
     bests = family_bests(configs)
     lrs = {fam: g["lr"] for fam, g in configs.groupby("family", sort=True)}
+    metric, spreads = _metric(configs), family_spreads(configs)
     cols: dict[str, list] = {k: [] for k in _COLUMNS}
     for _, row in configs.iterrows():
         best = configs.loc[bests[row["family"]]] if row["family"] in bests else None
-        values = (*_verdict(row, best, lrs[row["family"]]), np.nan, np.nan)
+        spread = spreads.get(row["family"], 0.0)
+        values = (*_verdict(row, best, lrs[row["family"]], metric, spread), np.nan, np.nan)
         if best is not None:
             values = (*values[:4], best["lr"], best["score"])
         for k, v in zip(_COLUMNS, values, strict=True):
@@ -144,31 +195,29 @@ def _chance_hint(row: pd.Series) -> str:
     return _falling_note(row) or "; no clear fall of the train loss at the end"
 
 
-def _instability(row: pd.Series) -> list[str]:
+def _instability(row: pd.Series, metric: RankMetric = DEFAULT) -> list[str]:
     osc, spread = row["osc_index"], row["score_std"]
     why = []
     if np.isfinite(osc) and osc > OSC_MAX:
         why.append(f"oscillation index {osc:.2f} > {OSC_MAX:g}")
-    if np.isfinite(spread) and spread > SPREAD_MAX:
+    if metric.is_val_acc and np.isfinite(spread) and spread > SPREAD_MAX:
         why.append(f"seed std {spread:.3f} > {SPREAD_MAX:g}")
     return why
 
 
 def _best_reason(row: pd.Series, family_lrs: pd.Series, unstable: list[str]) -> str:
-    lrs = family_lrs.dropna()
-    reason = "best LR of its family"
-    if len(lrs.unique()) > 1 and np.isfinite(row["lr"]):
-        if row["lr"] == lrs.max():
-            reason += " (the highest LR tried: the optimum may lie higher)"
-        elif row["lr"] == lrs.min():
-            reason += " (the lowest LR tried: the optimum may lie lower)"
+    reason = "best LR of its family" + edge_note(row["lr"], family_lrs)
     if unstable:
         reason += "; unstable: " + "; ".join(unstable) + " (a lower LR may be as good and safer)"
     return reason
 
 
 def _verdict(
-    row: pd.Series, best: pd.Series | None, family_lrs: pd.Series
+    row: pd.Series,
+    best: pd.Series | None,
+    family_lrs: pd.Series,
+    metric: RankMetric = DEFAULT,
+    family_spread: float = 0.0,
 ) -> tuple[str, str, bool, bool]:
     if row["n_diverged"] > 0:
         at = row.get("first_diverged_at")
@@ -178,8 +227,10 @@ def _verdict(
     if best is None or not np.isfinite(row["score"]):
         if chance:
             return "at_chance", chance, False, False
+        if not np.isfinite(row["score"]) and not metric.is_val_acc:
+            return "good", f"no final {metric.name} was logged: nothing to rank it by", False, False
         return "good", "no non-diverged configuration to compare with", False, False
-    why_unstable = _instability(row)
+    why_unstable = _instability(row, metric)
     unstable = bool(why_unstable)
     if at_chance(best):  # nothing in the family learned: the LR grid cannot point a direction
         hint = _chance_hint(row)
@@ -188,11 +239,17 @@ def _verdict(
     if row["config"] == best["config"]:
         return "good", _best_reason(row, family_lrs, why_unstable), False, unstable
     best_std = best["score_std"] if np.isfinite(best["score_std"]) else 0.0
-    margin = max(CLEAR_MARGIN, CLEAR_STDS * best_std)
+    practical = CLEAR_MARGIN if metric.is_val_acc else CLEAR_SPREAD_SHARE * family_spread
+    margin = max(practical, CLEAR_STDS * best_std)
     gap = best["score"] - row["score"]
     worse = bool(gap > margin) or chance is not None
     lr, best_lr = row["lr"], best["lr"]
-    versus = f"{gap:.3f} below the best ({best['score']:.3f} at lr={fmt_value(best_lr)}; margin {margin:.3f})"
+    if metric.is_val_acc:
+        versus = f"{gap:.3f} below the best ({best['score']:.3f} at lr={fmt_value(best_lr)}; margin {margin:.3f})"
+    else:
+        versus = (f"{metric.name} {metric.fmt(row['metric_value'])}: {gap:.3g} "
+                  f"{'below' if metric.mode == 'max' else 'above'} the best "
+                  f"({metric.fmt(best['metric_value'])} at lr={fmt_value(best_lr)}; margin {margin:.3g})")  # fmt: skip
     if chance:
         versus = f"{chance}; {versus}"
     higher = bool(np.isfinite(lr) and np.isfinite(best_lr) and lr > best_lr)
@@ -208,7 +265,9 @@ def _verdict(
     note = "; unstable: " + "; ".join(why_unstable) if unstable else ""
     return (
         "good",
-        f"within noise of the best ({gap:+.3f} vs margin {margin:.3f}){note}",
+        f"within noise of the best ({gap:+.3g} vs margin {margin:.3g}){note}"
+        if not metric.is_val_acc
+        else f"within noise of the best ({gap:+.3f} vs margin {margin:.3f}){note}",
         worse,
         unstable,
     )

@@ -64,7 +64,10 @@ def figure_jobs(sr, data: StudyData) -> list[tuple[str, Callable]]:
             "lr-sensitivity",
             lambda: PS.sensitivity_figure(PS.sensitivity_data(configs, trials, sr.range_tests)),
         ),
-        ("stability", lambda: P.stability_figure(P.stability_data(configs))),
+        (
+            "stability",
+            lambda: P.stability_figure(P.stability_data(configs), P.stability_panels(configs)),
+        ),
         ("outcomes", lambda: P.outcome_figure(P.outcome_data(configs))),
         ("schedules", schedules),
     ]

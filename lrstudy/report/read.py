@@ -16,6 +16,7 @@ from mlflow.tracking import MlflowClient
 from lrstudy import names as N
 from lrstudy.errors import UserInputError
 from lrstudy.report.history import MLFLOW_MAX_FLOAT, clamp_to_inf
+from lrstudy.report.versions import LeftOut, Version, current_trials, plan_keys, spec_difference
 from lrstudy.track.runs import search_all
 
 
@@ -32,6 +33,9 @@ class StudyRuns:
     runs: pd.DataFrame
     ignored: dict[str, int]  # why runs were left out -> count
     range_tests: pd.DataFrame  # optimizer, rule, lr, recommended
+    # trial runs of earlier versions of the study, left out (`lrstudy.report.versions`)
+    left_out: LeftOut | None = None
+    version: Version | None = None  # the current definition the runs were chosen by
 
 
 def _search(client: MlflowClient, experiment_ids: list[str], filter_string: str) -> list:
@@ -213,6 +217,58 @@ def _parent_summary(parents: pd.DataFrame) -> dict | None:
             "params": prefixed("params."), "tags": prefixed("tags.")}  # fmt: skip
 
 
+_PROGRESS_BAR = "MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR"
+
+
+def logged_spec(client: MlflowClient, run_id: str) -> dict | None:
+    """The resolved spec a parent run logged (artifact study.yaml), or None when out of reach."""
+    import os
+    import tempfile
+    from pathlib import Path
+
+    import yaml
+
+    saved = os.environ.get(_PROGRESS_BAR)
+    os.environ[_PROGRESS_BAR] = "false"  # MLflow draws a bar for every download
+    try:
+        with tempfile.TemporaryDirectory() as tmp:
+            local = client.download_artifacts(run_id, N.SPEC_ARTIFACT, tmp)
+            spec = yaml.safe_load(Path(local).read_text(encoding="utf-8"))
+    except Exception:  # noqa: BLE001 - a missing artifact only means: versions by hash alone
+        return None
+    finally:
+        if saved is None:
+            os.environ.pop(_PROGRESS_BAR, None)
+        else:
+            os.environ[_PROGRESS_BAR] = saved
+    return spec if isinstance(spec, dict) else None
+
+
+def _current_version(
+    client: MlflowClient, parents: pd.DataFrame, runs: pd.DataFrame
+) -> tuple[pd.DataFrame, Version | None, LeftOut | None]:
+    """Keep the trial runs of the study's current definition: the newest parent run's spec
+    (its hash, and the keys of its logged spec re-planned); see `lrstudy.report.versions`."""
+    hashes = _col(parents, f"tags.{N.TAG_SPEC_HASH}")
+    if parents.empty or pd.isna(hashes.iloc[0]) or not hashes.iloc[0]:
+        return runs, None, None
+    current_hash = str(hashes.iloc[0])
+    trial_hashes = set(_col(runs, f"tags.{N.TAG_SPEC_HASH}").dropna()) - {current_hash}
+    if not trial_hashes:  # every trial run is of the current spec: nothing to decide
+        return runs, Version.of(current_hash), None
+    spec = logged_spec(client, parents.iloc[0]["run_id"])
+    version = Version.of(current_hash, plan_keys(spec, current_hash))
+    kept, left = current_trials(runs, version)
+    if left is None:
+        return kept, version, None
+    differs = {}
+    for h in left.counts:
+        older = parents[hashes == h]
+        if len(older):
+            differs[h] = spec_difference(logged_spec(client, older.iloc[0]["run_id"]), spec)
+    return kept, version, LeftOut(left.counts, differs)
+
+
 def find_study(
     client: MlflowClient,
     *,
@@ -234,8 +290,15 @@ def find_study(
     if study is not None:
         parents = parents[_col(parents, f"tags.{N.TAG_STUDY}") == study]
     chosen, ignored = pick_trials(_candidate_runs(client, exp.experiment_id, study))
+    version, left_out = None, None
+    if study is not None and not chosen.empty:
+        chosen, version, left_out = _current_version(client, parents, chosen)
     if chosen.empty:
         what = f"study {study!r}" if study else f"experiment {exp.name!r}"
+        if left_out is not None:
+            raise UserInputError(
+                f"{what} has no finished trial runs of its current version ({left_out.note()})"
+            )
         raise UserInputError(f"{what} has no finished trial runs to report on")
     return StudyRuns(
         experiment_id=exp.experiment_id,
@@ -246,4 +309,6 @@ def find_study(
         runs=chosen,
         ignored=ignored,
         range_tests=_range_tests(client, exp.experiment_id, study),
+        left_out=left_out,
+        version=version,
     )

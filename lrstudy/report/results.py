@@ -19,12 +19,13 @@ from lrstudy import names as N
 from lrstudy.errors import UserInputError
 from lrstudy.report.analyze import AXES, FINALS, config_table, trial_metrics, trial_table
 from lrstudy.report.diagnose import diagnose
+from lrstudy.report.metric import RankMetric, study_metric
 
 # The columns of `load_results`, in order; then every curve metric and noise accuracy, then
 # `params.<name>` for every param as logged (strings).
 RESULT_COLUMNS = ["trial", "run_id", "trial_key", "config_key", "config", "family", "optimizer",
                   "schedule", "lr", "seed", *AXES, "outcome", "diverged", "diagnosis",
-                  "diagnosis_reason", *FINALS, "score"]  # fmt: skip
+                  "diagnosis_reason", *FINALS, "metric", "metric_mode", "metric_value", "score"]  # fmt: skip
 CURVE_COLUMNS = ["osc_index", "end_trend", "still_falling", "auc_train_loss", "auc_val_acc"]
 
 
@@ -38,6 +39,7 @@ class StudyData:
     results: pd.DataFrame  # `results_frame`: the tidy per-trial table of `load_results`
     n_history_read: int  # history points read, re-logged (duplicate) steps included
     n_summary_read: int  # latest metric values returned with the runs (finals, summaries)
+    metric: RankMetric = RankMetric()  # what ranks the configurations
 
 
 def read_plan(runs: pd.DataFrame, max_points: int) -> tuple[dict, list[str], dict[str, str]]:
@@ -76,11 +78,12 @@ def collect(client, sr, max_points: int | None = None) -> StudyData:
         history.loc[history["key"] == alias, "key"] = N.LR
         history = history[~history["key"].str.startswith(f"{N.LR}/")].reset_index(drop=True)
     study_params = (sr.parent or {}).get("params")
-    trials = trial_metrics(trial_table(sr.runs, study_params), history)
+    metric = study_metric(sr.runs, sr.parent)
+    trials = trial_metrics(trial_table(sr.runs, study_params, metric), history)
     configs = diagnose(config_table(trials))
     n_summary = int(sr.runs["n_metrics"].sum()) if "n_metrics" in sr.runs else 0
     return StudyData(history, trials, configs, results_frame(sr.runs, trials, configs), n_read,
-                     n_summary)  # fmt: skip
+                     n_summary, metric)  # fmt: skip
 
 
 def results_frame(runs: pd.DataFrame, trials: pd.DataFrame, configs: pd.DataFrame) -> pd.DataFrame:
@@ -108,7 +111,8 @@ def load_results(study_or_experiment: str, tracking_uri: str | None = None) -> p
         family, optimizer, schedule, lr, seed, the swept axes, outcome, diverged, diagnosis
         (verdict of the trial's configuration), diagnosis_reason, the final metrics
         (final_val_acc, best_val_acc, final_train_loss, final_train_acc, steps_to_target,
-        train_seconds), score, curve metrics, `noise:<sigma>` accuracies and `params.<name>`.
+        train_seconds), metric / metric_mode / metric_value (the ranking metric's name, "max" or
+        "min", and its final value: what `lrstudy.best_config` ranks by), score, curve metrics, `noise:<sigma>` accuracies and `params.<name>`.
     Raises:
         UserInputError: no such study or experiment, or no finished trial runs.
     """

@@ -24,6 +24,10 @@ VERDICT_TEXT = {
     NOT_SUPPORTED: "not supported",
     INCONCLUSIVE: "inconclusive",
 }
+# Not checked: the study lacks what the claim is about (say, validation accuracy); not in
+# VERDICTS, so summaries of studies that check everything read as before.
+SKIPPED = "skipped"
+VERDICT_TEXT[SKIPPED] = "skipped"
 
 
 @dataclass(frozen=True)

@@ -158,22 +158,25 @@ def convergence_figure(
     loss = {p.family: p for p in loss_panels}
     acc = {p.family: p for p in acc_panels}
     colors = S.optimizer_colors(trials["optimizer"])
-    fig, axes = S.grid_figure(len(fams), 2, row_h=2.0, right=0.95, wgap=0.85, hgap=0.55)
+    # no val accuracy logged by any run (a user's module, a regression): the train loss alone
+    ncols = 2 if acc_panels else 1
+    fig, axes = S.grid_figure(len(fams), ncols, row_h=2.0, right=0.95, wgap=0.85, hgap=0.55)
     for row, fam in zip(axes, fams, strict=True):
         g = trials[trials["family"] == fam]
         norm = S.lr_norm(g["lr"])
         color = colors[g["optimizer"].iloc[0]]
-        row[1].sharex(row[0])
         if fam in loss:
             draw_curves(loss[fam], row[0], norm, logy=True, fallback_color=color)
-        if fam in acc:
-            draw_curves(acc[fam], row[1], norm, fallback_color=color)
         row[0].set_ylabel("train loss" + (" (log)" if row[0].get_yscale() == "log" else ""))
-        row[1].set_ylabel("val accuracy")
         row[0].set_title(f"{fam} — train loss", color=color)
-        row[1].set_title(f"{fam} — val accuracy", color=color)
+        if ncols == 2:
+            row[1].sharex(row[0])
+            if fam in acc:
+                draw_curves(acc[fam], row[1], norm, fallback_color=color)
+            row[1].set_ylabel("val accuracy")
+            row[1].set_title(f"{fam} — val accuracy", color=color)
         if g["lr"].notna().any():
-            _lr_bar(fig, row[1], norm)
+            _lr_bar(fig, row[-1], norm)
     for ax in axes[-1]:
         ax.set_xlabel("optimizer step")
     return fig

@@ -29,6 +29,19 @@ STABILITY_PANELS = [
 ]
 
 
+def stability_panels(configs: pd.DataFrame) -> list[tuple[str, str, float | None]]:
+    """STABILITY_PANELS for the study's ranking metric: the seed-spread panel is about that
+    metric (its threshold only for accuracy), and 'best − final val accuracy' only with one."""
+    name = str(configs["metric"].iloc[0]) if "metric" in configs.columns and len(configs) else None
+    if name is None or (name == "val/acc" and configs["metric_mode"].iloc[0] == "max"):
+        return STABILITY_PANELS
+    panels = [STABILITY_PANELS[0], STABILITY_PANELS[1],
+              ("score_std", f"seed-to-seed std of final {name}", None)]  # fmt: skip
+    if np.isfinite(configs["final_best_gap"].astype(float)).any():
+        panels.append(STABILITY_PANELS[3])
+    return panels
+
+
 @dataclass(frozen=True)
 class StabilityFamily:
     label: str
@@ -52,6 +65,7 @@ class OutcomeCell:
 class OutcomeData:
     families: list[str]
     cells: list[OutcomeCell]
+    label: str = "mean final val accuracy"  # what the cell text is
 
 
 def stability_data(configs: pd.DataFrame) -> list[StabilityFamily]:
@@ -69,8 +83,8 @@ def stability_data(configs: pd.DataFrame) -> list[StabilityFamily]:
     return fams
 
 
-def draw_stability(data: list[StabilityFamily], axes) -> None:
-    for ax, (col, label, threshold) in zip(axes, STABILITY_PANELS, strict=True):
+def draw_stability(data: list[StabilityFamily], axes, panels=None) -> None:
+    for ax, (col, label, threshold) in zip(axes, panels or STABILITY_PANELS, strict=False):
         for fam in data:
             ax.plot(fam.lr, fam.values[col], color=fam.color, ls=fam.linestyle, marker=fam.marker,
                     ms=4, lw=1.4, label=fam.label)  # fmt: skip
@@ -86,12 +100,15 @@ def draw_stability(data: list[StabilityFamily], axes) -> None:
         ax.set_xlabel("peak LR (log scale)")
 
 
-def stability_figure(data: list[StabilityFamily]) -> Figure:
+def stability_figure(data: list[StabilityFamily], panels=None) -> Figure:
     n = len(data)
     ncol = min(4, n)
+    panels = panels or STABILITY_PANELS
     fig, axes = grid_figure(2, 2, row_h=2.2, bottom=0.6 + legend_rows(n, ncol), hgap=0.8)
     axes = axes.ravel()
-    draw_stability(data, axes)
+    for ax in axes[len(panels) :]:
+        ax.set_visible(False)
+    draw_stability(data, axes, panels)
     handles, labels = axes[0].get_legend_handles_labels()
     fig.legend(handles, labels, loc="lower center", ncol=ncol, frameon=False)
     return fig
@@ -103,11 +120,19 @@ def stability_figure(data: list[StabilityFamily]) -> Figure:
 def outcome_data(configs: pd.DataFrame) -> OutcomeData:
     """One cell per configuration: its family's row, LR, verdict and mean final val accuracy."""
     cells = []
+    name = str(configs["metric"].iloc[0]) if "metric" in configs.columns and len(configs) else None
+    other = name is not None and not (name == "val/acc" and configs["metric_mode"].iloc[0] == "max")
     for i, (fam, g) in enumerate(configs.groupby("family", sort=True)):
         for r in g.itertuples():
-            text = "×" if r.verdict == "diverged" else f"{r.score:.2f}".lstrip("0")
+            if r.verdict == "diverged":
+                text = "×"
+            elif other:
+                text = "—" if not np.isfinite(r.metric_value) else f"{r.metric_value:.2g}"
+            else:
+                text = f"{r.score:.2f}".lstrip("0")
             cells.append(OutcomeCell(i, fam, float(r.lr), r.verdict, text))
-    return OutcomeData(sorted(configs["family"].unique()), cells)
+    label = f"mean final {name}" if other else "mean final val accuracy"
+    return OutcomeData(sorted(configs["family"].unique()), cells, label)
 
 
 def draw_outcomes(data: OutcomeData, ax) -> None:
@@ -122,7 +147,7 @@ def draw_outcomes(data: OutcomeData, ax) -> None:
     ax.set_yticks(range(len(data.families)), data.families)
     ax.set_ylim(len(data.families) - 0.5, -0.5)
     ax.grid(False)
-    ax.set_xlabel("peak LR (log scale); cell text = mean final val accuracy")
+    ax.set_xlabel(f"peak LR (log scale); cell text = {data.label}")
 
 
 def outcome_figure(data: OutcomeData) -> Figure:

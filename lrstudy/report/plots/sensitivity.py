@@ -13,7 +13,7 @@ import numpy as np
 import pandas as pd
 from matplotlib.figure import Figure
 
-from lrstudy.report.best import best_config
+from lrstudy.report.best import best_config, frame_metric
 from lrstudy.report.plots import style as S
 
 SENSITIVITY_PANELS = [
@@ -21,6 +21,27 @@ SENSITIVITY_PANELS = [
     ("best_val_acc", "best val accuracy", False),
     ("final_train_loss", "final train loss (log)", True),
 ]
+YLABELS = {"final_val_acc": "accuracy (fraction)", "best_val_acc": "accuracy (fraction)",
+           "final_train_loss": "loss"}  # fmt: skip
+
+
+def _finite(trials: pd.DataFrame, col: str) -> bool:
+    return col in trials.columns and bool(np.isfinite(trials[col].astype(float)).any())
+
+
+def sensitivity_panels(trials: pd.DataFrame) -> list[tuple[str, str, bool]]:
+    """(column, title, log y) per panel: the classic three for a study ranked by val accuracy;
+    else the ranking metric first (titled with its name and direction), then whichever of best
+    val accuracy and final train loss were logged. Panels without a single value are left out."""
+    metric, _ = frame_metric(trials)
+    if metric.is_val_acc:
+        panels = list(SENSITIVITY_PANELS)
+    else:
+        logy = "loss" in metric.name.lower() or "perplex" in metric.name.lower()
+        title = f"final {metric.name} ({metric.direction})" + (" (log)" if logy else "")
+        panels = [("metric_value", title, logy), *SENSITIVITY_PANELS[1:]]
+    kept = [p for p in panels if _finite(trials, p[0])]
+    return kept or panels[:1]
 
 
 @dataclass(frozen=True)
@@ -59,7 +80,8 @@ class Suggestion:
 class SensitivityData:
     families: list[SensitivityFamily]
     suggestions: list[Suggestion] = field(default_factory=list)
-    best: tuple[float, float, str] | None = None  # (lr, mean final val acc, colour) of the best
+    best: tuple[float, float, str] | None = None  # (lr, mean final value, colour) of the best
+    panels: list[tuple[str, str, bool]] = field(default_factory=lambda: list(SENSITIVITY_PANELS))
 
 
 def _panel(trials: pd.DataFrame, col: str) -> SensitivityPanel:
@@ -84,6 +106,7 @@ def sensitivity_data(
     """Per family and panel metric: LR, seed mean, min/max band, per-seed dots, diverged seeds;
     the range tests' recommended LRs; the best configuration (`best_config`)."""
     style = S.family_style(configs)
+    panels = sensitivity_panels(trials)
     families = []
     for fam in sorted(configs["family"].unique()):
         tr = trials[trials["family"] == fam]
@@ -91,7 +114,7 @@ def sensitivity_data(
             SensitivityFamily(
                 label=fam,
                 **style[fam],
-                panels={col: _panel(tr, col) for col, _, _ in SENSITIVITY_PANELS},
+                panels={col: _panel(tr, col) for col, _, _ in panels},
                 diverged_lrs=sorted(tr.loc[tr["diverged"], "lr"].dropna().tolist()),
             )
         )
@@ -106,11 +129,13 @@ def sensitivity_data(
         row = trials[trials["config"] == best.name].iloc[0]
         if np.isfinite(row["lr"]):
             mark = (float(row["lr"]), best.mean, style[row["family"]]["color"])
-    return SensitivityData(families, marks, mark)
+    if panels[0][0] not in ("final_val_acc", "metric_value"):
+        mark = None  # the star marks the ranking metric's panel: there is none
+    return SensitivityData(families, marks, mark, panels)
 
 
 def draw_sensitivity(data: SensitivityData, axes) -> None:
-    for i, (ax, (col, label, logy)) in enumerate(zip(axes, SENSITIVITY_PANELS, strict=True)):
+    for i, (ax, (col, label, logy)) in enumerate(zip(axes, data.panels, strict=True)):
         for fam in data.families:
             p = fam.panels[col]
             ax.plot(p.lr, p.mean, color=fam.color, ls=fam.linestyle, lw=1.6, marker=fam.marker,
@@ -145,13 +170,13 @@ def sensitivity_figure(data: SensitivityData) -> Figure:
     n_entries = len(data.families) + 1 + bool(data.suggestions) + (data.best is not None)
     ncol = min(4, n_entries)
     fig, axes = S.grid_figure(
-        1, 3, row_h=2.8, bottom=0.6 + S.legend_rows(n_entries, ncol), wgap=0.75
+        1, len(data.panels), row_h=2.8, bottom=0.6 + S.legend_rows(n_entries, ncol), wgap=0.75
     )
     axes = axes[0]
     draw_sensitivity(data, axes)
-    axes[0].set_ylabel("accuracy (fraction)")
-    axes[1].set_ylabel("accuracy (fraction)")
-    axes[2].set_ylabel("loss (cross-entropy)")
+    for ax, (col, title, _) in zip(axes, data.panels, strict=True):
+        # the ranking metric's axis: its name as logged, and which way is better
+        ax.set_ylabel(YLABELS.get(col) or title.replace(" (log)", ""))
     handles, labels = axes[0].get_legend_handles_labels()
     line = mpl.lines.Line2D
     extra = [line([], [], color="#444", marker="x", ls="none", label="diverged seed")]
