@@ -55,13 +55,14 @@ class RangeTestResult:
 
     @property
     def explanation(self) -> str:
-        """What the recommended LR is and why, then "Warning: ..." for each of `warnings`."""
+        """What the recommended LR is and why, after a "Warning: ..." line for each of `warnings`
+        (first, so that the caveat is read before the number)."""
         if self.recommended is None:
             return (
                 "No suggestion: too few finite losses before the early stop; lower the minimum LR."
             )
         text = rules.explain(self.recommended, self.recommended_lr, self.drop)
-        return "\n".join([text, *(f"Warning: {w}" for w in self.warnings)])
+        return "\n".join([*(f"Warning: {w}" for w in self.warnings), text])
 
     def figure(self) -> Figure:
         """Loss vs LR with the suggestions, as a matplotlib Figure (Agg, no pyplot state)."""

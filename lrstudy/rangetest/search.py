@@ -63,7 +63,7 @@ def find_lr(
         A `RangeTestResult`; its repr is one short line. What to read:
         `result.recommended_lr` (the LR to use, None when no rule had an answer),
         `result.recommended` (the *name* of the rule it came from, e.g. "min_div10"),
-        `result.explanation` (a sentence on what that LR is and why; it ends with the warnings),
+        `result.explanation` (what that LR is and why, after a line per warning),
         `result.warnings` (why the recommendation may not be trusted, e.g. too few steps for the
         EMA smoothing to follow the LR: fewer than 2 / (1 - smoothing) = 100 steps by default;
         empty when none), `result.suggestions` (every rule's LR) and `result.figure()`.
