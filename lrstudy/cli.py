@@ -255,7 +255,7 @@ def summary_lines(name: str, result) -> list[str]:
 def cmd_plan(args: argparse.Namespace) -> int:
     from collections import Counter
 
-    from lrstudy.execute.status import study_status
+    from lrstudy.execute.status import study_notes, study_status
     from lrstudy.execute.study import check_engine
 
     size = _count("--population-size", args.population_size)
@@ -277,6 +277,8 @@ def cmd_plan(args: argparse.Namespace) -> int:
     for r in rows:
         if r.why_alone:
             print(f"alone: {r.trial.name}: {r.why_alone}")
+    for line in study_notes(spec, str(args.study), uri):
+        print(line)
     return 0
 
 

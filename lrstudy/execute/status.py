@@ -79,6 +79,27 @@ def _populations(
     return labels, {t.key: why for t, why in solo}
 
 
+def study_notes(spec: StudySpec, source: str, tracking_uri: str) -> list[str]:
+    """`plan`'s notes on a study of a user's classes (see `lrstudy.execute.notes`)."""
+    versions = study_version_notes(spec, tracking_uri)
+    if spec.task.kind == "reference":
+        return versions
+    from lrstudy.execute.notes import user_class_notes
+    from lrstudy.track.store import experiment_id, open_client
+    from lrstudy.train.preflight import preflight
+
+    trials, data = preflight(spec, source)
+    runs: list = []
+    try:
+        client = open_client(tracking_uri, create=False)
+        exp = experiment_id(client, spec.experiment, create=False)
+        if exp is not None:
+            runs = track_runs.search_study_runs(client, exp, names.KIND_TRIAL, spec.name)
+    except UserInputError:
+        pass
+    return versions + user_class_notes(spec, trials, data, runs)
+
+
 def version_notes(spec: StudySpec, trials: list[Trial], runs: list) -> list[str]:
     """`plan`'s lines on finished trial runs of other versions of the study: those whose key the
     current spec no longer plans are left out of its best, progress and report; those of another

@@ -58,8 +58,20 @@ def range_test_settings(spec: StudySpec, trial: Trial, ramp: Ramp = RAMP) -> dic
 def run_reference_test(
     spec: StudySpec, trial: Trial, data: Any, settings: dict[str, Any]
 ) -> RangeTestResult:
-    """Build the trial's model/optimizer/batches and range-test them (deterministic per settings)."""
-    from lrstudy.train.models import build_model, layer_groups
+    """`run_range_test`'s result alone."""
+    return run_range_test(spec, trial, data, settings)[0]
+
+
+def run_range_test(
+    spec: StudySpec, trial: Trial, data: Any, settings: dict[str, Any]
+) -> tuple[RangeTestResult, list[str]]:
+    """Build the trial's model/optimizer/batches and range-test them (deterministic per settings).
+
+    A user's LightningModule is range-tested through its own `training_step` on its DataModule's
+    (or its own) training loader; a user's nn.Module with the study's loss. Param groups the user
+    named (or layer-wise groups) keep their LR ratios: they move together along the ramp.
+    """
+    from lrstudy.train.models import build_model, layer_groups, named_groups
     from lrstudy.train.module import TensorBatches
     from lrstudy.train.optim import build_optimizer
 
@@ -70,15 +82,24 @@ def run_reference_test(
     # fork_rng: seed for a reproducible init and dropout without touching the caller's RNG.
     with torch.random.fork_rng(devices=[device] if device.type == "cuda" else []):
         torch.manual_seed(seed)
-        model = build_model(trial.model, data.input_shape, data.num_classes, trial.model_args).to(
-            device
+        loss_fn: Any = _cross_entropy
+        if trial.task_kind == "module":
+            model = data.build_module(trial.model_args).to(device)
+            batches = _module_batches(data, model, trial)
+            loss_fn = None  # the module's own training_step
+        else:
+            model = build_model(trial.model, data.input_shape, data.num_classes, trial.model_args)
+            model = model.to(device)
+            batches = TensorBatches(data.x_train, data.y_train, trial.batch_size, seed).to(device)
+            if trial.loss != "cross_entropy":
+                loss_fn = _loss_of(trial.loss)
+        groups = named_groups(model, trial.param_groups) or (
+            layer_groups(model) if trial.layer_lr else None
         )
-        groups = layer_groups(model) if trial.layer_lr else None
-        optimizer, _ = build_optimizer(
+        optimizer, group_names = build_optimizer(
             model, trial.optimizer, settings["lr_min"], trial.hparams, trial.layer_lr, groups
         )
-        batches = TensorBatches(data.x_train, data.y_train, trial.batch_size, seed).to(device)
-        return find_lr(
+        result = find_lr(
             model,
             batches,
             optimizer,
@@ -88,8 +109,36 @@ def run_reference_test(
             mode=settings["mode"],
             smoothing=settings["smoothing"],
             stop_factor=settings["stop_factor"],
-            loss_fn=_cross_entropy,
+            loss_fn=loss_fn,
         )
+        return result, group_names
+
+
+def _module_batches(task: Any, module: torch.nn.Module, trial: Trial) -> Any:
+    """A user LightningModule's training batches: its DataModule's loader, else its own."""
+    if task.manual:
+        raise UserInputError(
+            f"find-lr: {type(module).__qualname__} uses manual optimization; its training_step "
+            "steps optimizers itself and cannot be range-tested outside a Trainer"
+        )
+    dm = task.build_datamodule(trial.data_args, trial.batch_size)
+    if dm is None:
+        return module.train_dataloader()
+    dm.prepare_data()
+    dm.setup("fit")
+    return dm.train_dataloader()
+
+
+def _loss_of(loss: Any):
+    from lrstudy.train.losses import make_loss
+
+    fn = make_loss(loss)
+
+    def loss_fn(model: torch.nn.Module, batch: tuple[torch.Tensor, torch.Tensor]) -> torch.Tensor:
+        x, y = batch
+        return fn(model(x), y)
+
+    return loss_fn
 
 
 def _cross_entropy(
@@ -219,12 +268,14 @@ def find_lr_for_study(
     client = open_client(tracking_uri)
     exp = experiment_id(client, spec.experiment)
     settings = range_test_settings(spec, trial, ramp)
-    result = run_reference_test(spec, trial, data, settings)
+    result, group_names = run_range_test(spec, trial, data, settings)
     run_id = log_result(client, exp, spec, settings, result)
-    return StudyRangeTest(result, run_id, format_result(spec, trial, result))
+    return StudyRangeTest(result, run_id, format_result(spec, trial, result, group_names))
 
 
-def format_result(spec: StudySpec, trial: Trial, result: RangeTestResult) -> str:
+def format_result(
+    spec: StudySpec, trial: Trial, result: RangeTestResult, group_names: list[str] | None = None
+) -> str:
     """The find-lr printout: set-up, stop, one row per rule, spread and the recommendation."""
     given = next(o for o in spec.optimizers if o.name == trial.optimizer).hparams
     opt = trial.optimizer + (
@@ -259,5 +310,12 @@ def format_result(spec: StudySpec, trial: Trial, result: RangeTestResult) -> str
             f"  note: the smoothed loss never exceeded {rules.STOP_FACTOR:g}x its best, so the rules"
             " read the curve up to --max (a classifier's loss may stall at chance instead)"
         )
+    names_ = group_names or []
+    if len(names_) > 1 and result.recommended_lr:
+        # The groups moved together (their ratios kept); each trains at its own LR.
+        per_group = ", ".join(
+            f"{g} {result.recommended_lr * r:.3g}" for g, r in zip(names_, result.group_ratios)
+        )
+        lines.append(f"  per param group at the recommended LR: {per_group}")
     lines += ["", result.explanation]
     return "\n".join(lines)

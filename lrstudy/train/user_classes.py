@@ -185,7 +185,9 @@ def source_hash(objs: list[Any]) -> str:
             try:  # a class defined in a notebook cell: its source text, if the cell is known
                 h.update(inspect.getsource(obj).encode())
             except (TypeError, OSError):
-                h.update(f"{getattr(obj, '__module__', '')}.{getattr(obj, '__qualname__', '')}".encode())
+                h.update(
+                    f"{getattr(obj, '__module__', '')}.{getattr(obj, '__qualname__', '')}".encode()
+                )
     return h.hexdigest()[:16]
 
 

@@ -29,7 +29,9 @@ def _stack(ds: Any, where: str) -> tuple[torch.Tensor, torch.Tensor]:
     try:
         n = len(ds)
     except TypeError:
-        raise UserInputError(f"{where}: {type(ds).__name__} has no len(): a map-style Dataset is needed") from None
+        raise UserInputError(
+            f"{where}: {type(ds).__name__} has no len(): a map-style Dataset is needed"
+        ) from None
     if n == 0:
         raise UserInputError(f"{where}: {type(ds).__name__} is empty")
     xs, ys = [], []
@@ -69,18 +71,24 @@ def load_user_dataset(
             x, y = _stack(cls(**init_args), where)
             frac = VAL_FRACTION if val_fraction is None else float(val_fraction)
             if not 0 < frac < 1:
-                raise UserInputError(f"{where}: data_args.val_fraction: {frac} is not allowed: in (0, 1)")
+                raise UserInputError(
+                    f"{where}: data_args.val_fraction: {frac} is not allowed: in (0, 1)"
+                )
             gen = torch.Generator().manual_seed(SPLIT_SEED)
             perm = torch.randperm(len(x), generator=gen)
             n_val = max(1, round(frac * len(x)))
             if n_val >= len(x):
-                raise UserInputError(f"{where}: {len(x)} items leave nothing to train on after the validation split")
+                raise UserInputError(
+                    f"{where}: {len(x)} items leave nothing to train on after the validation split"
+                )
             val, train = perm[:n_val], perm[n_val:]
             x_train, y_train, x_test, y_test = x[train], y[train], x[val], y[val]
     except UserInputError:
         raise
     except Exception as e:  # noqa: BLE001 - the user's class failed: one line, before any write
-        raise UserInputError(f"{where}: {label}(**init_args) failed: {type(e).__name__}: {e}") from None
+        raise UserInputError(
+            f"{where}: {label}(**init_args) failed: {type(e).__name__}: {e}"
+        ) from None
     classes = int(max(y_train.max(), y_test.max()).item()) + 1 if is_classification(y_train) else 0
     return Dataset(
         name=f"{getattr(cls, '__module__', '')}.{label}",

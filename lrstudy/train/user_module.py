@@ -56,11 +56,15 @@ class ModuleTask:
 def replacement_note(trials: list[Trial], task: ModuleTask) -> str:
     """One line for `plan`, `run` and the runs' tag: what the study puts in place of the
     module's own optimizer set-up (LightningCLI warns likewise when it overrides one)."""
-    label = getattr(task.module, "__qualname__", "the module")
+    label = getattr(task.module, "__name__", "the module")
     opts = ", ".join(dict.fromkeys(t.optimizer for t in trials))
     scheds = ", ".join(dict.fromkeys(t.schedule_label for t in trials))
     own = "its own configure_optimizers is replaced by" if task.overrides_optimizers else "gets"
-    how = " (manual optimization: through self.optimizers() / self.lr_schedulers())" if task.manual else ""
+    how = (
+        " (manual optimization: through self.optimizers() / self.lr_schedulers())"
+        if task.manual
+        else ""
+    )
     return f"{label}: {own} the study's optimizer ({opts}) and LR schedule ({scheds}){how}"
 
 
@@ -98,9 +102,16 @@ def install_optimizer(module: L.LightningModule, trial: Trial, lr: float) -> Non
             warmup_steps=warmup_steps_from(trial.warmup, total),
         )
         scheduler = make_scheduler(optimizer, schedule)
-        return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": "step"}}
+        return {
+            "optimizer": optimizer,
+            "lr_scheduler": {"scheduler": scheduler, "interval": "step"},
+        }
 
-    functools.update_wrapper(configure_optimizers, original)
+    if original is not L.LightningModule.configure_optimizers:
+        # LightningCLI's way: Lightning then still sees the module's hook as overridden. A module
+        # without one keeps a plain function, which is an override by itself (update_wrapper
+        # would point Lightning at the base class's empty hook).
+        functools.update_wrapper(configure_optimizers, original)
     module.configure_optimizers = types.MethodType(configure_optimizers, module)
 
 
@@ -188,12 +199,18 @@ def run_module_trial(
     if final is None and rank_metric == names.TRAIN_LOSS_EPOCH and losses:
         final = losses[-1]
     diverged = any(getattr(cb, "diverged_at", None) is not None for cb in callbacks)
-    total = int(trainer.estimated_stepping_batches) if math.isfinite(trainer.estimated_stepping_batches) else 0
+    total = (
+        int(trainer.estimated_stepping_batches)
+        if math.isfinite(trainer.estimated_stepping_batches)
+        else 0
+    )
     return TrialResult(
         outcome=names.OUTCOME_DIVERGED if diverged else names.OUTCOME_OK,
         metrics=metrics,
         total_steps=total,
-        steps_per_epoch=int(trainer.num_training_batches) if math.isfinite(trainer.num_training_batches) else 0,
+        steps_per_epoch=int(trainer.num_training_batches)
+        if math.isfinite(trainer.num_training_batches)
+        else 0,
         metric_value=final,
         available=sorted(logger.last),
     )

@@ -40,7 +40,9 @@ def check_forward(model: torch.nn.Module, data: Dataset, trial: Trial, where: st
             f"failed: {_one_line(e)}"
         ) from None
     if not isinstance(loss, torch.Tensor) or loss.numel() != 1:
-        raise UserInputError(f"{where}: loss {_loss_label(trial)} must return one number, got {loss!r:.80}")
+        raise UserInputError(
+            f"{where}: loss {_loss_label(trial)} must return one number, got {loss!r:.80}"
+        )
 
 
 def _loss_label(trial: Trial) -> str:
@@ -129,7 +131,9 @@ def _build_once(cls: Any, trial: Trial, where: str) -> Any:
         try:
             return cls(**trial.model_args)
         except Exception as e:  # noqa: BLE001 - the constructor raised: every trial would
-            raise UserInputError(f"{where}: {_label(cls)}(**init_args) failed: {_one_line(e)}") from None
+            raise UserInputError(
+                f"{where}: {_label(cls)}(**init_args) failed: {_one_line(e)}"
+            ) from None
 
 
 def _own_optimizer_count(module: Any) -> int | None:
