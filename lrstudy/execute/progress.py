@@ -82,7 +82,9 @@ class StudyProgress:
         self.total = total
         self.done_keys = set(done_keys)
         # the study's ranking metric (`StudySpec.rank_metric`): what `best` ranks by
-        self.metric = metric if isinstance(metric, RankMetric) else RankMetric(*(metric or DEFAULT))
+        if not isinstance(metric, RankMetric):
+            metric = RankMetric(*metric) if metric else DEFAULT
+        self.metric = metric
         # trial key -> its number among the finished trials (those finished before: 1..k)
         self.numbers: dict[str, int] = {k: i for i, k in enumerate(sorted(self.done_keys), 1)}
         self._lined: set[str] = set()  # keys whose finished line was printed

@@ -118,7 +118,8 @@ def trial_table(
     t["trial_key"] = _get(runs, f"tags.{N.TAG_TRIAL_KEY}").fillna(runs["run_id"]).astype(str)
     t["optimizer"] = _get(runs, "params.optimizer").fillna("").astype(str)
     t["schedule"] = _get(runs, "params.schedule_label").fillna(_get(runs, "params.schedule"))
-    t["schedule"] = t["schedule"].fillna("—").astype(str)
+    # plugin runs log schedule "none" when no scheduler ran: no schedule to name
+    t["schedule"] = t["schedule"].fillna("—").astype(str).replace("none", "—")
     t["lr"] = _num(_get(runs, "params.lr"))
     t["seed"] = _num(_get(runs, "params.seed"))
     t["batch_size"] = _num(_get(runs, "params.batch_size"))

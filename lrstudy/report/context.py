@@ -176,7 +176,7 @@ def notes(sr, data: StudyData) -> list[str]:
     if getattr(sr, "left_out", None) is not None:
         out.append(sr.left_out.note())
     if sr.study is None:
-        out.append("No lrstudy study runs in this experiment: runs are grouped by their `optimizer` and `lr` params.")  # fmt: skip
+        out.append("No lrstudy study runs in this experiment: runs are grouped by their `optimizer` and `lr` params (with `schedule` and the params their tag lrstudy.config_params names); seeds (param `seed`) are aggregated.")  # fmt: skip
     accs = np.isfinite(data.trials["final_val_acc"]).any()
     if accs and sr.study is not None and data.trials["num_classes"].isna().all():
         out.append("The number of classes was not logged (param num_classes): the 'at chance' check is off.")  # fmt: skip
