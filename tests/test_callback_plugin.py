@@ -334,3 +334,52 @@ def test_divergence_rule_non_finite_always_counts_and_negative_losses_never_by_f
     assert DivergenceGuard(factor=None).check([(0, 1.0), (1, math.nan)])
     g = DivergenceGuard(factor=2)
     assert not g.check([(i, -1.0) for i in range(5)] + [(5, 100.0)])
+
+
+class OneLR(BoringModel):
+    """A user's module with its LR as an init arg (what a hand-rolled sweep varies)."""
+
+    def __init__(self, lr: float) -> None:
+        super().__init__()
+        self.lr = lr
+
+    def configure_optimizers(self):
+        opt = torch.optim.SGD(self.parameters(), lr=self.lr, momentum=0.9)
+        sched = torch.optim.lr_scheduler.StepLR(opt, step_size=3, gamma=0.5)
+        return {"optimizer": opt, "lr_scheduler": {"scheduler": sched, "interval": "step"}}
+
+
+def test_plugin_runs_log_their_configuration_and_group_themselves(tmp_path):
+    # Issue 17: a user's own loop (3 LRs x 2 seeds, no logger of their own) was reported as
+    # "1 configurations, 6 runs": the runs carried no params to group by.
+    from lrstudy.report.results import load_results
+
+    uri = f"sqlite:///{tmp_path}/m.db"
+    for lr in (0.001, 0.01, 0.1):
+        for seed in (0, 1):
+            L.seed_everything(seed, verbose=False)
+            cb = LRStudyCallback("myloop", tracking_uri=uri, divergence_factor=None,
+                                 params={"width": 32})  # fmt: skip
+            _trainer(cb).fit(OneLR(lr))
+    client = MlflowClient(uri)
+    run = client.get_run(cb.run_id)
+    assert run.data.params["optimizer"] == "SGD"
+    assert float(run.data.params["lr"]) == 0.1
+    assert run.data.params["opt.momentum"] == "0.9"
+    assert run.data.params["schedule"] == "StepLR"
+    assert run.data.params["seed"] == "1" and run.data.params["width"] == "32"
+    assert run.data.tags[names.TAG_CONFIG_PARAMS] == '["width"]'
+    df = load_results("myloop", tracking_uri=uri)
+    assert df.groupby("config").size().to_dict() == {
+        f"SGD · StepLR · width=32 · lr={lr}": 2 for lr in ("0.001", "0.01", "0.1")
+    }
+
+
+def test_plugin_params_leave_an_mlflow_loggers_own_params_alone(tmp_path):
+    uri = f"sqlite:///{tmp_path}/m.db"
+    logger = MLFlowLogger(experiment_name="withlogger", tracking_uri=uri)
+    logger.log_hyperparams({"lr": "from the user"})
+    cb = LRStudyCallback(divergence_factor=None)
+    _trainer(cb, logger=logger).fit(OneLR(0.05))
+    params = MlflowClient(uri).get_run(logger.run_id).data.params
+    assert params["lr"] == "from the user" and params["optimizer"] == "SGD"

@@ -20,6 +20,8 @@ chunk; a blow-up tags the run and stops training cleanly at the end of that batc
 from __future__ import annotations
 
 import contextlib
+import json
+import os
 import time
 from typing import Any
 
@@ -61,8 +63,9 @@ def _validate(args: dict[str, Any]) -> None:
         raise ValueError(f"sync_every must be an integer >= 1 or None, got {n!r}")
     if args["run_id"] is not None and args["client"] is None:
         raise ValueError("run_id needs the MlflowClient it belongs to (client=...)")
-    if args["tags"] is not None and not isinstance(args["tags"], dict):
-        raise ValueError(f"tags must be a dict, got {type(args['tags']).__name__}")
+    for name in ("tags", "params"):
+        if args[name] is not None and not isinstance(args[name], dict):
+            raise ValueError(f"{name} must be a dict, got {type(args[name]).__name__}")
 
 
 class LRStudyCallback(Callback):
@@ -80,6 +83,15 @@ class LRStudyCallback(Callback):
         stop_on_divergence: stop training when diverged (else only tag the run).
         sync_every: optimizer steps between device->host copies (default 8 on CPU, 64 on GPU).
         tags: extra tags for a run this callback creates or attaches to.
+        params: extra params for such a run that count as configuration (say `{"hidden": 64}`):
+            the report groups runs by optimizer, LR, schedule and these, seeds aggregated.
+
+    On a run it creates or attaches to, it logs as params what makes the run's configuration:
+    `optimizer` (the optimizer's class name), `lr` (the last param group's initial LR; with
+    several groups also `lr/<group>`), `opt.<name>` for the other hyperparameters (momentum,
+    betas, weight_decay, ...), `schedule` (the LR scheduler's class name, or `none`), `seed`
+    (Lightning's `seed_everything` seed, when set) and `params`; tag `lrstudy.config_params`
+    lists the names of `params`. A second optimizer's are `optimizer1`, `lr1`, ...
 
     Which run: `run_id` if given; else the run of the Trainer's `MLFlowLogger` if it has one
     (tagged kind=plugin unless it has a kind, and with the outcome at the end); else a new run
@@ -100,6 +112,7 @@ class LRStudyCallback(Callback):
         stop_on_divergence: bool = True,
         sync_every: int | None = None,
         tags: dict[str, Any] | None = None,
+        params: dict[str, Any] | None = None,
     ) -> None:
         super().__init__()
         _validate(locals())
@@ -114,6 +127,7 @@ class LRStudyCallback(Callback):
         self.stop_on_divergence = stop_on_divergence
         self.sync_every = sync_every
         self.tags = {k: str(v) for k, v in (tags or {}).items()}
+        self.params = dict(params or {})
         self.diverged_at: int | None = None
         self.diverged_reason: str | None = None
         self.interrupted = False
@@ -198,13 +212,29 @@ class LRStudyCallback(Callback):
             self._norm_keys[id(opt)] = names.group_metric(names.GRAD_NORM, f"opt{j}", n_opts)
         self._primary = id(trainer.optimizers[0]) if trainer.optimizers else None
         flat = [g for gs in self._groups.values() for g in gs]
-        track_runs.set_tags(
-            self.client,
-            self.run_id,
-            {names.TAG_PARAM_GROUPS: ",".join(flat), names.TAG_DEVICE: str(pl_module.device)},
-        )
+        tags = {names.TAG_PARAM_GROUPS: ",".join(flat), names.TAG_DEVICE: str(pl_module.device)}
+        if self._mode != "given":  # a user's own run: say what its configuration is
+            tags[names.TAG_CONFIG_PARAMS] = json.dumps(sorted(self.params))
+            self._log_config_params(trainer)
+        track_runs.set_tags(self.client, self.run_id, tags)
         if self.sync_every is None:
             self.sync_every = 8 if pl_module.device.type == "cpu" else 64
+
+    def _log_config_params(self, trainer: L.Trainer) -> None:
+        """The run's configuration as params (see the class docstring); a param the run has
+        already (an MLFlowLogger's hyperparameters) is left as it is: params never change."""
+        params: dict[str, Any] = {}
+        scheds = {id(c.scheduler.optimizer): c.scheduler for c in trainer.lr_scheduler_configs}
+        for j, opt in enumerate(trainer.optimizers):
+            params.update(optimizer_params(opt, self._groups[id(opt)], scheds.get(id(opt)), j))
+        seed = os.environ.get("PL_GLOBAL_SEED")
+        if seed is not None:
+            params["seed"] = seed
+        params.update(self.params)
+        have = self.client.get_run(self.run_id).data.params
+        track_runs.log_params(
+            self.client, self.run_id, {k: v for k, v in params.items() if k not in have}
+        )
 
     def on_before_optimizer_step(
         self, trainer: L.Trainer, pl_module: L.LightningModule, optimizer: torch.optim.Optimizer
@@ -393,6 +423,31 @@ class LRStudyCallback(Callback):
         sink.log_many((k, v, step) for k, v in metrics.items())
         if sink is not self._sink:
             sink.close()
+
+
+# Group keys that are not hyperparameters: the tensors, names, and what schedulers keep there.
+_NOT_HPARAMS = {"params", "lr", "name", "initial_lr", "lrstudy_peak_lr", "foreach", "fused",
+                "capturable", "differentiable", "maximize"}  # fmt: skip
+
+
+def optimizer_params(
+    opt: torch.optim.Optimizer, group_names: list[str], scheduler: Any, index: int = 0
+) -> dict[str, Any]:
+    """A plugin run's optimizer as params: class name, initial LR (per group when several),
+    the other hyperparameters of its last group, and the scheduler's class name."""
+    suffix = str(index) if index else ""
+    groups = opt.param_groups
+    initial = [float(g.get("initial_lr", g["lr"])) for g in groups]
+    out: dict[str, Any] = {f"optimizer{suffix}": type(opt).__name__, f"lr{suffix}": initial[-1]}
+    if len(groups) > 1:
+        out.update({f"lr{suffix}/{n}": lr for n, lr in zip(group_names, initial)})
+    last = {**opt.defaults, **groups[-1]}
+    for k, v in sorted(last.items()):
+        if k in _NOT_HPARAMS or not isinstance(v, int | float | bool | str | tuple | list | None):
+            continue
+        out[f"opt{suffix}.{k}"] = list(v) if isinstance(v, tuple) else v
+    out[f"schedule{suffix}"] = type(scheduler).__name__ if scheduler is not None else "none"
+    return out
 
 
 def _group_names(optimizers: list[torch.optim.Optimizer]) -> list[list[str]]:
