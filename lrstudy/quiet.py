@@ -29,7 +29,7 @@ def quiet_libraries() -> None:
 
 
 def silence_lightning_pytree() -> None:
-    """Ignore the one warning every `Trainer.fit` prints with torch >= 2.10 and Lightning 2.6.
+    """Ignore the one warning every `Trainer.fit` prints with recent torch (2.13) and Lightning 2.6.
 
     Lightning's `CombinedLoader` flattens the loaders with its own copy of torch's pytree code
     (`lightning/pytorch/utilities/_pytree.py`), which builds a `LeafSpec()`; torch deprecated that
