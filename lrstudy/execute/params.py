@@ -22,8 +22,9 @@ def study_params(spec: StudySpec, trials: list[Trial], data: Any) -> dict[str, A
             "study": spec.name,
             "description": spec.description,
             "task_kind": "module",
-            "module": first.model,
-            "datamodule": first.dataset or "none",
+            # under the reference tasks' names too, so the report's header shows them
+            "model": first.model,
+            "dataset": first.dataset or "(the module's own loaders)",
             "epochs": spec.train.epochs,
             "batch_size": spec.train.batch_size,
             "metric": metric,
