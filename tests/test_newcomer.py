@@ -199,6 +199,13 @@ def test_remap_labels_is_an_explicit_opt_in_with_a_note(tmp_path: Path, capsys) 
     assert capsys.readouterr().err == ""  # nothing to remap, nothing said
 
 
+def test_generated_data_sets_keep_their_class_indices_even_when_small() -> None:
+    from lrstudy.train.data import load_dataset
+
+    # 0-based by construction: a split that lacks a class is no labelling mistake.
+    assert load_dataset("mnist1d", {"num_samples": 20}).num_classes == 10
+
+
 def test_idx_labels_that_are_not_0_based_are_an_error(tmp_path: Path) -> None:
     import numpy as np
 

@@ -45,16 +45,25 @@ class Dataset:
 
 
 def _finish(
-    name: str, xtr: Any, ytr: Any, xte: Any, yte: Any, where: str, remap: bool = False
+    name: str,
+    xtr: Any,
+    ytr: Any,
+    xte: Any,
+    yte: Any,
+    where: str,
+    remap: bool = False,
+    user_labels: bool = False,
 ) -> Dataset:
     """Validate raw arrays and turn them into a Dataset; `where` names the source in errors.
 
-    Labels are class indices: y_train must hold every class 0..C-1 (C = its largest label + 1)
-    and y_test only labels among them. Labels 1..3, or 0, 1, 3, would otherwise train a model with
-    a class that has no sample and report nothing; they are an error naming the labels found,
-    unless `remap` (data_args `remap_labels: true`), which maps the sorted distinct labels of both
-    splits to 0..C-1 and prints a note. A label set with negatives (-1/+1) cannot be indices and is
-    always remapped so, with the same note.
+    Labels are class indices, num_classes = the largest label + 1. A user's file (`user_labels`)
+    must prove it: y_train holds every class 0..C-1 and y_test only labels among them. Labels
+    1..3, or 0, 1, 3, would otherwise train a model with a class that has no sample and report
+    nothing; they are an error naming the labels found, unless `remap` (data_args
+    `remap_labels: true`), which maps the sorted distinct labels of both splits to 0..C-1 and
+    prints a note. A label set with negatives (-1/+1) cannot be indices and is always remapped
+    so, with the same note. Generated data sets (mnist1d, ...) are 0-based by construction; a
+    small one may lack a class in a split, which keeps its index.
     """
     xtr, ytr, xte, yte = (np.asarray(a) for a in (xtr, ytr, xte, yte))
     for key, x, y in (("train", xtr, ytr), ("test", xte, yte)):
@@ -92,8 +101,10 @@ def _finish(
                 f"note: {where}: labels {_listing(classes)} remapped to 0..{num_classes - 1} "
                 "in sorted order"
             )
-    else:
+    elif user_labels:
         num_classes = _check_class_indices(where, ytr.astype(np.int64), yte.astype(np.int64))
+    else:
+        num_classes = int(classes[-1]) + 1
 
     def as_x(x: np.ndarray) -> torch.Tensor:
         # uint8 is raw pixel intensity (MNIST and friends): scale to [0, 1] like torchvision does.
@@ -419,7 +430,7 @@ def load_dataset(ref: str, args: dict | None = None, cache_dir: Path | None = No
         path = Path(rest).expanduser()
         arrays = read_npz(path) if kind == "npz" else read_idx_dir(path)
         remap = _coerce(ref, "remap_labels", args.get("remap_labels", False), False)
-        return _finish(ref, *arrays, where=str(path), remap=remap)
+        return _finish(ref, *arrays, where=str(path), remap=remap, user_labels=True)
     params = inspect.signature(factory).parameters
     kwargs = {k: _coerce(ref, k, v, params[k].default) for k, v in args.items()}
     if "cache_dir" in params:
