@@ -43,6 +43,7 @@ bench: $(STAMP)
 	$(PY) bench/bench_workers.py
 	$(PY) bench/bench_quickstart.py
 	$(PY) bench/bench_metric_writes.py
+	$(PY) bench/bench_own_model.py
 
 ui: $(STAMP)
 	$(PY) -m lrstudy ui
