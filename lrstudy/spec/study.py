@@ -325,10 +325,12 @@ class StudySpec(StrictModel):
     @field_validator("seeds", mode="before")
     @classmethod
     def _seeds(cls, v: Any) -> Any:
-        if isinstance(v, int) and not isinstance(v, bool):
-            if v < 1:
-                raise ValueError(f"{v!r} is not allowed: a number of seeds >= 1 or a list of seeds")
-            return tuple(range(v))
+        if isinstance(v, int | float) and not isinstance(v, bool):
+            if v < 1 or v != int(v):
+                raise ValueError(
+                    f"{v!r} is not allowed: a whole number of seeds >= 1 or a list of seeds"
+                )
+            return tuple(range(int(v)))
         return _nonempty_unique(int, low=0)(v)
 
     @model_validator(mode="after")
