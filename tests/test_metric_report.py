@@ -34,6 +34,7 @@ def write_module_study(
     seeds=(0, 1),
     task_kind: str = "module",
     diverged: tuple[float, ...] = (),
+    wds: tuple[float, ...] = (0.0,),
 ) -> None:
     """One parent run and one trial run per (LR, seed). `finals[lr]` = {metric name: final value}
     (seed 1 adds 1 % so seeds differ); every run logs a falling train loss per step."""
@@ -46,15 +47,16 @@ def write_module_study(
     parent = client.create_run(exp, start_time=T0, tags=tags, run_name=study).info.run_id
     client.log_batch(parent, params=[Param("study", study), Param("epochs", "2")])
     steps, spe = 40, 20
-    for i, (lr, seed) in enumerate((lr, s) for lr in finals for s in seeds):
-        key = f"cfg-{lr:g}"
+    combos = [(lr, s, wd) for wd in wds for lr in finals for s in seeds]
+    for i, (lr, seed, wd) in enumerate(combos):
+        key = f"cfg-{lr:g}-{wd:g}"
         run_tags = {**tags, N.TAG_KIND: N.KIND_TRIAL, N.TAG_TRIAL_KEY: f"{key}|{seed}",
                     N.TAG_CONFIG_KEY: key, N.PARENT_RUN_ID: parent,
                     N.TAG_OUTCOME: N.OUTCOME_DIVERGED if lr in diverged else N.OUTCOME_OK}  # fmt: skip
         rid = client.create_run(exp, start_time=T0 + 10 + i, tags=run_tags,
                                 run_name=f"adam lr={lr:g} seed={seed}").info.run_id  # fmt: skip
         params = {"optimizer": "adam", "lr": lr, "seed": seed, "schedule": "constant",
-                  "schedule_label": "constant", "total_steps": steps, "opt.weight_decay": 0.0}  # fmt: skip
+                  "schedule_label": "constant", "total_steps": steps, "opt.weight_decay": wd}  # fmt: skip
         client.log_batch(rid, params=[Param(k, str(v)) for k, v in params.items()])
         loss = 2.0 * np.exp(-np.arange(steps) / (10 + 100 * lr)) + 0.1
         ms = [Metric(N.LR, lr, T0, s) for s in range(steps)]
@@ -64,7 +66,7 @@ def write_module_study(
             st = e * spe - 1
             ms.append(Metric(N.TRAIN_LOSS_EPOCH, float(loss[st - spe + 1 : st + 1].mean()), T0, st))
             for name, final in finals[lr].items():  # an earlier, worse value, then the final one
-                v = final * (1 + 0.01 * seed)
+                v = final * (1 + 0.01 * seed) * (1 + wd)
                 ms.append(Metric(name, v * (1.5 if e == 1 else 1.0), T0, st))
         ms.append(Metric(N.FINAL_TRAIN_LOSS, float(loss[-spe:].mean()), T0, steps))
         client.log_batch(rid, metrics=ms)
@@ -200,3 +202,22 @@ def test_accuracy_claims_are_skipped_without_accuracy(store_uri: str, tmp_path: 
     assert "ranked by val_loss" in by_name["too_high_unstable"].reason
     assert by_name["grad_norm_grows_at_high_lr"].verdict != "skipped"
     assert "1 skipped" in res.html
+
+
+def test_swept_axis_figure_shows_the_metric(store_uri: str, tmp_path: Path) -> None:
+    finals = {lr: {"val_loss": 0.2 + lr} for lr in LRS}
+    write_module_study(store_uri, tmp_path, finals, ("val_loss", "min"), wds=(0.0, 0.5))
+    res = report(store_uri, tmp_path)
+    assert "axis-weight_decay" in res.figures
+    from lrstudy.report.plots.axes import axis_heatmap_data
+    from lrstudy.report.read import find_study
+    from lrstudy.report.results import collect
+    from lrstudy.track.store import open_client
+
+    client = open_client(store_uri, create=False)
+    data = collect(client, find_study(client, study="userstudy"))
+    panels = axis_heatmap_data(data.configs, "weight_decay", ["weight_decay"])
+    assert panels[0]["label"] == "final val_loss (lower is better)"
+    assert np.nanmin(panels[0]["values"]) == pytest.approx(0.2 + 1e-3, rel=0.01)  # not negated
+    best = best_config(load_results("userstudy", tracking_uri=store_uri))
+    assert best.name == "adam · constant · wd=0 · lr=0.001"

@@ -30,16 +30,28 @@ def _panels(configs: pd.DataFrame, axis: str, swept: list[str]):
     return configs.assign(_panel=label).groupby("_panel", sort=True)
 
 
+def _shown(configs: pd.DataFrame) -> tuple[str, str, str]:
+    """(value column, std column, label) of what the axis figures show: final val accuracy, or
+    the study's ranking metric as logged (its name and direction) when it ranks by another."""
+    if "metric" in configs.columns and len(configs):
+        name, mode = str(configs["metric"].iloc[0]), str(configs["metric_mode"].iloc[0])
+        if (name, mode) != ("val/acc", "max"):
+            better = "higher" if mode == "max" else "lower"
+            return "metric_value", "metric_value_std", f"final {name} ({better} is better)"
+    return "score", "score_std", "final val accuracy"
+
+
 def axis_heatmap_data(configs: pd.DataFrame, axis: str, swept: list[str]) -> list[dict]:
-    """Per panel (family without `axis`): mean final accuracy on an axis-value x LR grid."""
+    """Per panel (family without `axis`): mean final accuracy (or the study's ranking metric) on
+    an axis-value x LR grid."""
+    col, _, label = _shown(configs)
     out = []
     for panel, g in _panels(configs, axis, swept):
-        ok = g.assign(score=g["score"].where(g["n_diverged"] == 0))
-        grid = ok.pivot_table(
-            index=axis, columns="lr", values="score", aggfunc="mean", dropna=False
-        )
+        ok = g.assign(_v=g[col].where(g["n_diverged"] == 0))
+        grid = ok.pivot_table(index=axis, columns="lr", values="_v", aggfunc="mean", dropna=False)
         out.append({"panel": panel, "optimizer": g["optimizer"].iloc[0], "rows": list(grid.index),
-                    "lrs": list(grid.columns), "values": grid.to_numpy(float)})  # fmt: skip
+                    "lrs": list(grid.columns), "values": grid.to_numpy(float),
+                    "label": label, "accuracy": col == "score"})  # fmt: skip
     return out
 
 
@@ -47,7 +59,8 @@ def draw_axis_heatmap(panel: dict, ax, axis: str, vmin: float, vmax: float) -> m
     v = panel["values"]
     im = ax.imshow(np.ma.masked_invalid(v), cmap=HEAT_CMAP, vmin=vmin, vmax=vmax, aspect="auto")
     for (i, j), val in np.ndenumerate(v):
-        text = "×" if not np.isfinite(val) else f"{val:.2f}".lstrip("0")
+        short = f"{val:.2f}".lstrip("0") if panel.get("accuracy", True) else f"{val:.2g}"
+        text = "×" if not np.isfinite(val) else short
         dark = np.isfinite(val) and (val - vmin) / max(vmax - vmin, 1e-9) > 0.6
         ax.text(
             j, i, text, ha="center", va="center", fontsize=7, color="white" if dark else "black"
@@ -74,20 +87,23 @@ def axis_heatmap_figure(panels: list[dict], axis: str, optimizers) -> Figure:
         im = draw_axis_heatmap(p, ax, axis, vmin, vmax)
         ax.title.set_color(colors[p["optimizer"]])
     if im is not None:  # beside the top-right panel
-        colorbar_beside(fig, axes[min(len(axes), 2) - 1], im, "mean final val accuracy")
+        label = panels[0].get("label", "final val accuracy")
+        colorbar_beside(fig, axes[min(len(axes), 2) - 1], im, f"mean {label}")
     return fig
 
 
 def learning_curve_data(configs: pd.DataFrame, swept: list[str]) -> list[dict]:
     """Per panel (family without train fraction): accuracy vs train fraction, one line per LR."""
+    col, std, label = _shown(configs)
     out = []
     for panel, g in _panels(configs, "train_fraction", swept):
         lines = []
         for lr, gl in g.groupby("lr", sort=True):
             gl = gl[gl["n_diverged"] == 0].sort_values("train_fraction")
             lines.append({"lr": float(lr), "x": gl["train_fraction"].to_numpy(float),
-                          "y": gl["score"].to_numpy(float), "err": gl["score_std"].fillna(0).to_numpy(float)})  # fmt: skip
-        out.append({"panel": panel, "optimizer": g["optimizer"].iloc[0], "lines": lines})
+                          "y": gl[col].to_numpy(float), "err": gl[std].fillna(0).to_numpy(float)})  # fmt: skip
+        out.append({"panel": panel, "optimizer": g["optimizer"].iloc[0], "lines": lines,
+                    "label": label})  # fmt: skip
     return out
 
 
@@ -97,7 +113,7 @@ def draw_learning_curves(panel: dict, ax) -> None:
         ax.errorbar(ln["x"], ln["y"], yerr=ln["err"], color=lr_color(norm, ln["lr"]), marker="o",
                     ms=3, lw=1.2, capsize=2, label=f"lr={fmt_value(ln['lr'])}" + ("" if len(ln["x"]) else " (diverged)"))  # fmt: skip
     ax.set_xlabel("train fraction (share of the training set)")
-    ax.set_ylabel("final val accuracy")
+    ax.set_ylabel(panel.get("label", "final val accuracy"))
     ax.set_title(panel["panel"])
 
 
