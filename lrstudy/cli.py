@@ -249,7 +249,24 @@ def summary_lines(name: str, result) -> list[str]:
         # the report's words when the winner is an end of its family's LR grid (`edge_note`)
         edge = getattr(result.best, "edge", "").strip(" ()")
         lines.append(f"best: {result.best.text()}" + (f"; {edge}" if edge else ""))
+    lines += missing_metric_lines(result)
     return lines
+
+
+def missing_metric_lines(result) -> list[str]:
+    """When no trial run here logged the study's ranking metric: say so, and what was logged."""
+    ranked = [t for t in result.trials if t.get("outcome") in ("ok", "diverged")]
+    if (
+        not ranked
+        or result.metric is None
+        or any(t.get("metric_value") is not None for t in ranked)
+    ):
+        return []
+    logged = sorted({m for t in ranked for m in t.get("metrics_logged") or ()})
+    return [
+        f"note: the study's metric {result.metric[0]!r} was never logged, so nothing ranks the "
+        f"configurations; logged: {', '.join(logged) or 'nothing'} (set task.metric.name to one)"
+    ]
 
 
 def cmd_plan(args: argparse.Namespace) -> int:

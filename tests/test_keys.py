@@ -189,3 +189,42 @@ def test_range_test_settings_key_with_the_default_ramp(text: str, trial: str, ke
 )
 def test_spec_hash(text: str, spec_hash: str) -> None:
     assert parse_spec(text).spec_hash() == spec_hash
+
+
+def test_user_class_study_keys() -> None:
+    # Keys of studies of a user's classes hash class paths and init args (issue 13): pinned too,
+    # so a user's finished trials still count after an upgrade.
+    spec = parse_spec(
+        """
+name: ownkeys
+task:
+  module: {class_path: userpkg.lit.LitNet, init_args: {hidden: 16}}
+  datamodule: {class_path: userpkg.data.BlobData, init_args: {n: 256}}
+  param_groups: {body: [body.], head: [head.]}
+train: {epochs: 2}
+optimizers: [{name: sgd, lr: [0.05, 0.2], momentum: 0.9}]
+sweep: {batch_size: [16, 32]}
+"""
+    )
+    assert _keys(plan_trials(spec)) == {
+        "sgd lr=0.05 constant bs=16 seed=0": ("b3fe2ec229607e28", "8aa00c21d203e1a9"),
+        "sgd lr=0.05 constant bs=32 seed=0": ("aeb651d4e44f89c7", "569b78f584add0ff"),
+        "sgd lr=0.2 constant bs=16 seed=0": ("2a07961f415d16a4", "766b22cb920a50d2"),
+        "sgd lr=0.2 constant bs=32 seed=0": ("b3c163534a00a7c5", "b90b748e0ebac79f"),
+    }
+    assert spec.spec_hash() == "ba8277f03e1c"
+    spec = parse_spec(
+        """
+name: ownkeys2
+task:
+  model: {class_path: userpkg.nets.Net, init_args: {width: 16}}
+  dataset: {class_path: userpkg.data.Regression, init_args: {n: 200}}
+  loss: {class_path: torch.nn.HuberLoss, init_args: {delta: 0.5}}
+train: {epochs: 2, batch_size: 25}
+optimizers: [{name: adam, lr: 0.01}]
+"""
+    )
+    assert _keys(plan_trials(spec)) == {
+        "adam lr=0.01 constant seed=0": ("c5101fda5f333619", "0c71dfdc8659e1a0")
+    }
+    assert spec.spec_hash() == "ca26242d5292"

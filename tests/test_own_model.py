@@ -355,3 +355,15 @@ def test_python_api_takes_classes_and_refuses_what_cannot_travel(tmp_path: Path)
     message = str(e.value)
     assert "\n" not in message and "cannot be sent to other worker processes" in message
     assert "use workers=1" in message
+
+
+def test_a_metric_never_logged_finishes_and_says_what_exists(tmp_path: Path, capsys) -> None:
+    study = module_study(tmp_path, "nometric", epochs=1, seeds="[0]")
+    study.write_text(study.read_text().replace("name: val_loss, mode: min", "name: val_los"))
+    uri = f"sqlite:///{tmp_path}/m.db"
+    assert main(["run", str(study), "--tracking-uri", uri, "--report-dir", str(tmp_path)]) == 0
+    err = capsys.readouterr().err
+    assert "note: the study's metric 'val_los' was never logged" in err
+    assert "logged: my_loss, val_acc, val_loss (set task.metric.name to one)" in err
+    page = (tmp_path / "nometric" / "index.html").read_text()
+    assert "val_los" in page and "val_loss" in page

@@ -60,6 +60,7 @@ class StudyRun:
     best: BestConfig | None = None  # by the report's rule, over every finished trial
     tracking_uri: str | None = None
     report_path: Path | None = None
+    metric: tuple[str, str] | None = None  # what ranks configurations (`StudySpec.rank_metric`)
 
 
 def default_workers() -> int:
@@ -118,21 +119,30 @@ def run_study(
     engine: str = "auto",
     population_size: int | None = None,
     console: Console | None = None,
+    factories: dict[str, Any] | None = None,
 ) -> StudyRun:
     """Run every unfinished trial of `spec`; see the module docstring for the order of business.
 
+    Args:
+        factories: classes or factories for the task's user classes (Python API), by field.
     Raises:
-        UserInputError: bad spec, data, model, workers, executor or Ray address (nothing written).
+        UserInputError: bad spec, data, model, workers, executor or Ray address, or API classes
+            that other processes cannot receive (nothing written).
     """
 
     check_workers(workers, executor)
     check_engine(engine, population_size)
     console = console or Console(stderr=True)
+    packed = None
+    if factories and (workers > 1 or executor == "ray"):
+        from lrstudy.train.user_classes import ensure_picklable
+
+        packed = ensure_picklable(factories)  # before any process starts or anything is written
     relay = _Relay()
     spawned = _spawn(workers, executor, relay)
     try:
         return _run(spec, source, tracking_uri, spawned, relay, workers, executor, ray_address,
-                    engine, population_size, console)  # fmt: skip
+                    engine, population_size, console, factories, packed)  # fmt: skip
     finally:
         for p in spawned:
             p.dismiss()  # a no-op for workers that got their order
@@ -170,10 +180,12 @@ def _spawn(workers: int, executor: str, relay: _Relay) -> list:
 
 
 def _run(spec, source, tracking_uri, spawned, relay, workers, executor, ray_address, engine,
-         population_size, console) -> StudyRun:  # fmt: skip
+         population_size, console, factories, packed) -> StudyRun:  # fmt: skip
     from lrstudy.train.preflight import preflight
+    from lrstudy.train.user_classes import search_dirs
 
-    trials, data = preflight(spec, source)
+    dirs = search_dirs(source)
+    trials, data = preflight(spec, source, dirs=dirs, factories=factories)
     ray_ctx = None
     if executor == "ray":
         from lrstudy.execute.ray_executor import connect
@@ -192,6 +204,7 @@ def _run(spec, source, tracking_uri, spawned, relay, workers, executor, ray_addr
     done = {r.data.tags.get(names.TAG_TRIAL_KEY) for r in existing if is_done(r)}
     todo = [t for t in trials if t.key not in done]
     result = StudyRun(len(trials), len(trials) - len(todo), exp, None, closed_orphans=len(closed))
+    result.metric = spec.rank_metric
     current = {t.key for t in trials}
     if not todo:
         finished = StudyProgress(console, spec.name, len(trials), done, spec.rank_metric)
@@ -213,7 +226,10 @@ def _run(spec, source, tracking_uri, spawned, relay, workers, executor, ray_addr
         keys=tuple(t.key for t in todo),
         engine=engine,
         population_size=population_size,
+        dirs=dirs,
+        factories=packed,
     )
+    _print_engine_notes(console, trials, todo, data, order, existing)
     beat = Heartbeat(client, Lease.from_env())
     beat.hold(parent)
     outcome = names.OUTCOME_OK
@@ -242,6 +258,28 @@ def _run(spec, source, tracking_uri, spawned, relay, workers, executor, ray_addr
             track_runs.end_run(client, parent, outcome=outcome)
     _save_ui_view(client, exp, spec.name)
     return result
+
+
+def _print_engine_notes(
+    console, trials: list[Trial], todo: list[Trial], data: Any, order, existing: list
+) -> None:
+    """Say once why trials run on the trial engine when populations were asked for (auto or
+    population), that a user's module has its optimizer replaced by the study's, and when
+    finished trials came from other code of the user's classes."""
+    from lrstudy.execute.notes import user_class_notes
+
+    for line in user_class_notes(order.spec, trials, data, existing):
+        console.print(line)
+    if order.engine == "trial" or len(todo) < 2:
+        return
+    from lrstudy.execute.population import batches
+
+    reasons: dict[str, int] = {}
+    for batch, why in batches(todo, order, data):
+        if why:
+            reasons[why] = reasons.get(why, 0) + len(batch)
+    for why, n in reasons.items():
+        console.print(f"trial engine for {n} trial{'s' if n > 1 else ''}: {why}")
 
 
 def _save_ui_view(client, exp: str, study: str) -> None:
@@ -284,13 +322,21 @@ def _run_local(order, trials, data, client, progress, spawned, result) -> None:
 
 
 def _start_parent(client, exp: str, spec: StudySpec, trials: list[Trial], data: Any) -> str:
+    metric, mode = spec.rank_metric
     tags = {
         names.TAG_KIND: names.KIND_STUDY,
         names.TAG_STUDY: spec.name,
         names.TAG_SPEC_HASH: spec.spec_hash(),
         names.TAG_OUTCOME: names.OUTCOME_RUNNING,
         names.TAG_HEARTBEAT: f"{time.time():.3f}",
+        names.TAG_METRIC: metric,
+        names.TAG_METRIC_MODE: mode,
+        names.TAG_TASK_KIND: spec.task.kind,
     }
+    if spec.task.kind != "reference":
+        from lrstudy.train.user_classes import task_code_hash
+
+        tags[names.TAG_CODE_HASH] = task_code_hash(spec)
     stamp = time.strftime("%Y-%m-%d %H:%M:%S")
     parent = track_runs.start_run(client, exp, name=f"{spec.name} {stamp}", tags=tags)
     track_runs.log_params(client, parent, study_params(spec, trials, data))

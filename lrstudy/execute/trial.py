@@ -118,7 +118,7 @@ def run_claimed(
             track_runs.log_params(client, run_id, trial_params(trial, lr, spe))
             result = run_trial(trial, data, [callback], lr=lr)
         metric_value = final_metric(spec, result.metrics, result.last_epoch, result.metric_value)
-        available = result.available
+        available = result.available or sorted(k for k in result.last_epoch if k != "step")
         # float32 values logged as their shortest float32 decimal (0.2, not 0.2000000029...):
         # the same number, readable in MLflow's runs table.
         final = {

@@ -136,8 +136,10 @@ class TaskSpec(StrictModel):
         out = {}
         for name, prefixes in v.items():
             items = [prefixes] if isinstance(prefixes, str) else prefixes
-            if not isinstance(items, list | tuple) or not items or not all(
-                isinstance(p, str) and p for p in items
+            if (
+                not isinstance(items, list | tuple)
+                or not items
+                or not all(isinstance(p, str) and p for p in items)
             ):
                 raise ValueError(
                     f"{name}: {prefixes!r} is not allowed: a parameter-name prefix or a list of them"
@@ -188,7 +190,7 @@ class TaskSpec(StrictModel):
 
     @property
     def kind(self) -> str:
-        """"reference" (a built-in model), "model" (a user nn.Module) or "module" (a user
+        """ "reference" (a built-in model), "model" (a user nn.Module) or "module" (a user
         LightningModule)."""
         if self.module is not None:
             return "module"

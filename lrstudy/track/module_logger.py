@@ -43,6 +43,7 @@ class ModuleMetricsLogger(Logger):
 
     @rank_zero_only
     def log_metrics(self, metrics: dict[str, float], step: int | None = None) -> None:
-        values = {k: float(v) for k, v in metrics.items()}
+        # Lightning adds the epoch number; lrstudy logs its own `epoch` metric already.
+        values = {k: float(v) for k, v in metrics.items() if k != "epoch"}
         self.last.update(values)
         self._callback.log_module_metrics(values, step)

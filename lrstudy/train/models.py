@@ -209,7 +209,9 @@ def build_model(
     """
     from lrstudy.train.user_classes import RESOLVED
 
-    if name in RESOLVED:  # a user's nn.Module class (task.model: {class_path}), resolved by preflight
+    if (
+        name in RESOLVED
+    ):  # a user's nn.Module class (task.model: {class_path}), resolved by preflight
         return RESOLVED[name](**dict(args or {}))
     factory = _lookup(name)
     args = dict(args or {})
@@ -288,7 +290,10 @@ def named_groups(
                 taken[id(p)] = group
             groups.append((group, ps))
     elif callable(getattr(model, GROUPS_METHOD, None)):
-        groups = [(str(g), [p for p in ps if p.requires_grad]) for g, ps in getattr(model, GROUPS_METHOD)().items()]
+        groups = [
+            (str(g), [p for p in ps if p.requires_grad])
+            for g, ps in getattr(model, GROUPS_METHOD)().items()
+        ]
     else:
         return None
     covered = {id(p) for _, ps in groups for p in ps}
