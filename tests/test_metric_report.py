@@ -162,6 +162,7 @@ def test_module_study_without_any_accuracy(store_uri: str, tmp_path: Path) -> No
     assert "No validation accuracy was logged" in res.html
     assert "final train/loss_epoch (lower is better)" in res.html
     assert "robustness" not in res.figures
+    assert "<th>final val acc</th>" not in res.html  # no empty accuracy columns
     assert {"lr-sensitivity", "convergence", "stability", "outcomes"} <= set(res.figures)
 
 

@@ -53,12 +53,22 @@ FINAL_HEAD = ["optimizer · schedule · …", "peak LR", "n", "final val acc", "
               "final train acc", "gen. gap (train − val)", "train time (s)", "diverged", "verdict"]  # fmt: skip
 
 
-def final_head(metric: RankMetric = DEFAULT) -> list[str]:
-    """The final-performance table's columns: the ranking metric first when it is not val acc."""
+ACC_COLUMNS = ("final_val_acc", "best_val_acc", "final_train_acc", "gen_gap")
+
+
+def final_head(metric: RankMetric = DEFAULT, has_acc: bool = True) -> list[str]:
+    """The final-performance table's columns: the ranking metric first when it is not val acc;
+    the accuracy columns only when some trial logged a val accuracy."""
     if metric.is_val_acc:
         return FINAL_HEAD
-    return [*FINAL_HEAD[:3], f"{metric.label} ({metric.direction})", "final train loss",
-            *FINAL_HEAD[3:]]  # fmt: skip
+    acc = FINAL_HEAD[3:7] if has_acc else []
+    return [*FINAL_HEAD[:3], f"{metric.label} ({metric.direction})", "final train loss", *acc,
+            *FINAL_HEAD[7:]]  # fmt: skip
+
+
+def has_acc(configs: pd.DataFrame) -> bool:
+    """Whether some configuration has a final val accuracy."""
+    return bool(np.isfinite(configs["final_val_acc"].astype(float)).any())
 
 
 def _steps(row, target: bool) -> str:
@@ -133,13 +143,14 @@ def _diagnosis_row(r: pd.Series, target: bool, metric: RankMetric = DEFAULT) -> 
             "verdict": _verdict(r["verdict"]), "reason": r["reason"]}  # fmt: skip
 
 
-def _final_row(fam: str, r: pd.Series, metric: RankMetric = DEFAULT) -> dict:
+def _final_row(fam: str, r: pd.Series, metric: RankMetric = DEFAULT, has_acc: bool = True) -> dict:
     # (text, sort key); n has its own column, so the cells show mean ± std only
     cells = [(fam, fam), (fmt_value(r["lr"]), _sort(r["lr"])), (str(r["n"]), str(r["n"]))]
     if not metric.is_val_acc:
         cells += [(_metric_cell(r, metric, None), _sort(r["metric_value"])),
                   _cell(r, "final_train_loss")]  # fmt: skip
-    cells += [_cell(r, c) for c in ("final_val_acc", "best_val_acc", "final_train_acc", "gen_gap")]
+    if metric.is_val_acc or has_acc:
+        cells += [_cell(r, c) for c in ACC_COLUMNS]
     cells += [
         _cell(r, "train_seconds", 1),
         (f"{r['n_diverged']}/{r['n']}", _sort(r["divergence_rate"])),
@@ -160,7 +171,7 @@ def tables(configs: pd.DataFrame, target: bool = True) -> dict:
             conv.append({"family": fam, "lr": fmt_value(r["lr"]), "steps": _steps(r, target),
                          "auc_acc": mean_std(r["auc_val_acc"], r["auc_val_acc_std"], r["n"]),
                          "auc_loss": mean_std(r["auc_train_loss"], r["auc_train_loss_std"], r["n"])})  # fmt: skip
-            final.append(_final_row(fam, r, metric))
+            final.append(_final_row(fam, r, metric, has_acc(configs)))
     return {"diagnosis": diag, "convergence": conv, "final": final}
 
 
@@ -310,7 +321,7 @@ def page_context(
         "verdicts": [_verdict(v) for v in VERDICTS],
         "rules": rules_text(data.metric),
         "tables": tables(configs, target),
-        "final_head": final_head(data.metric),
+        "final_head": final_head(data.metric, has_acc(configs)),
         "range_tests": _range_tests(sr),
         "claims": claims_context(claims or [], figs),
         "figs": _figures(sr, figs, data.metric),
