@@ -367,3 +367,18 @@ def test_a_metric_never_logged_finishes_and_says_what_exists(tmp_path: Path, cap
     assert "logged: my_loss, val_acc, val_loss (set task.metric.name to one)" in err
     page = (tmp_path / "nometric" / "index.html").read_text()
     assert "val_los" in page and "val_loss" in page
+
+
+def test_lr_auto_range_tests_the_users_module(tmp_path: Path) -> None:
+    study = module_study(tmp_path, "autolr", epochs=1, seeds="[0]")
+    text = study.read_text().replace("    lr: [0.05, 0.2]\n", "    lr: auto\n")
+    study.write_text(text)
+    uri = f"sqlite:///{tmp_path}/m.db"
+    assert main(["run", str(study), "--tracking-uri", uri, "--no-report"]) == 0
+    (trial,) = _runs(uri, "autolr")
+    assert trial.data.tags[names.TAG_LR_SOURCE].startswith("range_test:")
+    (rt,) = _runs(uri, "autolr", names.KIND_RANGE_TEST)
+    assert rt.data.params["model"] == "userpkg.lit.LitNet"
+    assert _first(uri, trial.info.run_id, "lr/head") == pytest.approx(
+        float(trial.data.params["lr"])
+    )
