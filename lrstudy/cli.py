@@ -203,7 +203,8 @@ def cmd_run(args: argparse.Namespace) -> int:
         console=console,
     )
     for line in summary_lines(spec.name, result):
-        console.print(line, highlight=False, markup=False)
+        # one line each, also in a log file (rich wraps at 80 columns when not on a terminal)
+        console.print(line, highlight=False, markup=False, soft_wrap=True)
     if result.unavailable:
         print(
             f"lrstudy: {result.unavailable}; stopped. Runs in flight are closed by the next "
