@@ -62,3 +62,19 @@ def test_real_study_with_two_workers_and_populations_piped_to_a_file(tmp_path: P
     assert total == 12
     assert Counter(n for n, _ in counts) == Counter(range(1, total + 1)), text
     assert "━" not in text and "\r" not in text  # plain lines, no bar
+
+
+def test_cli_best_line_says_when_the_winner_is_an_end_of_the_grid() -> None:
+    from lrstudy.cli import summary_lines
+    from lrstudy.execute.study import StudyRun
+    from lrstudy.report.best import BestConfig, edge_note
+
+    best = BestConfig("sgd lr=0.1", "k", 0.9, float("nan"), 1, edge=edge_note(0.1, [0.01, 0.1]))
+    run = StudyRun(4, 0, "1", "p", outcomes={"ok": 4}, best=best)
+    assert summary_lines("s", run)[-1] == (
+        "best: sgd lr=0.1: final val acc 0.900 (n=1); the highest LR tried: the optimum may lie higher"
+    )
+    middle = BestConfig(
+        "sgd lr=0.1", "k", 0.9, float("nan"), 1, edge=edge_note(0.1, [0.01, 0.1, 1])
+    )
+    assert summary_lines("s", StudyRun(4, 0, "1", "p", best=middle))[-1].endswith("(n=1)")
