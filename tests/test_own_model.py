@@ -382,3 +382,20 @@ def test_lr_auto_range_tests_the_users_module(tmp_path: Path) -> None:
     assert _first(uri, trial.info.run_id, "lr/head") == pytest.approx(
         float(trial.data.params["lr"])
     )
+
+
+def test_plan_warns_when_finished_trials_came_from_other_code(tmp_path: Path, capsys) -> None:
+    study = module_study(tmp_path, "changed", epochs=1, seeds="[0]")
+    uri = f"sqlite:///{tmp_path}/m.db"
+    assert main(["run", str(study), "--tracking-uri", uri, "--no-report"]) == 0
+    assert main(["plan", str(study), "--tracking-uri", uri]) == 0
+    out = capsys.readouterr().out
+    assert "LitNet: its own configure_optimizers is replaced" in out and "warning" not in out
+    lit = tmp_path / "userpkg" / "lit.py"
+    lit.write_text(lit.read_text() + "\n# the user edits their module\n")
+    # A fresh process: the classes' source is hashed once per process.
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    plan = subprocess.run([sys.executable, "-m", "lrstudy", "plan", str(study), "--tracking-uri",
+                           uri], env=env, capture_output=True, text=True, timeout=300)  # fmt: skip
+    assert plan.returncode == 0, plan.stderr
+    assert "warning: 2 finished trials of this study were trained on other code of" in plan.stdout
