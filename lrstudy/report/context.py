@@ -181,7 +181,12 @@ def notes(sr, data: StudyData) -> list[str]:
     if sr.parent is not None and sr.parent["status"] != "FINISHED":
         out.append(f"The newest study run ended with status {sr.parent['status']}; the report covers the trials that finished.")  # fmt: skip
     if sr.n_parents > 1:
-        out.append(f"{sr.n_parents} invocations of this study; trials are taken from all of them (newest finished run per trial).")  # fmt: skip
+        which = (
+            "all of them"
+            if getattr(sr, "left_out", None) is None
+            else "all of them, as far as the current version still has them"
+        )
+        out.append(f"{sr.n_parents} invocations of this study; trials are taken from {which} (newest finished run per trial).")  # fmt: skip
     for why, n in sr.ignored.items():
         out.append(f"{n} run(s) left out: {why}.")
     if getattr(sr, "left_out", None) is not None:
