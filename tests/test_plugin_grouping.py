@@ -53,3 +53,21 @@ def test_config_params_split_families(store_uri: str, tmp_path: Path) -> None:
     df = load_results("myloop", tracking_uri=store_uri)
     assert set(df["family"]) == {"SGD · width=64", "SGD · width=128"}
     assert df.groupby("config").size().eq(2).all() and df["config"].nunique() == 6
+
+
+def test_runs_differing_in_another_groups_lr_do_not_merge(store_uri: str, tmp_path: Path) -> None:
+    client = MlflowClient(store_uri)
+    exp = client.create_experiment("groups", artifact_location=(tmp_path / "g").as_uri())
+    for body_lr in (0.001, 0.01):
+        for seed in (0, 1):
+            run = client.create_run(
+                exp, run_name=f"r{body_lr}{seed}", tags={N.TAG_KIND: N.KIND_PLUGIN}
+            )
+            params = {"optimizer": "AdamW", "lr": 0.01, "lr/body": body_lr, "lr/head": 0.01,
+                      "schedule": "none", "seed": seed}  # fmt: skip
+            client.log_batch(run.info.run_id, params=[Param(k, str(v)) for k, v in params.items()],
+                             metrics=[Metric(N.TRAIN_LOSS, 1.0 / (1 + s), 0, s) for s in range(5)])  # fmt: skip
+            client.set_terminated(run.info.run_id)
+    df = load_results("groups", tracking_uri=store_uri)
+    assert df["config_key"].nunique() == 2 and df["config"].nunique() == 2
+    assert df.groupby("config").size().eq(2).all()

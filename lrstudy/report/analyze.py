@@ -158,6 +158,11 @@ def trial_table(
     exact = t.apply(
         lambda r: f"{r['family']}|{r['lr']!r}|" + "|".join(repr(r[a]) for a in AXES), axis=1
     )
+    # plugin runs with several param groups log each group's LR as `lr/<group>`: two runs that
+    # share the last group's LR but not the others' are different configurations
+    group_lrs = sorted(c for c in runs.columns if c.startswith("params.lr/"))
+    if group_lrs:
+        exact = exact + runs[group_lrs].astype(str).agg("|".join, axis=1).values
     key = _get(runs, f"tags.{N.TAG_CONFIG_KEY}").fillna(exact).astype(str)
     clash = key.groupby(t["config"]).transform("nunique") > 1
     t.loc[clash, "config"] = t.loc[clash, "config"] + " [" + key[clash] + "]"
