@@ -376,7 +376,12 @@ def cmd_ui(args: argparse.Namespace) -> int:
         trials = track_runs.search_study_runs(client, exp, names.KIND_TRIAL, study)
         try:
             run_names = [r.info.run_name or "" for r in trials]
-            key = ui_view.ensure_study_view(client, exp, study, run_names)
+            tags = trials[0].data.tags if trials else {}
+            metric = spec.rank_metric if spec else (
+                (tags[names.TAG_METRIC], tags.get(names.TAG_METRIC_MODE, "max"))
+                if names.TAG_METRIC in tags else None
+            )  # fmt: skip
+            key = ui_view.ensure_study_view(client, exp, study, run_names, metric)
             url, view = ui_view.runs_view_url(base, exp, view_key=key), ui_view.view_name(study)
         except (MlflowException, ValueError) as e:  # e.g. a read-only server: no saved columns
             print(f"lrstudy: could not save the runs view ({type(e).__name__}); linking without it")

@@ -424,3 +424,15 @@ def test_the_view_renders_in_mlflows_ui(smoke_store, store_uri, tmp_path, capsys
     ok, diverged = dom.find("sgd lr=0.05 cosine+warmup seed=0"), dom.find("sgd lr=50 constant")
     assert 0 <= ok < diverged  # whole names, best final val acc first
     assert ">diverged<" in dom
+
+
+def test_a_study_ranked_by_its_own_metric_shows_and_sorts_by_it() -> None:
+    # A user's module ranked by val_loss (lower is better): that column replaces final val acc,
+    # and the view sorts by it, best (lowest) first.
+    from lrstudy.track.ui_view import column, metric_columns, study_view_state
+
+    state = study_view_state("own", **metric_columns(("val_loss", "min")))
+    assert state["orderByKey"] == column("metrics", "val_loss") and state["orderByAsc"] is True
+    assert column("metrics", "val_loss") in state["selectedColumns"]
+    assert column("metrics", "final/val_acc") not in state["selectedColumns"]
+    assert metric_columns(("val/acc", "max")) == {} and metric_columns(None) == {}

@@ -256,7 +256,7 @@ def _run(spec, source, tracking_uri, spawned, relay, workers, executor, ray_addr
         # invocation closes it.
         with contextlib.suppress(TrackingUnavailable):
             track_runs.end_run(client, parent, outcome=outcome)
-    _save_ui_view(client, exp, spec.name)
+    _save_ui_view(client, exp, spec.name, spec.rank_metric)
     return result
 
 
@@ -282,14 +282,15 @@ def _print_engine_notes(
         console.print(f"trial engine for {n} trial{'s' if n > 1 else ''}: {why}")
 
 
-def _save_ui_view(client, exp: str, study: str) -> None:
+def _save_ui_view(client, exp: str, study: str, metric: tuple[str, str]) -> None:
     """The study's saved view in MLflow's UI (Views menu): a convenience, never worth failing a
     finished study over (a read-only or unreachable server just keeps its default columns)."""
     from lrstudy.track import ui_view
 
     try:
         trials = track_runs.search_study_runs(client, exp, names.KIND_TRIAL, study)
-        ui_view.ensure_study_view(client, exp, study, [r.info.run_name or "" for r in trials])
+        names_ = [r.info.run_name or "" for r in trials]
+        ui_view.ensure_study_view(client, exp, study, names_, metric)
     except Exception:  # noqa: BLE001, S110 - see the docstring
         pass
 

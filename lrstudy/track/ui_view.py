@@ -253,18 +253,34 @@ def view_name(study: str | None) -> str:
     return f"{VIEW_NAME_PREFIX}{study} trials" if study else f"{VIEW_NAME_PREFIX}trials"
 
 
+def metric_columns(metric: tuple[str, str] | None) -> dict[str, Any]:
+    """Columns and sort of a study ranked by `metric` (name, "max" | "min"): that metric takes
+    final val acc's place, best first. None or val/acc: the default view."""
+    if metric is None or metric[0] == names.VAL_ACC:
+        return {}
+    ranked = column("metrics", metric[0])
+    columns = [ranked if c == column("metrics", names.FINAL_VAL_ACC) else c for c in STUDY_COLUMNS]
+    return {"columns": columns, "order_by": ranked, "ascending": metric[1] == "min",
+            "widths": {**COLUMN_WIDTHS, ranked: 120}}  # fmt: skip
+
+
 def ensure_study_view(
-    client, experiment_id: str, study: str | None, run_names: Sequence[str] = ()
+    client,
+    experiment_id: str,
+    study: str | None,
+    run_names: Sequence[str] = (),
+    metric: tuple[str, str] | None = None,
 ) -> str:
     """Write (or refresh) the saved view of `study` on the experiment; return its key.
 
+    `metric`: the study's ranking metric (`StudySpec.rank_metric`), shown and sorted by.
     Idempotent: the tag is rewritten only when the view differs from what it would be now (then
     `createdAt` is kept). Safe to call on every `lrstudy ui`.
     """
     key = view_key(study)
     tag = SHARED_VIEW_TAG_PREFIX + key
     name = view_name(study)
-    state = study_view_state(study, run_names=run_names)
+    state = study_view_state(study, run_names=run_names, **metric_columns(metric))
     current = client.get_experiment(experiment_id).tags.get(tag)
     old = parse_envelope(current) if current else None
     if old is not None and old["state"] == state and old["name"] == name:
