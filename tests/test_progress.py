@@ -78,3 +78,18 @@ def test_cli_best_line_says_when_the_winner_is_an_end_of_the_grid() -> None:
         "sgd lr=0.1", "k", 0.9, float("nan"), 1, edge=edge_note(0.1, [0.01, 0.1, 1])
     )
     assert summary_lines("s", StudyRun(4, 0, "1", "p", best=middle))[-1].endswith("(n=1)")
+
+
+def test_on_a_terminal_the_bar_counts_what_the_lines_number() -> None:
+    import io
+
+    console = Console(file=io.StringIO(), force_terminal=True, width=120)
+    p = StudyProgress(console, "s", 4, set())
+    with p:
+        p.on_event({"type": "done_elsewhere", "key": "a"})
+        p.on_event(_event("b"))
+        p.on_event(_event("a"))
+        p.on_event(_event("b"))
+        numbers = [int(m[1]) for ln in console.file.getvalue().splitlines()
+                   if (m := re.search(r"\[(\d+)/4\] ", ln))]  # fmt: skip
+        assert p._progress.tasks[0].completed == max(numbers) == len(p.done_keys) == 2
