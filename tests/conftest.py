@@ -65,3 +65,12 @@ def smoke_study(tmp_path: Path, name: str, epochs: int = 2, seeds: str = "[0, 1]
     p = tmp_path / f"{name}.yaml"
     p.write_text(text)
     return p
+
+
+# Tests that must run under CI (a skip fails there): the marker, the registry and the hooks.
+from tests.required_tests import (  # noqa: E402, F401 - conftest hooks are found by name
+    pytest_collection_modifyitems,
+    pytest_configure,
+    pytest_make_collect_report,
+    pytest_runtest_makereport,
+)

@@ -367,6 +367,7 @@ def test_ui_errors_are_one_line(smoke_store, store_uri, tmp_path, capsys):
 CHROMIUM = shutil.which("chromium")
 
 
+@pytest.mark.required
 @pytest.mark.skipif(CHROMIUM is None, reason="`chromium` is not on PATH")
 def test_the_view_renders_in_mlflows_ui(smoke_store, store_uri, tmp_path, capsys):
     """A real `mlflow ui` and headless Chromium: the printed URL shows trials, best first, with
