@@ -4,7 +4,8 @@ MLflow has no atomic "create if absent" and no heartbeat, so a claim is a run pl
 
 1. **Look.** Search the study's runs with the trial's key. A FINISHED run with outcome ok or
    diverged means done: skip. A RUNNING run whose lease is stale (its `lrstudy.heartbeat` is older
-   than the lease's TTL, or its pid is gone on this host) is closed as KILLED. A RUNNING run with a
+   than the lease's TTL, or its pid is gone in our own pid space: same machine boot and same pid
+   namespace, `runs.pid_gone_here`; a hostname alone proves nothing) is closed as KILLED. A RUNNING run with a
    live lease belongs to another worker: skip for now.
 2. **Claim.** Create our RUNNING run for the key (tag `lrstudy.claim=pending`, heartbeat now).
 3. **Resolve.** Search again. We win only if we see no other live claim and no done run for the
@@ -63,7 +64,9 @@ class Lease:
 
 
 def new_owner() -> str:
-    """A worker's identity on its runs: host, pid and a random part (pids repeat across hosts)."""
+    """A worker's identity on its runs: host, pid and a random part (pids repeat across hosts).
+
+    Informative only: liveness reads the run's pid, boot id and pid namespace tags."""
     return f"{track_runs.host()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
 
 
@@ -92,7 +95,7 @@ def is_done(run) -> bool:
 
 
 def is_stale(run, lease: Lease, now: float | None = None) -> bool:
-    """A RUNNING run whose owner stopped heartbeating (or whose pid is gone on this host)."""
+    """A RUNNING run whose owner stopped heartbeating (or whose pid is gone in our pid space)."""
     if run.info.status != "RUNNING":
         return False
     if track_runs.pid_gone_here(run):

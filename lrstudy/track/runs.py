@@ -3,15 +3,18 @@
 A study invocation is a parent run; each trial a child run (MLflow's `mlflow.parentRunId` tag).
 Resume works on trial keys: a key with a FINISHED run (outcome ok or diverged) is done; anything
 else is run again. Who may run a trial is decided by claims (`lrstudy.track.claims`): a run
-RUNNING without a fresh heartbeat, or whose pid is gone on this host, is closed as KILLED.
+RUNNING without a fresh heartbeat, or whose pid is gone in our own pid space (same boot of the
+same machine and same pid namespace: `process_identity`), is closed as KILLED.
 """
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import socket
 import time
+from pathlib import Path
 from typing import Any
 
 from lrstudy import __version__, names
@@ -45,8 +48,30 @@ def host() -> str:
     return socket.gethostname()
 
 
+# Where a pid means something: the machine's boot (random per boot, shared by the containers of
+# a machine) and the pid namespace (containers with host networking share the hostname, not
+# the pids). Both must match ours before a pid is checked. (Tag names beside names.TAG_PID.)
+TAG_BOOT_ID = "lrstudy.boot_id"
+TAG_PID_NS = "lrstudy.pid_ns"
+_BOOT_ID = Path("/proc/sys/kernel/random/boot_id")
+_PID_NS = "/proc/self/ns/pid"
+
+
+def process_identity() -> dict[str, str]:
+    """{boot id tag: this boot, pid namespace tag: 'pid:[inode]'} for this process; a value we
+    cannot read (not Linux, no /proc) is left out, and then no one ever checks our pid."""
+    ident = {}
+    with contextlib.suppress(OSError):
+        boot = _BOOT_ID.read_text().strip()
+        if boot:
+            ident[TAG_BOOT_ID] = boot
+    with contextlib.suppress(OSError):
+        ident[TAG_PID_NS] = os.readlink(_PID_NS)
+    return ident
+
+
 def _process_tags() -> dict[str, str]:
-    return {names.TAG_PID: str(os.getpid()), names.TAG_HOST: host()}
+    return {names.TAG_PID: str(os.getpid()), names.TAG_HOST: host(), **process_identity()}
 
 
 def start_run(
@@ -119,15 +144,20 @@ def search_study_runs(client, experiment_id: str, kind: str, study: str | None =
 
 
 def pid_gone_here(run) -> bool:
-    """True when `run` was started on this host by a process that no longer exists.
+    """True when `run` was started in our own pid space by a process that no longer exists.
 
-    Only this host's processes can be checked; other machines' runs expire by lease instead."""
+    A pid is only checked when the run's boot id and pid namespace are both ours (recorded by
+    `start_run`): a hostname is not enough, since containers sharing the host's network share its
+    hostname but not its pids (a live rival would look dead and be reaped). Everything else
+    (other machines, other pid namespaces, runs of older lrstudy versions without these tags,
+    even on this host) expires by its lease instead: slower, never wrong."""
     tags = run.data.tags
-    if tags.get(names.TAG_HOST) != host():
+    ours = process_identity()
+    if len(ours) < 2 or any(tags.get(k) != v for k, v in ours.items()):
         return False
     pid = tags.get(names.TAG_PID)
     if not pid or not pid.isdigit():
-        return True
+        return False
     if int(pid) == os.getpid():
         return False
     try:
