@@ -16,53 +16,47 @@ def study_params(spec: StudySpec, trials: list[Trial], data: Any) -> dict[str, A
     from lrstudy.train.module import steps_per_epoch  # torch: only where a study runs
 
     metric, mode = spec.rank_metric
-    if spec.task.kind == "module":  # the user's classes and data: no tensors to count here
-        first = trials[0]
-        return {
-            "study": spec.name,
-            "description": spec.description,
-            "task_kind": "module",
-            # under the reference tasks' names too, so the report's header shows them
-            "model": first.model,
-            "dataset": first.dataset or "(the module's own loaders)",
-            "epochs": spec.train.epochs,
-            "batch_size": spec.train.batch_size,
-            "metric": metric,
-            "metric_mode": mode,
-            "search": spec.search.method,
-            "seeds": list(spec.seeds),
-            "n_trials": len(trials),
-            "optimizers": [o.name for o in spec.optimizers],
-            "schedules": [s.label for s in spec.schedules],
-            "sweep": {k: list(v) for k, v in spec.sweep.axes().items()},
-        } | {f"init.{k}": v for k, v in first.model_args.items()}
-    spe = steps_per_epoch(len(data.x_train), trials[0].batch_size)
-    target = spec.train.target
-    return {
+    common = {
         "study": spec.name,
         "description": spec.description,
-        "dataset": spec.task.dataset,
-        "model": spec.task.model,
-        "model_args": spec.task.model_args,
         "epochs": spec.train.epochs,
         "batch_size": spec.train.batch_size,
-        "target_metric": target.metric if target else "",
-        "target_value": target.value if target else "",
-        "target_mode": target.resolved_mode if target else "",
         "search": spec.search.method,
         "seeds": list(spec.seeds),
         "n_trials": len(trials),
         "optimizers": [o.name for o in spec.optimizers],
         "schedules": [s.label for s in spec.schedules],
         "sweep": {k: list(v) for k, v in spec.sweep.axes().items()},
+    }
+    user = {"task_kind": spec.task.kind, "metric": metric, "metric_mode": mode}
+    first = trials[0]
+    if spec.task.kind == "module":  # the user's classes and data: no tensors to count here
+        return {
+            **common,
+            **user,
+            # under the reference tasks' names, so the report's header shows them
+            "model": first.model,
+            "dataset": first.dataset or "(the module's own loaders)",
+            **{f"init.{k}": v for k, v in first.model_args.items()},
+        }
+    spe = steps_per_epoch(len(data.x_train), first.batch_size)
+    target = spec.train.target
+    return {
+        **common,
+        "dataset": first.dataset,
+        "model": first.model,
+        "model_args": first.model_args,
+        "target_metric": target.metric if target else "",
+        "target_value": target.value if target else "",
+        "target_mode": target.resolved_mode if target else "",
         "evaluate_noise": list(spec.evaluate.noise),
         "steps_per_epoch": spe,
         "total_steps": spe * spec.train.epochs,
         "n_train": len(data.x_train),
         "n_test": len(data.x_test),
         "num_classes": data.num_classes,  # the report's "at chance" line is 1 / num_classes
-    } | ({"task_kind": "model", "metric": metric, "metric_mode": mode, "loss": trials[0].loss}
-         if spec.task.kind == "model" else {})  # fmt: skip
+        **({**user, "loss": first.loss} if spec.task.kind == "model" else {}),
+    }
 
 
 def trial_params(trial: Trial, lr: float, spe: int | None) -> dict[str, Any]:

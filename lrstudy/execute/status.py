@@ -34,18 +34,10 @@ def study_status(
     Raises:
         UserInputError: any mistake `run` would refuse; a missing store is not one (nothing done).
     """
-    from lrstudy.track.store import experiment_id, open_client
     from lrstudy.train.preflight import preflight
 
     trials, data = preflight(spec, source)
-    runs: list = []
-    try:
-        client = open_client(tracking_uri, create=False)
-        exp = experiment_id(client, spec.experiment, create=False)
-        if exp is not None:
-            runs = track_runs.search_study_runs(client, exp, names.KIND_TRIAL, spec.name)
-    except UserInputError:
-        pass  # no store yet: nothing is done
+    runs = trial_runs(spec, tracking_uri)
     lease = Lease.from_env()
     done = {r.data.tags.get(names.TAG_TRIAL_KEY) for r in runs if is_done(r)}
     running = {
@@ -85,19 +77,10 @@ def study_notes(spec: StudySpec, source: str, tracking_uri: str) -> list[str]:
     if spec.task.kind == "reference":
         return versions
     from lrstudy.execute.notes import user_class_notes
-    from lrstudy.track.store import experiment_id, open_client
     from lrstudy.train.preflight import preflight
 
     trials, data = preflight(spec, source)
-    runs: list = []
-    try:
-        client = open_client(tracking_uri, create=False)
-        exp = experiment_id(client, spec.experiment, create=False)
-        if exp is not None:
-            runs = track_runs.search_study_runs(client, exp, names.KIND_TRIAL, spec.name)
-    except UserInputError:
-        pass
-    return versions + user_class_notes(spec, trials, data, runs)
+    return versions + user_class_notes(spec, trials, data, trial_runs(spec, tracking_uri))
 
 
 def version_notes(spec: StudySpec, trials: list[Trial], runs: list) -> list[str]:
@@ -137,14 +120,20 @@ def version_notes(spec: StudySpec, trials: list[Trial], runs: list) -> list[str]
 def study_version_notes(spec: StudySpec, tracking_uri: str) -> list[str]:
     """`version_notes` for a study, read from the store (none when there is no store yet)."""
     from lrstudy.plan import plan_trials
+
+    runs = trial_runs(spec, tracking_uri)
+    return version_notes(spec, plan_trials(spec), runs) if runs else []
+
+
+def trial_runs(spec: StudySpec, tracking_uri: str) -> list:
+    """The study's trial runs in the store, read-only; none when there is no store yet."""
     from lrstudy.track.store import experiment_id, open_client
 
     try:
         client = open_client(tracking_uri, create=False)
         exp = experiment_id(client, spec.experiment, create=False)
-        if exp is None:
-            return []
-        runs = track_runs.search_study_runs(client, exp, names.KIND_TRIAL, spec.name)
     except UserInputError:
+        return []  # no store yet: nothing is done
+    if exp is None:
         return []
-    return version_notes(spec, plan_trials(spec), runs)
+    return track_runs.search_study_runs(client, exp, names.KIND_TRIAL, spec.name)

@@ -269,7 +269,7 @@ def _print_engine_notes(
     from lrstudy.execute.notes import user_class_notes
 
     for line in user_class_notes(order.spec, trials, data, existing):
-        console.print(line)
+        console.print(line, soft_wrap=True)  # one line, also in a log file
     if order.engine == "trial" or len(todo) < 2:
         return
     from lrstudy.execute.population import batches
@@ -279,7 +279,7 @@ def _print_engine_notes(
         if why:
             reasons[why] = reasons.get(why, 0) + len(batch)
     for why, n in reasons.items():
-        console.print(f"trial engine for {n} trial{'s' if n > 1 else ''}: {why}")
+        console.print(f"trial engine for {n} trial{'s' if n > 1 else ''}: {why}", soft_wrap=True)
 
 
 def _save_ui_view(client, exp: str, study: str, metric: tuple[str, str]) -> None:

@@ -304,3 +304,32 @@ def named_groups(
             f"parameters ({', '.join(left[:4])}{', ...' if len(left) > 4 else ''})"
         )
     return groups
+
+
+def check_groups(
+    model: nn.Module,
+    prefixes: dict[str, list[str]] | None,
+    layer_lrs: list,
+    source: str,
+    label: str,
+) -> None:
+    """The user-named groups resolve, and every layer_lr list has one multiplier per group.
+
+    Args:
+        layer_lrs: each optimizer's `layer_lr` (None, {"decay": d} or a list of multipliers).
+        label: the model as named in messages.
+    Raises:
+        UserInputError: one line naming the field.
+    """
+    try:
+        groups = named_groups(model, prefixes)
+    except ValueError as e:
+        raise UserInputError(f"{source}: task.param_groups: {e}") from None
+    group_names = [g for g, _ in (groups or layer_groups(model))]
+    for i, layer_lr in enumerate(layer_lrs):
+        if isinstance(layer_lr, tuple | list) and len(layer_lr) != len(group_names):
+            raise UserInputError(
+                f"{source}: optimizers[{i}].layer_lr: {list(layer_lr)} has {len(layer_lr)} "
+                f"multipliers; {label} has {len(group_names)} "
+                f"{'named groups' if groups else 'layers'} ({', '.join(group_names)})"
+            )

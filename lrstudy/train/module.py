@@ -228,19 +228,7 @@ def run_trial(
     model = build_model(trial.model, ds.input_shape, ds.num_classes, trial.model_args)
     batches = TensorBatches(ds.x_train, ds.y_train, trial.batch_size, trial.seed)
     module = ReferenceModule(model, trial, lr, batches)
-    accelerator = {"cuda": "gpu"}.get(trial.accelerator, trial.accelerator)
-    trainer = L.Trainer(
-        max_epochs=trial.epochs,
-        accelerator=accelerator,
-        devices=1,
-        logger=False,
-        callbacks=callbacks,
-        enable_checkpointing=False,
-        enable_progress_bar=False,
-        enable_model_summary=False,
-        num_sanity_val_steps=0,
-        deterministic=accelerator == "cpu" or None,
-    )
+    trainer = L.Trainer(logger=False, callbacks=callbacks, **trainer_options(trial))
     t0 = time.perf_counter()
     trainer.fit(module, train_dataloaders=batches, val_dataloaders=FullBatch(ds.x_test, ds.y_test))
     seconds = time.perf_counter() - t0
@@ -254,6 +242,22 @@ def run_trial(
         steps_per_epoch=len(batches),
         last_epoch=dict(module.history[-1]) if module.history else {},
     )
+
+
+def trainer_options(trial: Trial) -> dict[str, Any]:
+    """A trial's Lightning Trainer, lean: no progress bar, checkpoints, summary or sanity check
+    (a study builds hundreds of Trainers); deterministic on CPU (a rerun computes the same)."""
+    accelerator = {"cuda": "gpu"}.get(trial.accelerator, trial.accelerator)
+    return {
+        "max_epochs": trial.epochs,
+        "accelerator": accelerator,
+        "devices": 1,
+        "enable_checkpointing": False,
+        "enable_progress_bar": False,
+        "enable_model_summary": False,
+        "num_sanity_val_steps": 0,
+        "deterministic": accelerator == "cpu" or None,
+    }
 
 
 def summarize(hist: list[dict[str, float]], trial: Trial, seconds: float) -> dict[str, float]:

@@ -14,7 +14,7 @@ from lrstudy.errors import UserInputError
 from lrstudy.plan import Trial, plan_trials
 from lrstudy.spec import StudySpec
 from lrstudy.train.data import Dataset, load_dataset
-from lrstudy.train.models import build_model, layer_groups, named_groups
+from lrstudy.train.models import build_model, check_groups
 from lrstudy.train.user_classes import resolve, search_dirs
 
 
@@ -63,18 +63,8 @@ def preflight(
         from lrstudy.train.user_preflight import check_forward
 
         check_forward(model, data, trials[0], f"{source}: task.model")
-    try:
-        groups = named_groups(model, trials[0].param_groups)
-    except ValueError as e:
-        raise UserInputError(f"{source}: task.param_groups: {e}") from None
-    group_names = [g for g, _ in (groups or layer_groups(model))]
-    for i, opt in enumerate(spec.optimizers):
-        if isinstance(opt.layer_lr, tuple) and len(opt.layer_lr) != len(group_names):
-            raise UserInputError(
-                f"{source}: optimizers[{i}].layer_lr: {list(opt.layer_lr)} has "
-                f"{len(opt.layer_lr)} multipliers; model {name} has {len(group_names)} "
-                f"{'named groups' if groups else 'layers'} ({', '.join(group_names)})"
-            )
+    layer_lrs = [opt.layer_lr for opt in spec.optimizers]
+    check_groups(model, trials[0].param_groups, layer_lrs, source, f"model {name}")
     return trials, data
 
 

@@ -25,7 +25,7 @@ from lrstudy import names
 from lrstudy.plan import Trial
 from lrstudy.schedules.catalog import build_schedule, monitor_of, warmup_steps_from
 from lrstudy.train.models import named_groups
-from lrstudy.train.module import TrialResult
+from lrstudy.train.module import TrialResult, trainer_options
 from lrstudy.train.optim import build_optimizer, make_scheduler
 
 
@@ -174,19 +174,11 @@ def run_module_trial(
     tracker = next(cb for cb in callbacks if isinstance(cb, LRStudyCallback))
     logger = ModuleMetricsLogger(tracker)
     keeper = ScheduleKeeper(rank_metric, tracker)
-    accelerator = {"cuda": "gpu"}.get(trial.accelerator, trial.accelerator)
     trainer = L.Trainer(
-        max_epochs=trial.epochs,
-        accelerator=accelerator,
-        devices=1,
         logger=logger,
         log_every_n_steps=1,  # every value the module logs, at the step it logs it
         callbacks=[*callbacks, keeper],
-        enable_checkpointing=False,
-        enable_progress_bar=False,
-        enable_model_summary=False,
-        num_sanity_val_steps=0,
-        deterministic=accelerator == "cpu" or None,
+        **trainer_options(trial),
     )
     t0 = time.perf_counter()
     trainer.fit(module, datamodule=datamodule)

@@ -16,7 +16,7 @@ from lrstudy.plan import Trial
 from lrstudy.spec import StudySpec
 from lrstudy.train.data import Dataset
 from lrstudy.train.losses import make_loss
-from lrstudy.train.models import layer_groups, named_groups
+from lrstudy.train.models import check_groups
 from lrstudy.train.user_classes import accepted_args, check_kind, import_class, resolve
 from lrstudy.train.user_module import ModuleTask
 
@@ -97,18 +97,8 @@ def check_module_task(
             f"{where}.module: {_label(module_cls)} defines no train_dataloader; give "
             f"task.datamodule: {{class_path: ...}}"
         )
-    try:
-        groups = named_groups(module, trials[0].param_groups)
-    except ValueError as e:
-        raise UserInputError(f"{source}: task.param_groups: {e}") from None
-    group_names = [g for g, _ in (groups or layer_groups(module))]
-    for i, opt in enumerate(spec.optimizers):
-        if isinstance(opt.layer_lr, tuple) and len(opt.layer_lr) != len(group_names):
-            raise UserInputError(
-                f"{source}: optimizers[{i}].layer_lr: {list(opt.layer_lr)} has "
-                f"{len(opt.layer_lr)} multipliers; {_label(module_cls)} has {len(group_names)} "
-                f"{'named groups' if groups else 'layers'} ({', '.join(group_names)})"
-            )
+    layer_lrs = [opt.layer_lr for opt in spec.optimizers]
+    check_groups(module, trials[0].param_groups, layer_lrs, source, _label(module_cls))
     overrides = is_overridden("configure_optimizers", module)
     manual = not module.automatic_optimization
     if manual and overrides:
