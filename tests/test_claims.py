@@ -44,24 +44,32 @@ def test_second_claim_on_a_held_key_backs_off(store_uri: str) -> None:
 
 def test_concurrent_claims_have_exactly_one_winner(store_uri: str) -> None:
     _, exp = _setup(store_uri)
-    won: list[str] = []
+    results: dict[int, tuple[str, object]] = {}  # thread -> ("won", run id) / ("yielded", None)
     start = threading.Barrier(6)
 
-    def contend() -> None:
-        claims = Claims(MlflowClient(store_uri), exp, STUDY)
-        start.wait()
-        run = claims.claim("race", name="t", tags=_tags("race"), parent_id=None)
-        if run is not None:
-            won.append(run)
+    def contend(i: int) -> None:
+        try:
+            claims = Claims(MlflowClient(store_uri), exp, STUDY)
+            start.wait()
+            run = claims.claim("race", name="t", tags=_tags("race"), parent_id=None)
+            results[i] = ("won", run) if run is not None else ("yielded", None)
+        except BaseException as e:  # noqa: BLE001 - every thread's fate is checked below
+            results[i] = ("raised", repr(e))
+            raise
 
-    threads = [threading.Thread(target=contend) for _ in range(6)]
+    threads = [threading.Thread(target=contend, args=(i,)) for i in range(6)]
     for t in threads:
         t.start()
     for t in threads:
         t.join(timeout=120)
+    assert not [t for t in threads if t.is_alive()]
+    # Every thread either won or yielded cleanly: none crashed (a crash is no "yield").
+    assert sorted(results) == list(range(6))
+    assert not [r for r in results.values() if r[0] == "raised"], results
+    won = [run for what, run in results.values() if what == "won"]
+    assert len(won) == 1 and sum(what == "yielded" for what, _ in results.values()) == 5
     client = MlflowClient(store_uri)
     alive = key_runs(client, exp, STUDY, "race")  # deleted (retracted) claims are not listed
-    assert len(won) == 1
     assert [r.info.run_id for r in alive] == won
     assert alive[0].data.tags[names.TAG_CLAIM] == "won"
 

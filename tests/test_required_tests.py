@@ -85,3 +85,18 @@ def test_the_service_tests_are_required() -> None:
         "tests/test_execution.py::test_dead_worker_on_another_machine_is_taken_over_after_its_lease"
     ]
     assert any("postgresql" in i for i in by_file["tests/test_bulk_metrics.py"])
+
+
+def test_an_exception_in_a_thread_fails_the_test(tmp_path: Path) -> None:
+    # The repo's own pytest settings (pyproject.toml), on a test whose thread dies.
+    (tmp_path / "test_thread.py").write_text(
+        "import threading\n\n"
+        "def test_thread_dies():\n"
+        "    t = threading.Thread(target=lambda: 1 / 0)\n"
+        "    t.start()\n"
+        "    t.join()\n"
+    )
+    done = _pytest(tmp_path, "-c", str(ROOT / "pyproject.toml"), str(tmp_path / "test_thread.py"))
+    assert done.returncode == 1, done.stdout
+    assert "PytestUnhandledThreadExceptionWarning" in done.stdout
+    assert "ZeroDivisionError" in done.stdout
