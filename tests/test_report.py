@@ -83,6 +83,8 @@ def test_header_tables_and_honest_counts(report):
                  "1 run(s) left out: status KILLED", "2 invocations of this study",
                  "LR range test suggestions", 'class="sortable"'):  # fmt: skip
         assert text in html, text
+    # the class count (labels are checked to be 0..C-1 when loaded) and the split sizes
+    assert "mnist1d (10 classes; " in html and " validation samples)" in html
     # every configuration is listed, the diverged ones too
     n_configs = sum(len(v) for v in SPEC.lrs.values()) * len(SPEC.sweep["weight_decay"])
     assert html.count('<tr><td class="name" data-v=') == n_configs  # the final-performance table

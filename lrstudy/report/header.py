@@ -69,8 +69,11 @@ def header(sr, trials: pd.DataFrame, tracking_uri: str) -> list[tuple[str, str]]
     p = (sr.parent or {}).get("params", {})
     tags = (sr.parent or {}).get("tags", {})
     seeds = sorted({int(s) for s in trials["seed"].dropna()})
+    task = p.get("dataset", "—")
+    if p.get("num_classes") not in (None, "", "0"):  # labels 0..C-1 (checked when loaded)
+        task += f" ({p['num_classes']} classes; {p.get('n_train', '?')} train, {p.get('n_test', '?')} validation samples)"
     items = [
-        ("task", p.get("dataset", "—")),
+        ("task", task),
         ("model", p.get("model", "—") + (f" {p['model_args']}" if p.get("model_args") not in (None, "{}") else "")),
         ("steps", f"{p['total_steps']} ({p.get('epochs', '?')} epochs × {p.get('steps_per_epoch', '?')} steps, "
                   f"batch size {p.get('batch_size', '?')})" if "total_steps" in p else "—"),
