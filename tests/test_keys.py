@@ -228,3 +228,76 @@ optimizers: [{name: adam, lr: 0.01}]
         "adam lr=0.01 constant seed=0": ("c5101fda5f333619", "0c71dfdc8659e1a0")
     }
     assert spec.spec_hash() == "ca26242d5292"
+
+
+# Every optimizer of the catalogue (lrstudy/spec/optimizers.py OPTIMIZERS) at two LRs with its
+# defaults: a key hashes the resolved optimizer settings, so a changed default in the catalogue
+# (say, to follow a new torch default) would rerun every finished trial of that optimizer.
+ALL_OPTIMIZERS_STUDY = """
+name: allopt
+task:
+  dataset: mnist1d
+  model: mlp
+  model_args: {hidden: [32]}
+  data_args: {num_samples: 600}
+train:
+  epochs: 2
+  batch_size: 50
+optimizers:
+  - name: sgd
+    lr: [0.01, 0.1]
+  - name: momentum
+    lr: [0.01, 0.1]
+  - name: nesterov
+    lr: [0.01, 0.1]
+  - name: adagrad
+    lr: [0.01, 0.1]
+  - name: adadelta
+    lr: [0.01, 0.1]
+  - name: rmsprop
+    lr: [0.01, 0.1]
+  - name: adam
+    lr: [0.01, 0.1]
+  - name: adamw
+    lr: [0.01, 0.1]
+  - name: nadam
+    lr: [0.01, 0.1]
+  - name: radam
+    lr: [0.01, 0.1]
+seeds: [0]
+"""
+
+
+def test_every_optimizer_keys_and_the_population_engine() -> None:
+    from lrstudy.spec.optimizers import OPTIMIZERS
+    from lrstudy.train.population.grouping import check_population
+
+    trials = plan_trials(parse_spec(ALL_OPTIMIZERS_STUDY))
+    assert {t.optimizer for t in trials} == set(OPTIMIZERS)  # a new optimizer gets pinned too
+    assert _keys(trials) == {
+        "sgd lr=0.01 constant seed=0": ("5706a67d3890958d", "7b0390791a107875"),
+        "sgd lr=0.1 constant seed=0": ("a6e334ec5c2d79de", "bd494d3f92bd1389"),
+        "momentum lr=0.01 constant seed=0": ("4eab4dc6e862218c", "17dd1edcc6267026"),
+        "momentum lr=0.1 constant seed=0": ("cc1b760e1c564413", "6c9ff8524b2a3279"),
+        "nesterov lr=0.01 constant seed=0": ("e097fe4ba36c23ab", "5e92f2910211eb46"),
+        "nesterov lr=0.1 constant seed=0": ("c627ea37d971a234", "cbf6bd892d1507e4"),
+        "adagrad lr=0.01 constant seed=0": ("e682fb7d1f5f6e4b", "0077ccbd480649cd"),
+        "adagrad lr=0.1 constant seed=0": ("1b17b64551bc315d", "fd873e1dd28a5de1"),
+        "adadelta lr=0.01 constant seed=0": ("644026ef0a3c67a9", "f5360cb7978c6bd9"),
+        "adadelta lr=0.1 constant seed=0": ("7377e9ffd45dd3dd", "1667ce4f4fb8b5c4"),
+        "rmsprop lr=0.01 constant seed=0": ("267ee4f52895b2ac", "6f943ce773deef4a"),
+        "rmsprop lr=0.1 constant seed=0": ("235b59df3c5aaa69", "0f522a8f06bb08da"),
+        "adam lr=0.01 constant seed=0": ("d24d9c3c6a090493", "2bc73710ef185e1c"),
+        "adam lr=0.1 constant seed=0": ("87d48e68d08e3b91", "11158ddc164200cf"),
+        "adamw lr=0.01 constant seed=0": ("4aac7de9f97f5761", "ef6c9d8ff46dbb88"),
+        "adamw lr=0.1 constant seed=0": ("6eb1cb83612b096a", "32e00f792aff2ac5"),
+        "nadam lr=0.01 constant seed=0": ("cc354c079428ba6b", "c806af61a846820f"),
+        "nadam lr=0.1 constant seed=0": ("7ddac34ac8fd5531", "c9da3251ccbecd2c"),
+        "radam lr=0.01 constant seed=0": ("2f506bde68bcf8e7", "867d8fa0c10d477a"),
+        "radam lr=0.1 constant seed=0": ("f8a1b75638f32695", "e4770a9075154292"),
+    }
+    # The same study on the population engine (`--engine auto`, the default, which groups the two
+    # LRs of each optimizer into one population): keys are computed by the plan, before and
+    # whatever an engine is chosen, so a population member logs exactly the key above.
+    for name in OPTIMIZERS:
+        check_population([t for t in trials if t.optimizer == name])
