@@ -365,7 +365,7 @@ def cmd_ui(args: argparse.Namespace) -> int:
     base = ui_view.base_url(uri) if server else f"http://127.0.0.1:{args.port}"
     if not server and ui_view.port_in_use(args.port):
         raise UserInputError(f"ui: port {args.port} on 127.0.0.1 is in use; pass --port")
-    url, view = ui_view.experiments_url(base), None
+    url, view, metric = ui_view.experiments_url(base), None, None
     if experiment or server:
         client = open_client(uri, create=False)  # a server: reachable; a file: it exists
     if experiment:
@@ -394,7 +394,8 @@ def cmd_ui(args: argparse.Namespace) -> int:
     where = f"MLflow UI of {uri}" if server else f"MLflow UI for {uri} (Ctrl-C stops it)"
     print(f"{where}:\n  {url}")
     if view:
-        print(f"  view {view!r} (Views menu): outcome, final val acc and settings per trial")
+        shown = "final val acc" if metric is None or metric[0] == names.VAL_ACC else metric[0]
+        print(f"  view {view!r} (Views menu): outcome, {shown} and settings per trial")
     opened = not args.no_browser and ui_view.display_available()
     if server:
         if opened:
