@@ -109,7 +109,21 @@ def _range_error(v: dict, err: ValidationError) -> str:
     if first["type"] == "missing":
         return f"{v!r} is not allowed: a range needs {key} (keys: {fields})"
     msg = str(first["msg"]).removeprefix("Value error, ")
-    return f"{v!r} is not allowed: {key}: {msg}" if key else msg  # the range's own check
+    if not key:
+        return msg  # the range's own check
+    # The value of one key is wrong: name that key as the field (`optimizers[0].lr.num: 0 is not
+    # allowed`, not `lr: 0`, which would read as a learning rate of 0); the `@key: ` prefix is how
+    # spec/load.py appends a key to the field's path.
+    value = v.get(first["loc"][0])
+    return f"@{key}: {value!r} is not allowed: {_RANGE_KEY_FORMS.get(key, msg)}"
+
+
+_RANGE_KEY_FORMS = {
+    "low": "a learning rate > 0",
+    "high": "a learning rate > 0",
+    "num": "the number of grid points, a whole number >= 1",
+    "scale": "'log' or 'linear'",
+}
 
 
 def _positive_number(x: Any) -> float:
