@@ -399,3 +399,15 @@ def test_plan_warns_when_finished_trials_came_from_other_code(tmp_path: Path, ca
                            uri], env=env, capture_output=True, text=True, timeout=300)  # fmt: skip
     assert plan.returncode == 0, plan.stderr
     assert "warning: 2 finished trials of this study were trained on other code of" in plan.stdout
+
+
+def test_metric_names_mlflow_refuses_are_recorded_and_named_clearly(tmp_path: Path) -> None:
+    from lrstudy.spec import parse_spec
+    from lrstudy.track.callback import metric_key
+
+    # a module that logs `acc@1` loses nothing: the name is recorded as `acc_1`
+    assert metric_key("acc@1") == "acc_1" and metric_key("val_acc") == "val_acc"
+    with pytest.raises(UserInputError) as e:
+        parse_spec(module_study(tmp_path).read_text().replace("val_loss, mode: min", "acc@1"))
+    assert "task.metric.name: 'acc@1' is not allowed" in str(e.value)
+    assert "recorded as 'acc_1'" in str(e.value)

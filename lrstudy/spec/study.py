@@ -100,6 +100,19 @@ class MetricSpec(StrictModel):
     name: str = Field(min_length=1, max_length=250)
     mode: Literal["max", "min"] | None = None
 
+    @field_validator("name")
+    @classmethod
+    def _mlflow_name(cls, v: str) -> str:
+        # What MLflow accepts as a metric name; lrstudy records a module's other names with
+        # `_` for the characters it refuses (`acc@1` as `acc_1`), so name that one here.
+        if not re.match(r"^[/\w.\- :]*$", v):
+            fixed = re.sub(r"[^\w\-. /:]", "_", v)
+            raise ValueError(
+                f"{v!r} is not allowed: MLflow metric names hold letters, digits, _ - . / : and "
+                f"spaces; a module's {v!r} is recorded as {fixed!r}: name that"
+            )
+        return v
+
     @property
     def resolved_mode(self) -> str:
         """Higher is better unless told, or unless the name says it is a loss or an error."""

@@ -22,6 +22,7 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import re
 import time
 from typing import Any
 
@@ -410,7 +411,7 @@ class LRStudyCallback(Callback):
             return
         step = int(step or 0)
         items = [
-            (k, float(v), step)
+            (metric_key(k), float(v), step)
             for k, v in metrics.items()
             if k != names.EPOCH and not _is_per_step(k) and k != names.TRAIN_LOSS_EPOCH
         ]
@@ -448,6 +449,25 @@ def optimizer_params(
         out[f"opt{suffix}.{k}"] = list(v) if isinstance(v, tuple) else v
     out[f"schedule{suffix}"] = type(scheduler).__name__ if scheduler is not None else "none"
     return out
+
+
+_KEYS: dict[str, str] = {}
+
+
+def metric_key(name: str) -> str:
+    """A user's metric name as MLflow accepts it: characters it refuses (`acc@1`) become `_`, and
+    a name that would not be a unique path (`a//b`, `./x`) is normalised. One bad name must not
+    lose a whole batch of metrics (the sink writes them together)."""
+    if name not in _KEYS:
+        from mlflow.utils.validation import path_not_unique, validate_param_and_metric_name
+
+        key = name
+        if not validate_param_and_metric_name(key):
+            key = re.sub(r"[^\w\-. /:]", "_", key)
+        if path_not_unique(key):
+            key = "/".join(p for p in key.split("/") if p not in ("", ".", "..")) or "metric"
+        _KEYS[name] = key
+    return _KEYS[name]
 
 
 def _group_names(optimizers: list[torch.optim.Optimizer]) -> list[list[str]]:
