@@ -101,10 +101,13 @@ REGIMES_OK = {
 }
 
 
-def regimes_study(spec: dict, seeds=SEEDS) -> Frames:
+def regimes_study(spec: dict, seeds=SEEDS, odd: dict | None = None) -> Frames:
+    """Trials of every LR in `spec` and seed; with `odd`, the odd-indexed seeds (one half of the
+    cross-fit) follow `odd` instead."""
     rows, hist, t = [], [], np.arange(100)
-    for lr, s in spec.items():
-        for seed in seeds:
+    for lr in spec:
+        for i, seed in enumerate(seeds):
+            s = (odd if odd is not None and i % 2 else spec)[lr]
             rid = f"lr{lr}-s{seed}"
             if s.get("diverged"):
                 rows.append(dict(run_id=rid, lr=lr, seed=seed, diverged=True, final_val_acc=0.1,
@@ -163,6 +166,74 @@ def test_a_diverged_seed_at_the_too_high_lr_is_instability_on_its_own() -> None:
     study = {**REGIMES_OK, 1.0: dict(diverged=True)}
     found = CLAIMS["too_high_unstable"].check(regimes_study(study))
     assert found.verdict == S and "3/3 seeds diverged" in found.reason
+
+
+# ---------------------------------------------------------------- cross-fitted regimes
+# The regimes are picked on one half of the seeds and measured on the other. Each study below is
+# one in which the old rule (pick and measure on the same seeds) could only say "supported": the
+# LR it measures was picked *for* being worse (or best, or diverged) on those seeds.
+
+FOUR = (0, 1, 2, 3)  # halves: seeds 0, 2 and seeds 1, 3
+FLAT = dict(acc=0.75, rate=8.0, end=0.3, osc=0.2, falling=False, gn=1.0, cv=0.05)
+PEAK = {**FLAT, "acc": 0.80}
+
+
+def seed_luck() -> Frames:
+    """Every LR is as good as the next; only the seeds make one look best: on seeds 0, 2 lr=0.1
+    wins, on seeds 1, 3 lr=0.01 does. Each half picks its too low and appropriate as clearly
+    apart, and the other half contradicts it."""
+    lrs = (0.001, 0.01, 0.1, 1.0)
+    even = {lr: PEAK if lr == 0.1 else FLAT for lr in lrs}
+    odd = {lr: PEAK if lr == 0.01 else FLAT for lr in lrs}
+    return regimes_study(even, seeds=FOUR, odd=odd)
+
+
+@pytest.mark.parametrize("name", ["appropriate_best", "too_low_stalls", "too_high_worse_final"])
+def test_a_regime_picked_for_being_worse_or_best_can_fail_on_the_other_seeds(name: str) -> None:
+    study = seed_luck()
+    found = CLAIMS[name].check(study)
+    assert found.verdict == NS, found.reason
+    # every half did pick the regimes as clearly apart, on its own seeds
+    assert "0.1 (good) / 0.01 (good)" in dict((r[0], r[1]) for r in found.table.rows).values()
+    # when every seed agrees on the landscape, the same claim is supported
+    assert check(name, regimes_study({lr: PEAK if lr == 0.1 else FLAT
+                                      for lr in (0.001, 0.01, 0.1, 1.0)}, seeds=FOUR)) == S  # fmt: skip
+
+
+def test_a_too_high_lr_picked_for_a_diverged_seed_can_fail_to_be_unstable() -> None:
+    """lr=1 diverges on seeds 0, 2 only: those seeds call it too high, seeds 1, 3 train it as
+    well as lr=0.1. Measured on seeds 1, 3 it is neither unstable nor worse."""
+    even = {0.01: {**FLAT, "acc": 0.5}, 0.1: PEAK, 1.0: dict(diverged=True)}
+    odd = {0.01: {**FLAT, "acc": 0.5}, 0.1: PEAK, 1.0: {**PEAK, "acc": 0.805}}
+    study = regimes_study(even, seeds=FOUR, odd=odd)
+    for name in ("too_high_unstable", "too_high_worse_final"):
+        found = CLAIMS[name].check(study)
+        assert found.verdict == NS, (name, found.reason)
+    # diverging on the held-out seeds too: supported, and the reason says where it was picked
+    found = CLAIMS["too_high_unstable"].check(regimes_study(even, seeds=FOUR))
+    assert found.verdict == S and "picked on the other half" in found.reason
+
+
+def test_the_regimes_of_each_half_are_measured_only_on_the_other_half() -> None:
+    found = CLAIMS["too_low_slow"].check(regimes_study(REGIMES_OK, seeds=FOUR))
+    assert found.verdict == S
+    assert "seeds 0, 2 pick, seeds 1, 3 measure; seeds 1, 3 pick, seeds 0, 2 measure" in (
+        found.table.caption
+    )
+    assert all("(n=4)" in c for c in dict((r[0], r) for r in found.table.rows)["appropriate"][2:])
+
+
+@pytest.mark.parametrize("name", sorted(REGIME_CLAIMS))
+def test_one_seed_is_not_decidable_and_says_so(name: str) -> None:
+    found = CLAIMS[name].check(regimes_study(REGIMES_OK, seeds=(0,)))
+    assert found.verdict == INC
+    assert found.reason.startswith("not decidable: needs ≥ 2 seeds per configuration")
+
+
+@pytest.mark.parametrize("name", sorted(REGIME_CLAIMS))
+def test_each_regime_rule_says_how_its_regimes_were_chosen(name: str) -> None:
+    rule = CLAIMS[name].rule
+    assert "cross-fitted" in rule and "other half" in rule and "not decidable" in rule.lower()
 
 
 # ---------------------------------------------------------------- schedules
@@ -340,6 +411,32 @@ def test_every_registered_claim_is_tested_here_both_ways() -> None:
         "lower_layers_faster_helps", "lower_layers_slower_helps", "range_test_near_grid_best",
     }  # fmt: skip
     assert tested == set(claim_names())
+
+
+NOT_SUPPORTED_CASES = {  # claim -> a study that contradicts it (every registered claim has one)
+    **{name: (lambda spec=spec: regimes_study(spec)) for name, spec in REGIME_CLAIMS.items()},
+    "schedules_beat_constant": lambda: schedule_study({"constant": 0.70, "cosine": 0.70}),
+    "warmup_allows_higher_lr": lambda: warmup_study({"constant": 1.0, "constant+warmup": 1.0}),
+    "adaptive_wider_lr_band": lambda: band_study({"sgd": 0.05, "adam": 0.5}),
+    "momentum_shifts_lr": lambda: shift_study("momentum", (0.0, 0.5, 0.9), lambda b: 0.5),
+    "best_lr_grows_with_batch": lambda: shift_study("batch_size", (25, 100, 400), lambda b: 0.1),
+    "linear_scaling_rule": lambda: shift_study("batch_size", (25, 100, 400),
+                                               lambda b: 0.1 * math.sqrt(b / 100)),
+    "learning_curves_rise": lambda: curve_study(0.0),
+    "larger_lr_smaller_gap": lambda: generalization_study(-1.0),
+    "larger_lr_more_robust": lambda: generalization_study(-1.0),
+    "lower_layers_faster_helps": lambda: layer_study({"uniform": 0.70, "faster": 0.65}),
+    "lower_layers_slower_helps": lambda: layer_study({"uniform": 0.70, "slower": 0.65}),
+    "range_test_near_grid_best": lambda: range_study(3e-3),
+}  # fmt: skip
+
+
+@pytest.mark.parametrize("name", claim_names())
+def test_every_registered_claim_can_come_out_not_supported(name: str) -> None:
+    """A claim whose check cannot say "not supported" is a defect: a new claim without a
+    contradicting case here fails this test."""
+    assert name in NOT_SUPPORTED_CASES, f"{name}: no study that contradicts it"
+    assert check(name, NOT_SUPPORTED_CASES[name]()) == NS
 
 
 @pytest.mark.parametrize("name", claim_names())

@@ -1,10 +1,18 @@
 """Too low, appropriate, too high: the 3 × 3 table and the six claims read from it.
 
-The appropriate LR is the configuration the report crowns (`lrstudy.report.best.best_config`).
-Within its family (same optimizer, schedule, other axes), "too low" is the nearest lower LR that
-the diagnosis calls too low, and "too high" the nearest higher LR it calls too high or diverged:
-the mildest LRs on each side that are measurably wrong. Each regime is one configuration, so each
-cell is a mean over its seeds, with n and spread.
+The regimes are *cross-fitted*, so that choosing them cannot decide a verdict. "Too low" is an LR
+the diagnosis already calls clearly worse and "appropriate" the best, so measured on the seeds they
+were chosen on, "appropriate beats too low" could not come out otherwise. Instead the seeds are
+split in two halves (sorted seeds, alternately); on each half the report's own rules pick the
+regimes — appropriate = the half's best configuration (`best_config`), too low / too high = the
+nearest lower / higher LR of its family that the half's diagnosis (`diagnose`) calls too low / too
+high or diverged — and every claim is measured on the *other* half's seeds at those LRs. Both
+directions are pooled: each arm holds every seed once, each measured at an LR chosen without it.
+With fewer than two seeds there is no other half, and the claims say so ("not decidable").
+
+Why cross-fitting rather than an independent measurement (say, picking by train loss and
+measuring val accuracy): the regimes must mean what the report means by them (its diagnosis, its
+best), and any measurement taken on the same seeds shares their noise; held-out seeds share none.
 """
 
 from __future__ import annotations
@@ -15,7 +23,7 @@ from dataclasses import dataclass
 import numpy as np
 import pandas as pd
 
-from lrstudy.report.analyze import fmt_value, mean_std
+from lrstudy.report.analyze import config_table, fmt_value, mean_std
 from lrstudy.report.best import best_config
 from lrstudy.report.claims import decide as D
 from lrstudy.report.claims.evidence import (
@@ -30,7 +38,7 @@ from lrstudy.report.claims.evidence import (
     inconclusive,
 )
 from lrstudy.report.claims.measures import halfway_share, scored_acc
-from lrstudy.report.diagnose import OSC_MAX, SPREAD_MAX
+from lrstudy.report.diagnose import OSC_MAX, SPREAD_MAX, diagnose
 
 FAMILY = "LR regimes"
 # Speed is a share of the run's steps; 5% of a run is a visible shift on a loss curve and about
@@ -40,17 +48,40 @@ SPEED_MARGIN = 0.05
 # healthy run; instability pushes it past diagnose's OSC_MAX = 1.
 OSC_MARGIN = 0.2
 REGIMES = ("too low", "appropriate", "too high")
+MIN_SEEDS = 2  # one seed to choose on, another to measure on
+NOT_DECIDABLE = (f"not decidable: needs ≥ {MIN_SEEDS} seeds per configuration (the regimes are "
+                 "chosen on one half of the seeds and measured on the other)")  # fmt: skip
+PICKING = (
+    "Regimes are cross-fitted: the seeds are split in two halves (sorted seeds, alternately); on "
+    "each half the report's rules pick appropriate = that half's best configuration and too low "
+    "/ too high = the nearest lower / higher LR of its family that that half's diagnosis calls "
+    "too low / too high or diverged; each claim is then measured on the other half's seeds at "
+    "those LRs, both ways, pooled (every seed once, at LRs chosen without it). So being picked "
+    "as worse or as best does not decide the verdict. Not decidable with fewer than "
+    f"{MIN_SEEDS} seeds per configuration. "
+)
+
+
+@dataclass(frozen=True)
+class Fold:
+    """One direction of the cross-fit: regimes picked on `pick_seeds`, measured on the others."""
+
+    pick_seeds: tuple
+    measure_seeds: tuple
+    picks: dict[str, pd.Series | None]  # regime → its config row in the pick half's diagnosis
+    runs: dict[str, pd.DataFrame]  # regime → measured trial rows (halfway, acc; measure seeds)
+
+    def has(self, *names: str) -> bool:
+        return all(self.picks[n] is not None for n in names)
 
 
 @dataclass(frozen=True)
 class Regime:
-    """One regime: its configuration and the per-seed rows of its trials."""
+    """One regime over the folds that picked it: its LRs and the pooled out-of-fold runs."""
 
     name: str
-    config: str
-    lr: float
-    verdict: str  # the diagnosis of the configuration
-    runs: pd.DataFrame  # trial rows, with columns halfway and acc (diverged → chance)
+    picks: tuple[pd.Series, ...]  # the config row each fold picked
+    runs: pd.DataFrame
 
     @property
     def n(self) -> int:
@@ -58,41 +89,95 @@ class Regime:
 
     @property
     def n_diverged(self) -> int:
-        return int(self.runs["diverged"].sum())
+        return int(self.runs["diverged"].astype(bool).sum())
+
+    @property
+    def lr_text(self) -> str:
+        """'0.1' when every fold picked it, '0.1 / 0.316' (one LR per fold) otherwise."""
+        lrs = list(dict.fromkeys(fmt_value(float(p["lr"])) for p in self.picks))
+        return " / ".join(lrs)
 
     def values(self, col: str) -> np.ndarray:
         return self.runs[col].to_numpy(dtype=float)
 
 
-def find_regimes(frames: Frames) -> dict[str, Regime | None] | None:
-    """{too low, appropriate, too high} → Regime (None where the grid has no such LR); None
-    when no configuration is crowned."""
-    best = best_config(frames.trials)
+def seed_halves(trials: pd.DataFrame) -> tuple[tuple, tuple] | None:
+    """(even-indexed, odd-indexed) of the sorted seeds; None with fewer than MIN_SEEDS seeds."""
+    seeds = sorted(pd.unique(trials["seed"].dropna()).tolist())
+    if len(seeds) < MIN_SEEDS:
+        return None
+    return tuple(seeds[0::2]), tuple(seeds[1::2])
+
+
+def pick_regimes(trials: pd.DataFrame) -> dict[str, pd.Series | None] | None:
+    """The regimes the report's rules pick on these trials (one half of the seeds): config rows
+    of `diagnose(config_table(trials))`; None when no configuration is crowned."""
+    best = best_config(trials)
     if best is None:
         return None
-    configs = frames.configs
+    configs = diagnose(config_table(trials))
     row = configs[configs["config"] == best.name].iloc[0]
     family = configs[configs["family"] == row["family"]].sort_values("lr")
     low = family[(family["lr"] < row["lr"]) & (family["verdict"] == "too_low")]
     high = family[(family["lr"] > row["lr"]) & family["verdict"].isin(["too_high", "diverged"])]
-    # the level to get halfway to: the final train loss the crowned LR reaches (seed mean)
-    end = pd.to_numeric(frames.trials.loc[frames.trials["config"] == best.name, "final_train_loss"])
-    halfway = halfway_share(frames.trials, frames.history, float(end.mean()))
-    trials = frames.trials.assign(
-        halfway=frames.trials["run_id"].map(halfway), acc=scored_acc(frames.trials)
-    )
-
-    def regime(name: str, cfg: pd.Series | None) -> Regime | None:
-        if cfg is None:
-            return None
-        runs = trials[trials["config"] == cfg["config"]]
-        return Regime(name, cfg["config"], float(cfg["lr"]), cfg["verdict"], runs)
-
     return {
-        "too low": regime("too low", low.iloc[-1] if len(low) else None),
-        "appropriate": regime("appropriate", row),
-        "too high": regime("too high", high.iloc[0] if len(high) else None),
+        "too low": low.iloc[-1] if len(low) else None,
+        "appropriate": row,
+        "too high": high.iloc[0] if len(high) else None,
     }
+
+
+def _fold(frames: Frames, pick_seeds: tuple, measure_seeds: tuple) -> Fold | None:
+    t = frames.trials
+    picks = pick_regimes(t[t["seed"].isin(pick_seeds)])
+    if picks is None:
+        return None
+    measured = t[t["seed"].isin(measure_seeds)]
+    chosen = measured[
+        measured["config"].isin([p["config"] for p in picks.values() if p is not None])
+    ]
+    # the level to get halfway to: the final train loss of the appropriate LR on the pick half
+    picked = t[t["seed"].isin(pick_seeds) & (t["config"] == picks["appropriate"]["config"])]
+    end = float(pd.to_numeric(picked["final_train_loss"], errors="coerce").mean())
+    chosen = chosen.assign(
+        halfway=chosen["run_id"].map(halfway_share(chosen, frames.history, end)),
+        acc=scored_acc(chosen),
+    )
+    runs = {
+        name: chosen[chosen["config"] == p["config"]] if p is not None else chosen.iloc[:0]
+        for name, p in picks.items()
+    }
+    return Fold(pick_seeds, measure_seeds, picks, runs)
+
+
+@dataclass(frozen=True)
+class CrossFit:
+    """The folds of a study (both directions), and the regimes pooled over them."""
+
+    folds: tuple[Fold, ...]
+
+    def using(self, *names: str) -> tuple[Fold, ...]:
+        """The folds that picked every named regime (a comparison uses only those)."""
+        return tuple(f for f in self.folds if f.has(*names))
+
+    def regime(self, name: str, among: tuple[Fold, ...] | None = None) -> Regime | None:
+        folds = [f for f in (self.folds if among is None else among) if f.has(name)]
+        if not folds:
+            return None
+        runs = pd.concat([f.runs[name] for f in folds])
+        return Regime(name, tuple(f.picks[name] for f in folds), runs)
+
+
+def find_regimes(frames: Frames) -> CrossFit | str:
+    """The cross-fitted regimes, or why there are none (too few seeds, nothing crowned)."""
+    halves = seed_halves(frames.trials)
+    if halves is None:
+        return NOT_DECIDABLE
+    a, b = halves
+    folds = tuple(f for f in (_fold(frames, a, b), _fold(frames, b, a)) if f is not None)
+    if not folds:
+        return "no configuration is crowned on either half of the seeds (each has a diverged seed)"
+    return CrossFit(folds)
 
 
 def _cell(values: np.ndarray) -> str:
@@ -100,59 +185,85 @@ def _cell(values: np.ndarray) -> str:
     return mean_std(m, sd, n)
 
 
-def regimes_table(regimes: dict[str, Regime | None]) -> Table:
-    """The 3 × 3 table: regime × convergence speed, stability, final performance."""
+def _seeds(seeds: tuple) -> str:
+    return ", ".join(str(int(s)) if float(s).is_integer() else str(s) for s in seeds)
+
+
+def regimes_table(fit: CrossFit) -> Table:
+    """The 3 × 3 table: regime × convergence speed, stability, final performance, each over the
+    seeds its LR was not picked on."""
     rows = []
     for name in REGIMES:
-        r = regimes[name]
+        cells = []
+        for f in fit.folds:
+            p = f.picks[name]
+            cells.append(f"{fmt_value(float(p['lr']))} ({p['verdict'].replace('_', ' ')})"
+                         if p is not None else "none")  # fmt: skip
+        picked = " / ".join(cells) if len(set(cells)) > 1 else cells[0]
+        r = fit.regime(name)
         if r is None:
-            rows.append((name, "no such LR in the grid", "—", "—", "—"))
+            rows.append((name, picked, "—", "—", "—"))
             continue
         stability = f"osc {_cell(r.values('osc_index'))}; diverged {r.n_diverged}/{r.n}"
-        rows.append((f"{name}", f"{fmt_value(r.lr)} ({r.verdict.replace('_', ' ')})",
-                     _cell(r.values("halfway")), stability, _cell(r.values("acc"))))  # fmt: skip
+        rows.append((name, picked, _cell(r.values("halfway")), stability, _cell(r.values("acc"))))
+    folds = "; ".join(f"seeds {_seeds(f.pick_seeds)} pick, seeds {_seeds(f.measure_seeds)} measure"
+                      for f in fit.folds)  # fmt: skip
     return Table(
-        caption="Convergence speed = share of the steps needed to cover half of the drop in "
-        "train loss that the appropriate LR achieves (lower = faster; 1 = never); stability = "
-        "oscillation index of the train loss (non-diverged seeds; 0 = monotone descent) and "
-        "diverged seeds; final performance = final val accuracy (a diverged "
-        "seed counts as chance). Mean ± sample std over seeds (n). 'Appropriate' is the crowned "
-        "best configuration.",
-        head=("regime", "LR (diagnosis)", "convergence speed", "stability", "final performance"),
+        caption="Cross-fitted: each half of the seeds picks the regimes (as the report picks its "
+        f"best and diagnoses the rest), the other half measures them ({folds}); the LR column "
+        "shows each half's pick (one value when they agree) and its diagnosis on that half. "
+        "Convergence speed = share of the steps needed to cover half of the drop in train loss "
+        "that the appropriate LR achieves (lower = faster; 1 = never); stability = oscillation "
+        "index of the train loss (non-diverged seeds; 0 = monotone descent) and diverged seeds; "
+        "final performance = final val accuracy (a diverged seed counts as chance). Mean ± sample "
+        "std over the measured seeds (n).",
+        head=(
+            "regime",
+            "LR picked (diagnosis on the picking half)",
+            "convergence speed",
+            "stability",
+            "final performance",
+        ),  # fmt: skip
         rows=tuple(rows),
     )
 
 
-def _setup(frames: Frames, *needed: str) -> tuple[dict, Table] | Finding:
-    regimes = find_regimes(frames)
-    if regimes is None:
-        return inconclusive("no configuration is crowned (every one has a diverged seed)")
-    missing = [n for n in needed if regimes[n] is None]
-    if missing:
-        return Finding(
-            INCONCLUSIVE,
-            f"the grid has no {' and no '.join(missing)} LR next to the best "
-            f"({regimes['appropriate'].config})",
-            table=regimes_table(regimes),
-        )
-    return regimes, regimes_table(regimes)
+def _setup(frames: Frames, *needed: str) -> tuple[CrossFit, tuple[Fold, ...], Table] | Finding:
+    """The cross-fit, the folds that picked every needed regime, and the table; or the
+    inconclusive finding that says what is missing."""
+    fit = find_regimes(frames)
+    if isinstance(fit, str):
+        return inconclusive(fit)
+    table = regimes_table(fit)
+    folds = fit.using(*needed)
+    if not folds:
+        missing = [n for n in needed if not any(f.has(n) for f in fit.folds)]
+        what = " and no ".join(missing) if missing else " and ".join(needed)
+        lead = "no" if missing else "no half of the seeds picks both a"
+        best = " / ".join(dict.fromkeys(fmt_value(float(f.picks["appropriate"]["lr"]))
+                                        for f in fit.folds))  # fmt: skip
+        return Finding(INCONCLUSIVE, f"the grid has {lead} {what} LR next to the best "
+                       f"(lr={best}, picked on each half of the seeds)", table=table)  # fmt: skip
+    return fit, folds, table
 
 
 def _compare(frames: Frames, a: str, b: str, col: str, label: str, test, margin: float) -> Finding:
-    """Verdict of `test(mean(a) − mean(b))` on column `col` of two regimes."""
+    """Verdict of `test(mean(a) − mean(b))` on column `col` of two regimes, each measured on the
+    seeds it was not picked on."""
     got = _setup(frames, a, b)
     if isinstance(got, Finding):
         return got
-    regimes, table = got
-    ra, rb = regimes[a], regimes[b]
+    fit, folds, table = got
+    ra, rb = fit.regime(a, folds), fit.regime(b, folds)
     est, se, na, nb = D.difference(ra.values(col), rb.values(col))
     verdict = test(est, se, margin)
     ev = (
-        D.values_evidence(f"{label}, {a} (lr={fmt_value(ra.lr)})", ra.values(col)),
-        D.values_evidence(f"{label}, {b} (lr={fmt_value(rb.lr)})", rb.values(col)),
+        D.values_evidence(f"{label}, {a} (lr={ra.lr_text}; held-out seeds)", ra.values(col)),
+        D.values_evidence(f"{label}, {b} (lr={rb.lr_text}; held-out seeds)", rb.values(col)),
         Evidence(f"difference ({a} − {b})", est, se, f"{na} vs {nb}", kind="se"),
     )
-    reason = f"{label}: {a} − {b} = {est:+.3f} ± {se:.3f} se against a margin of {margin:g}"
+    reason = (f"{label} on held-out seeds: {a} − {b} = {est:+.3f} ± {se:.3f} se against a margin "
+              f"of {margin:g}")  # fmt: skip
     return Finding(verdict, reason, ev, table)
 
 
@@ -179,27 +290,29 @@ def too_low_worse(frames: Frames) -> Finding:
 def too_high_unstable(frames: Frames) -> Finding:
     got = _compare(frames, "too high", "appropriate", "osc_index", "oscillation index",
                    D.greater, OSC_MARGIN)  # fmt: skip
-    if len(got.evidence) < 3:  # no too-high LR, or nothing crowned
+    if len(got.evidence) < 3:  # no too-high LR, or not decidable
         return got
-    regimes = find_regimes(frames)
-    high = regimes["too high"]
-    diverged = Evidence("diverged seeds at the too-high LR", high.n_diverged, math.nan, high.n,
-                        digits=0)  # fmt: skip
+    fit = find_regimes(frames)
+    high = fit.regime("too high", fit.using("too high", "appropriate"))
+    diverged = Evidence("diverged held-out seeds at the too-high LR", high.n_diverged, math.nan,
+                        high.n, digits=0)  # fmt: skip
     if high.n_diverged:
-        reason = f"{high.n_diverged}/{high.n} seeds diverged at lr={fmt_value(high.lr)}"
+        reason = (f"{high.n_diverged}/{high.n} seeds diverged at lr={high.lr_text}, an LR picked "
+                  "on the other half of the seeds")  # fmt: skip
         return Finding(SUPPORTED, reason, (diverged, *got.evidence), got.table)
-    return Finding(got.verdict, "no seed diverged; " + got.reason, (diverged, *got.evidence),
-                   got.table)  # fmt: skip
+    return Finding(got.verdict, "no held-out seed diverged; " + got.reason,
+                   (diverged, *got.evidence), got.table)  # fmt: skip
 
 
 def too_low_stalls(frames: Frames) -> Finding:
     worse = too_low_worse(frames)
-    if len(worse.evidence) < 3:  # no too-low LR, or nothing crowned
+    if len(worse.evidence) < 3:  # no too-low LR, or not decidable
         return worse
-    low = find_regimes(frames)["too low"]
+    fit = find_regimes(frames)
+    low = fit.regime("too low", fit.using("too low", "appropriate"))
     falling = int(low.runs["still_falling"].astype(bool).sum())
-    ev = (*worse.evidence, Evidence("seeds whose loss still falls at the end", falling, math.nan,
-                                    low.n, digits=0))  # fmt: skip
+    ev = (*worse.evidence, Evidence("held-out seeds whose loss still falls at the end", falling,
+                                    math.nan, low.n, digits=0))  # fmt: skip
     if worse.verdict != SUPPORTED:
         return Finding(worse.verdict, "final accuracy: " + worse.reason, ev, worse.table)
     if 2 * falling > low.n:
@@ -210,70 +323,71 @@ def too_low_stalls(frames: Frames) -> Finding:
 
 
 def appropriate_best(frames: Frames) -> Finding:
-    got = _setup(frames, "too low", "too high")
+    got = _setup(frames, "too low", "appropriate", "too high")
     if isinstance(got, Finding):
         return got
-    regimes, table = got
-    best = regimes["appropriate"]
+    fit, folds, table = got
+    best = fit.regime("appropriate", folds)
     osc = D.mean_sd(best.values("osc_index"))[0]
     spread = D.mean_sd(best.values("acc"))[1]
     unstable = (math.isfinite(osc) and osc > OSC_MAX) or (
         math.isfinite(spread) and spread > SPREAD_MAX
     )
-    ev = [D.values_evidence(f"oscillation index, appropriate (lr={fmt_value(best.lr)})",
+    ev = [D.values_evidence(f"oscillation index, appropriate (lr={best.lr_text}; held-out seeds)",
                             best.values("osc_index"))]  # fmt: skip
     verdicts = []
     for side in ("too low", "too high"):
-        est, se, na, nb = D.difference(best.values("acc"), regimes[side].values("acc"))
+        other = fit.regime(side, folds)
+        est, se, na, nb = D.difference(best.values("acc"), other.values("acc"))
         ev.append(
             Evidence(f"final val acc, appropriate − {side}", est, se, f"{na} vs {nb}", kind="se")
         )
         verdicts.append(D.greater(est, se, D.ACC_MARGIN))
     if unstable:
-        return Finding(NOT_SUPPORTED, f"the best LR is unstable (osc {osc:.2f}, seed std {spread:.3f})",
-                       tuple(ev), table)  # fmt: skip
+        return Finding(NOT_SUPPORTED, f"the best LR is unstable on held-out seeds (osc {osc:.2f}, "
+                       f"seed std {spread:.3f})", tuple(ev), table)  # fmt: skip
     verdict = D.every(verdicts)
-    reason = "stable, and its final accuracy vs too low / too high: " + " / ".join(
-        v.replace("_", " ") for v in verdicts
+    reason = (
+        "stable, and its final accuracy on held-out seeds vs too low / too high: "
+        + " / ".join(v.replace("_", " ") for v in verdicts)
     )
     return Finding(verdict, reason, tuple(ev), table)
 
 
 _SPEED = ("steps to halfway (the share of the planned steps after which the train loss, averaged "
-          "in bins of 2% of the steps, first falls halfway from its start to the appropriate LR's "
-          "final train loss; never = 1)")  # fmt: skip
-_PICK = ("LRs as in the 3 × 3 table: appropriate = the crowned best configuration; too low / too "
-         "high = the nearest LR of its family that the diagnosis calls too low / too high or "
-         "diverged. ")  # fmt: skip
+          "in bins of 2% of the steps, first falls halfway from its start to the final train loss "
+          "of the appropriate LR on the picking half; never = 1)")  # fmt: skip
 CLAIMS = [
     Claim("too_high_fast_at_first", FAMILY, "Too high an LR makes fast progress at first.",
-          _PICK + f"Compare the {_SPEED}, appropriate − too high (positive = too high is "
+          PICKING + f"Compare the {_SPEED}, appropriate − too high (positive = too high is "
           "faster): " + D.not_less_rule("the difference", f"{SPEED_MARGIN:g}"), "convergence",
           too_high_fast),
     Claim("too_high_unstable", FAMILY,
           "Too high an LR trains unstably: the loss oscillates, and it may diverge.",
-          _PICK + "Supported when a seed diverged at the too-high LR; otherwise compare the "
+          PICKING + "Supported when a held-out seed diverged at the too-high LR (picked on the "
+          "other half, so its own divergence did not pick it); otherwise compare the "
           "oscillation index of the train loss, too high − appropriate: "
           + D.greater_rule("the difference", f"{OSC_MARGIN:g}"), "stability", too_high_unstable),
     Claim("too_high_worse_final", FAMILY, "Too high an LR ends with poor final performance.",
-          _PICK + "Final val accuracy (a diverged seed counts as chance), appropriate − too high: "
-          + D.greater_rule("the difference", f"{D.ACC_MARGIN:g}"), "lr-sensitivity", too_high_worse),
+          PICKING + "Final val accuracy (a diverged seed counts as chance), appropriate − too "
+          "high: " + D.greater_rule("the difference", f"{D.ACC_MARGIN:g}"), "lr-sensitivity",
+          too_high_worse),
     Claim("too_low_slow", FAMILY, "Too low an LR converges slowly.",
-          _PICK + f"Compare the {_SPEED}, too low − appropriate: "
+          PICKING + f"Compare the {_SPEED}, too low − appropriate: "
           + D.greater_rule("the difference", f"{SPEED_MARGIN:g}"), "convergence", too_low_slow),
     Claim("too_low_stalls", FAMILY, "Too low an LR stalls in a worse solution.",
-          _PICK + "Needs both: a clearly worse final val accuracy (appropriate − too low, "
-          f"at least {D.ACC_MARGIN:g} and {D.Z:g} standard errors above 0) and a train loss that "
-          "has stopped falling in most seeds (diagnose's 'still falling' test over the last 20% "
-          "of steps). Not supported when it is not clearly worse or its loss still falls in most "
-          "seeds (slow, not stalled). Otherwise, or with fewer than 2 seeds, inconclusive.",
-          "convergence", too_low_stalls),
+          PICKING + "Needs both, on the held-out seeds: a clearly worse final val accuracy "
+          f"(appropriate − too low, at least {D.ACC_MARGIN:g} and {D.Z:g} standard errors above "
+          "0) and a train loss that has stopped falling in most seeds (diagnose's 'still falling' "
+          "test over the last 20% of steps). Not supported when it is not clearly worse or its "
+          "loss still falls in most seeds (slow, not stalled). Otherwise, or with fewer than 2 "
+          "seeds per arm, inconclusive.", "convergence", too_low_stalls),
     Claim("appropriate_best", FAMILY,
           "An appropriate LR trains stably and gives the best final performance.",
-          _PICK + f"Not supported when the best LR is unstable (oscillation index above {OSC_MAX:g} "
-          f"or seed std above {SPREAD_MAX:g}). Otherwise its final val accuracy minus that of the "
-          "too-low and of the too-high LR, each tested: "
+          PICKING + "Not supported when the appropriate LR is unstable on the held-out seeds "
+          f"(oscillation index above {OSC_MAX:g} or seed std above {SPREAD_MAX:g}). Otherwise its "
+          "final val accuracy minus that of the too-low and of the too-high LR, each tested: "
           + D.greater_rule("the difference", f"{D.ACC_MARGIN:g}") + " Both must be supported; "
-          "inconclusive when the grid has no too-low or no too-high LR.", "lr-sensitivity",
-          appropriate_best),
+          "inconclusive when no half of the seeds has both a too-low and a too-high LR.",
+          "lr-sensitivity", appropriate_best),
 ]  # fmt: skip
