@@ -4,12 +4,14 @@
     python bench/catalogue.py --only lr_regimes momentum
     python bench/catalogue.py --index-only             # rebuild the reports and the index
     python bench/catalogue.py --paper                  # also studies/mnist1d_paper/*.yaml (long)
+    python bench/catalogue.py --readme README.md       # also rewrite the README's verdict table
 
 Every study runs through `lrstudy.run_study` into one shared store (finished trials are skipped
 on a rerun), a study that declares `range_test_near_grid_best` first gets an LR range test per
 optimizer (`find-lr`), then every report and the index are built from the store alone. Prints the
 wall time per study and in all, the verdicts as a Markdown table (the README's), and where the
-index is. Goal: the whole catalogue in <= 20 minutes on a 2-core CPU.
+index is; with --readme, the table between the README's `<!-- verdicts:begin/end -->` markers
+is rewritten from the computed verdicts (`make catalogue` does this). Goal: the whole catalogue in <= 20 minutes on a 2-core CPU.
 """
 
 from __future__ import annotations
@@ -79,10 +81,21 @@ def main() -> int:
     p.add_argument("--workers", type=int, default=None, help="trials at once (default: cores)")
     p.add_argument("--index-only", action="store_true", help="run nothing; rebuild reports+index")
     p.add_argument("--paper", action="store_true", help="also the MNIST-1D paper studies")
+    p.add_argument("--readme", default=None,
+                   help="rewrite the verdict table between this file's markers (every "
+                   "catalogue study; not with --only or --paper)")  # fmt: skip
     args = p.parse_args()
+    if args.readme and (args.only is not None or args.paper):
+        p.error("--readme writes the whole catalogue's verdicts: drop --only / --paper")
 
     from lrstudy.api import run_study
-    from lrstudy.report.catalogue import build_catalogue, markdown_table
+    from lrstudy.report.catalogue import (
+        build_catalogue,
+        markdown_table,
+        readme_block,
+        verdict_rows,
+        with_readme_block,
+    )
     from lrstudy.spec import load_spec
 
     out = Path(args.out)
@@ -118,6 +131,12 @@ def main() -> int:
         f"{total - t_runs:.0f} s, total {total:.0f} s ({total / 60:.1f} min)"
     )
     print(f"tracking: {uri}")
+    if args.readme:
+        readme = Path(args.readme)
+        text = readme.read_text(encoding="utf-8")
+        readme.write_text(with_readme_block(text, readme_block(verdict_rows(result.studies))),
+                          encoding="utf-8")  # fmt: skip
+        print(f"verdict table: {readme}")
     print(f"index: {result.path}")
     return 0
 

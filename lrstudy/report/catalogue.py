@@ -12,6 +12,7 @@ reads MLflow alone and never imports torch.
 from __future__ import annotations
 
 import base64
+import re
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -19,7 +20,8 @@ from datetime import datetime, timezone
 from pathlib import Path
 
 from lrstudy.report.build import generate_report, templates_dir, write_atomically
-from lrstudy.report.claims import VERDICTS, ClaimResult
+from lrstudy.report.claims import VERDICT_TEXT, VERDICTS, ClaimResult
+from lrstudy.report.claims.evidence import SKIPPED
 from lrstudy.report.context import FIGURE_TITLES, claim_chip, claims_summary
 
 DEFAULT_FIGURE = "lr-sensitivity"  # a study without claims: its central figure
@@ -77,14 +79,106 @@ def report_entry(tracking_uri: str, study: str, out_dir: Path) -> StudyEntry:
                       f"{rel}/{thumb}" if thumb else None)  # fmt: skip
 
 
-def markdown_table(entries: Sequence[StudyEntry]) -> str:
-    """The claims and their verdicts as a Markdown table (for the README), evidence in words."""
-    lines = ["| claim | study | verdict | evidence |", "|---|---|---|---|"]
-    for e in entries:
-        for c in e.claims:
-            why = c.reason.replace("|", "/")
-            lines.append(f"| {c.statement} | `{e.study}` | **{c.verdict_text}** | {why} |")
+# The README's verdict table lives between these markers; `make catalogue` (bench/catalogue.py
+# --readme) rewrites it from the computed verdicts, and a test checks it is the generator's output.
+README_BEGIN = "<!-- verdicts:begin -->"
+README_END = "<!-- verdicts:end -->"
+README_PLACEHOLDER = (
+    "_No verdicts yet: `make catalogue` fills this table from the computed verdicts._"
+)
+_HEAD = ("| claim | check | study | verdict | evidence |", "|---|---|---|---|---|")
+
+
+@dataclass(frozen=True)
+class VerdictRow:
+    """One claim's computed verdict in one study, as the README table shows it."""
+
+    study: str
+    name: str
+    statement: str
+    verdict: str  # one of claims.VERDICTS (or "skipped")
+    reason: str
+
+
+def verdict_rows(entries: Sequence[StudyEntry]) -> list[VerdictRow]:
+    """The catalogue's verdicts, in page order."""
+    return [VerdictRow(e.study, c.name, c.statement, c.verdict, c.reason)
+            for e in entries for c in e.claims]  # fmt: skip
+
+
+def _cell(text: str) -> str:
+    return " ".join(str(text).split()).replace("|", "\\|")
+
+
+def verdicts_markdown(rows: Sequence[VerdictRow]) -> str:
+    """The verdicts as a Markdown table, evidence in words: a pure function of the rows."""
+    lines = list(_HEAD)
+    for r in rows:
+        lines.append(f"| {_cell(r.statement)} | `{r.name}` | `{r.study}` | "
+                     f"**{VERDICT_TEXT[r.verdict]}** | {_cell(r.reason)} |")  # fmt: skip
     return "\n".join(lines)
+
+
+def markdown_table(entries: Sequence[StudyEntry]) -> str:
+    """The claims and their verdicts as a Markdown table (the README's), evidence in words."""
+    return verdicts_markdown(verdict_rows(entries))
+
+
+def readme_block(rows: Sequence[VerdictRow]) -> str:
+    """What goes between the README's markers: the table and a one-line count, or the
+    placeholder when there are no verdicts."""
+    if not rows:
+        return README_PLACEHOLDER
+    shown = [*VERDICTS, *([SKIPPED] if any(r.verdict == SKIPPED for r in rows) else [])]
+    counts = ", ".join(f"{sum(r.verdict == v for r in rows)} {VERDICT_TEXT[v]}" for v in shown)
+    return f"{verdicts_markdown(rows)}\n\nIn short: {len(rows)} claims, {counts}."
+
+
+def parse_verdicts_markdown(block: str) -> list[VerdictRow]:
+    """The rows of a `readme_block` (the inverse of `verdicts_markdown`, for the README check).
+
+    Raises:
+        ValueError: the block is not a table this generator writes.
+    """
+    if block.strip() == README_PLACEHOLDER:
+        return []
+    lines = block.strip().split("\n")
+    if tuple(lines[:2]) != _HEAD:
+        raise ValueError(f"not the generator's table head: {lines[:2]}")
+    by_text = {t: v for v, t in VERDICT_TEXT.items()}
+    rows = []
+    for line in lines[2:]:
+        if not line.startswith("|"):
+            break
+        cells = [c.strip().replace("\\|", "|") for c in re.split(r"(?<!\\)\|", line)[1:-1]]
+        if len(cells) != 5:
+            raise ValueError(f"a row of {len(cells)} cells: {line}")
+        statement, name, study, verdict, reason = cells
+        rows.append(VerdictRow(study.strip("`"), name.strip("`"), statement,
+                               by_text[verdict.strip("*")], reason))  # fmt: skip
+    return rows
+
+
+def readme_section(text: str) -> str:
+    """The block between the README's markers.
+
+    Raises:
+        ValueError: the markers are missing, repeated or out of order.
+    """
+    if text.count(README_BEGIN) != 1 or text.count(README_END) != 1:
+        raise ValueError(f"needs exactly one {README_BEGIN} and one {README_END}")
+    head, rest = text.split(README_BEGIN)
+    if README_END not in rest:
+        raise ValueError(f"{README_END} comes before {README_BEGIN}")
+    return rest.split(README_END)[0].strip("\n")
+
+
+def with_readme_block(text: str, block: str) -> str:
+    """`text` (a README) with the block between its markers replaced by `block`."""
+    readme_section(text)  # checks the markers
+    head, rest = text.split(README_BEGIN)
+    tail = rest.split(README_END)[1]
+    return f"{head}{README_BEGIN}\n{block}\n{README_END}{tail}"
 
 
 def _context(entries: list[StudyEntry], generated: datetime) -> dict:
