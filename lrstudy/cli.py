@@ -403,9 +403,9 @@ def cmd_ui(args: argparse.Namespace) -> int:
         return 0
     if opened:
         ui_view.open_when_ready(url, f"{base}/health")
-    cmd = [sys.executable, "-m", "mlflow", "ui", "--backend-store-uri", uri, "--host", "127.0.0.1"]
-    cmd += ["--port", str(args.port)]
-    proc = subprocess.Popen(cmd, env={**os.environ, "MLFLOW_TRACKING_URI": uri})
+    cmd, env = ui_view.mlflow_ui_command(uri, args.port, os.environ)  # quiet: URL above, errors
+    proc = subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+    ui_view.relay_quietly(proc.stdout)
 
     def stop(signum, frame):  # `kill PID` of lrstudy ends its UI too, as Ctrl-C does
         raise KeyboardInterrupt

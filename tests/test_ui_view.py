@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import io
 import json
 import math
 import os
@@ -249,8 +250,9 @@ def smoke_store(store_uri):
 class FakePopen:
     calls: list = []
 
-    def __init__(self, cmd, env=None, interrupt=False):
+    def __init__(self, cmd, env=None, interrupt=False, **pipes):
         self.cmd, self.env, self.interrupt, self.terminated = cmd, env, interrupt, False
+        self.stdout = io.BytesIO(b"")  # the child's output, relayed (less its noise)
         FakePopen.calls.append(self)
 
     def wait(self, timeout=None):
@@ -340,7 +342,7 @@ def test_ui_without_a_study_lists_experiments_and_ctrl_c_stops_the_ui(
     store_uri, monkeypatch, capsys, no_browser
 ):
     FakePopen.calls = []
-    monkeypatch.setattr(subprocess, "Popen", lambda cmd, env=None: FakePopen(cmd, env, True))
+    monkeypatch.setattr(subprocess, "Popen", lambda cmd, env=None, **k: FakePopen(cmd, env, True))
     port = _free_port()
     rc = cli.main(["ui", "--tracking-uri", store_uri, "--port", str(port)])
     assert rc == 0 and FakePopen.calls[0].terminated
@@ -363,6 +365,57 @@ def test_ui_errors_are_one_line(smoke_store, store_uri, tmp_path, capsys):
 
 
 # ---- in a real UI -----------------------------------------------------------------------------
+
+
+def test_a_real_lrstudy_ui_prints_its_url_and_nothing_else(smoke_store, store_uri, tmp_path):
+    """`lrstudy ui` on a local store, for real: the URL lines, and none of `mlflow ui`'s page of
+    StarletteDeprecationWarnings and uvicorn INFO lines (start, requests, shutdown)."""
+    port = _free_port()
+    cmd = [sys.executable, "-m", "lrstudy", "ui", str(SMOKE), "--tracking-uri", store_uri]
+    cmd += ["--port", str(port), "--no-browser"]
+    proc = subprocess.Popen(
+        cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, cwd=tmp_path, env=dict(os.environ)
+    )
+    base = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.monotonic() + 180
+        while True:  # up, and every worker serves (a request per worker, give or take)
+            try:
+                for _ in range(8):
+                    urllib.request.urlopen(base + "/health", timeout=5).read()
+                urllib.request.urlopen(base + "/", timeout=10).read()
+                break
+            except OSError:
+                assert proc.poll() is None and time.monotonic() < deadline, "ui did not come up"
+                time.sleep(0.5)
+    finally:
+        proc.terminate()  # lrstudy ends its `mlflow ui` as on Ctrl-C
+        out, _ = proc.communicate(timeout=120)
+    lines = out.decode().splitlines()
+    assert proc.returncode == 0, lines
+    _, exp = smoke_store
+    assert lines[0] == f"MLflow UI for {store_uri} (Ctrl-C stops it):"
+    assert lines[1].startswith(f"  {base}/#/experiments/{exp}/runs?")
+    assert lines[2].startswith("  view 'lrstudy: smoke trials' (Views menu)")
+    assert lines[3:] == []  # no warnings, no INFO lines
+
+
+def test_the_ui_relay_keeps_errors_and_drops_only_mlflows_notices() -> None:
+    read, write = os.pipe()
+    with os.fdopen(write, "wb") as w:
+        w.write(
+            b"Registry store URI not provided. Using backend store URI.\n"
+            b"[MLflow] Security middleware enabled with default settings (localhost-only).\n"
+            b"ERROR: [Errno 98] address already in use\n"
+            b"Traceback (most recent call last):\n"
+        )
+    out = io.StringIO()
+    uv.relay_quietly(os.fdopen(read, "rb"), out).join(timeout=30)
+    assert out.getvalue().splitlines() == [
+        "ERROR: [Errno 98] address already in use",
+        "Traceback (most recent call last):",
+    ]
+
 
 CHROMIUM = shutil.which("chromium")
 

@@ -402,3 +402,47 @@ def open_when_ready(url: str, health_url: str, *, timeout_s: float = 60.0) -> th
     thread = threading.Thread(target=wait_then_open, name="lrstudy-open-ui", daemon=True)
     thread.start()
     return thread
+
+
+# ---- a quiet `mlflow ui` ------------------------------------------------------------------------
+# `mlflow ui` (MLflow 3.17, uvicorn, 4 workers) prints a page around the one URL a user needs: a
+# StarletteDeprecationWarning per worker (a UserWarning, about MLflow's own import), uvicorn's INFO
+# lines (start, each request, shutdown), MLflow's INFO lines and two notices. What is left is
+# what went wrong (warnings and errors of uvicorn and MLflow, tracebacks).
+_STARLETTE_WSGI = "ignore:starlette.middleware.wsgi is deprecated"
+_NOTICES = (
+    "[MLflow] Security middleware enabled with default settings",  # localhost-only, as we bind
+    "Registry store URI not provided",
+)
+
+
+def mlflow_ui_command(
+    uri: str, port: int, environ: Mapping[str, str]
+) -> tuple[list[str], dict[str, str]]:
+    """The `mlflow ui` command line for `uri` on 127.0.0.1:`port`, and its environment (from
+    `environ`; a user's own MLFLOW_LOGGING_LEVEL and warning filters are kept)."""
+    cmd = [sys.executable, "-m", "mlflow", "ui", "--backend-store-uri", uri]
+    cmd += ["--registry-store-uri", uri, "--host", "127.0.0.1", "--port", str(port)]
+    cmd += ["--uvicorn-opts", "--log-level warning --no-access-log"]
+    env = {**environ, "MLFLOW_TRACKING_URI": uri}
+    env.setdefault("MLFLOW_LOGGING_LEVEL", "WARNING")
+    warns = env.get("PYTHONWARNINGS")
+    env["PYTHONWARNINGS"] = f"{warns},{_STARLETTE_WSGI}" if warns else _STARLETTE_WSGI
+    return cmd, env
+
+
+def relay_quietly(stream, out=None) -> threading.Thread:
+    """Copy `stream`'s lines (a child's stderr) to `out` (stderr), less MLflow's two notices."""
+    out = out if out is not None else sys.stderr
+
+    def relay() -> None:
+        for raw in iter(stream.readline, b""):
+            line = raw.decode(errors="replace")
+            if not line.startswith(_NOTICES):
+                out.write(line)
+                out.flush()
+        stream.close()
+
+    thread = threading.Thread(target=relay, name="lrstudy-ui-relay", daemon=True)
+    thread.start()
+    return thread
