@@ -169,9 +169,9 @@ def test_a_diverged_seed_at_the_too_high_lr_is_instability_on_its_own() -> None:
 
 
 # ---------------------------------------------------------------- cross-fitted regimes
-# The regimes are picked on one half of the seeds and measured on the other. Each study below is
-# one in which the old rule (pick and measure on the same seeds) could only say "supported": the
-# LR it measures was picked *for* being worse (or best, or diverged) on those seeds.
+# The regimes are picked on one half of the seeds and measured on the other. In each study below
+# an LR is picked *for* being worse (or best, or diverged) on one half; measured on the seeds that
+# picked it (the rule before cross-fitting) each of these claims could only come out "supported".
 
 FOUR = (0, 1, 2, 3)  # halves: seeds 0, 2 and seeds 1, 3
 FLAT = dict(acc=0.75, rate=8.0, end=0.3, osc=0.2, falling=False, gn=1.0, cv=0.05)
