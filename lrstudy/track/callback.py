@@ -21,8 +21,6 @@ from __future__ import annotations
 
 import contextlib
 import json
-import os
-import re
 import time
 from typing import Any
 
@@ -34,7 +32,9 @@ from lightning.pytorch.callbacks import Callback
 from lrstudy import names
 from lrstudy.track import context_provider
 from lrstudy.track import runs as track_runs
+from lrstudy.track.callback_args import validate_args
 from lrstudy.track.divergence import DivergenceGuard
+from lrstudy.track.run_params import config_params, group_names, metric_key
 from lrstudy.track.sink import MetricSink
 from lrstudy.track.store import experiment_id, open_client, resolve_tracking_uri
 
@@ -44,29 +44,6 @@ _PER_STEP = (names.LR, names.MOMENTUM, names.WEIGHT_DECAY, names.TRAIN_LOSS, nam
 
 def _is_per_step(key: str) -> bool:
     return key in _PER_STEP or key.startswith(tuple(f"{n}/" for n in _PER_STEP))
-
-
-def _validate(args: dict[str, Any]) -> None:
-    """Check the constructor's arguments, one clear message per mistake."""
-    for name in ("study", "tracking_uri", "experiment", "run_name", "run_id"):
-        v = args[name]
-        if v is not None and (not isinstance(v, str) or not v):
-            raise ValueError(f"{name} must be a non-empty string or None, got {v!r}")
-    f = args["divergence_factor"]
-    if f is not None and (isinstance(f, bool) or not isinstance(f, int | float) or not f > 1):
-        raise ValueError(f"divergence_factor must be a number > 1 or None, got {f!r}")
-    if not isinstance(args["stop_on_divergence"], bool):
-        raise ValueError(
-            f"stop_on_divergence must be True or False, got {args['stop_on_divergence']!r}"
-        )
-    n = args["sync_every"]
-    if n is not None and (isinstance(n, bool) or not isinstance(n, int) or n < 1):
-        raise ValueError(f"sync_every must be an integer >= 1 or None, got {n!r}")
-    if args["run_id"] is not None and args["client"] is None:
-        raise ValueError("run_id needs the MlflowClient it belongs to (client=...)")
-    for name in ("tags", "params"):
-        if args[name] is not None and not isinstance(args[name], dict):
-            raise ValueError(f"{name} must be a dict, got {type(args[name]).__name__}")
 
 
 class LRStudyCallback(Callback):
@@ -116,7 +93,7 @@ class LRStudyCallback(Callback):
         params: dict[str, Any] | None = None,
     ) -> None:
         super().__init__()
-        _validate(locals())
+        validate_args(locals())
         self.study = study
         self.tracking_uri = tracking_uri
         self.experiment = experiment
@@ -206,9 +183,7 @@ class LRStudyCallback(Callback):
         if self._sink is None:
             return
         n_opts = len(trainer.optimizers)
-        for j, (opt, gnames) in enumerate(
-            zip(trainer.optimizers, _group_names(trainer.optimizers))
-        ):
+        for j, (opt, gnames) in enumerate(zip(trainer.optimizers, group_names(trainer.optimizers))):
             self._groups[id(opt)] = gnames
             self._norm_keys[id(opt)] = names.group_metric(names.GRAD_NORM, f"opt{j}", n_opts)
         self._primary = id(trainer.optimizers[0]) if trainer.optimizers else None
@@ -224,18 +199,10 @@ class LRStudyCallback(Callback):
     def _log_config_params(self, trainer: L.Trainer) -> None:
         """The run's configuration as params (see the class docstring); a param the run has
         already (an MLFlowLogger's hyperparameters) is left as it is: params never change."""
-        params: dict[str, Any] = {}
-        scheds = {id(c.scheduler.optimizer): c.scheduler for c in trainer.lr_scheduler_configs}
-        for j, opt in enumerate(trainer.optimizers):
-            params.update(optimizer_params(opt, self._groups[id(opt)], scheds.get(id(opt)), j))
-        seed = os.environ.get("PL_GLOBAL_SEED")
-        if seed is not None:
-            params["seed"] = seed
-        params.update(self.params)
+        params = config_params(trainer, self._groups, self.params)
         have = self.client.get_run(self.run_id).data.params
-        track_runs.log_params(
-            self.client, self.run_id, {k: v for k, v in params.items() if k not in have}
-        )
+        new = {k: v for k, v in params.items() if k not in have}
+        track_runs.log_params(self.client, self.run_id, new)
 
     def on_before_optimizer_step(
         self, trainer: L.Trainer, pl_module: L.LightningModule, optimizer: torch.optim.Optimizer
@@ -245,7 +212,7 @@ class LRStudyCallback(Callback):
         opt = getattr(optimizer, "optimizer", optimizer)  # unwrap a LightningOptimizer
         key = id(opt)
         if key not in self._groups:  # an optimizer created after fit start
-            self._groups[key] = _group_names([opt])[0]
+            self._groups[key] = group_names([opt])[0]
             self._norm_keys[key] = f"{names.GRAD_NORM}/opt{len(self._norm_keys)}"
         step = self._opt_steps.get(key, 0)
         self._opt_steps[key] = step + 1
@@ -424,61 +391,3 @@ class LRStudyCallback(Callback):
         sink.log_many((k, v, step) for k, v in metrics.items())
         if sink is not self._sink:
             sink.close()
-
-
-# Group keys that are not hyperparameters: the tensors, names, and what schedulers keep there.
-_NOT_HPARAMS = {"params", "lr", "name", "initial_lr", "lrstudy_peak_lr", "foreach", "fused",
-                "capturable", "differentiable", "maximize"}  # fmt: skip
-
-
-def optimizer_params(
-    opt: torch.optim.Optimizer, group_names: list[str], scheduler: Any, index: int = 0
-) -> dict[str, Any]:
-    """A plugin run's optimizer as params: class name, initial LR (per group when several),
-    the other hyperparameters of its last group, and the scheduler's class name."""
-    suffix = str(index) if index else ""
-    groups = opt.param_groups
-    initial = [float(g.get("initial_lr", g["lr"])) for g in groups]
-    out: dict[str, Any] = {f"optimizer{suffix}": type(opt).__name__, f"lr{suffix}": initial[-1]}
-    if len(groups) > 1:
-        out.update({f"lr{suffix}/{n}": lr for n, lr in zip(group_names, initial)})
-    last = {**opt.defaults, **groups[-1]}
-    for k, v in sorted(last.items()):
-        if k in _NOT_HPARAMS or not isinstance(v, int | float | bool | str | tuple | list | None):
-            continue
-        out[f"opt{suffix}.{k}"] = list(v) if isinstance(v, tuple) else v
-    out[f"schedule{suffix}"] = type(scheduler).__name__ if scheduler is not None else "none"
-    return out
-
-
-_KEYS: dict[str, str] = {}
-
-
-def metric_key(name: str) -> str:
-    """A user's metric name as MLflow accepts it: characters it refuses (`acc@1`) become `_`, and
-    a name that would not be a unique path (`a//b`, `./x`) is normalised. One bad name must not
-    lose a whole batch of metrics (the sink writes them together)."""
-    if name not in _KEYS:
-        from mlflow.utils.validation import path_not_unique, validate_param_and_metric_name
-
-        key = name
-        if not validate_param_and_metric_name(key):
-            key = re.sub(r"[^\w\-. /:]", "_", key)
-        if path_not_unique(key):
-            key = "/".join(p for p in key.split("/") if p not in ("", ".", "..")) or "metric"
-        _KEYS[name] = key
-    return _KEYS[name]
-
-
-def _group_names(optimizers: list[torch.optim.Optimizer]) -> list[list[str]]:
-    """Metric suffix per param group: its "name" if set, else pg<i>; prefixed when ambiguous."""
-    raw = [
-        [str(g.get("name") or f"pg{i}") for i, g in enumerate(o.param_groups)] for o in optimizers
-    ]
-    flat = [n for gs in raw for n in gs]
-    if len(set(flat)) == len(flat):
-        return raw
-    return [
-        [f"{type(o).__name__.lower()}{j}_{n}" for n in gs]
-        for j, (o, gs) in enumerate(zip(optimizers, raw))
-    ]
