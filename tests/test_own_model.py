@@ -403,7 +403,7 @@ def test_plan_warns_when_finished_trials_came_from_other_code(tmp_path: Path, ca
 
 def test_metric_names_mlflow_refuses_are_recorded_and_named_clearly(tmp_path: Path) -> None:
     from lrstudy.spec import parse_spec
-    from lrstudy.track.callback import metric_key
+    from lrstudy.track.run_params import metric_key
 
     # a module that logs `acc@1` loses nothing: the name is recorded as `acc_1`
     assert metric_key("acc@1") == "acc_1" and metric_key("val_acc") == "val_acc"
