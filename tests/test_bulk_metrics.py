@@ -11,6 +11,7 @@ from __future__ import annotations
 import math
 import os
 import random
+import sqlite3
 import subprocess
 import sys
 import threading
@@ -25,7 +26,14 @@ from mlflow.tracking import MlflowClient
 
 from lrstudy import names
 from lrstudy.report.history import read_histories
-from lrstudy.track.bulk_metrics import MLFLOW_MAX_FLOAT, bulk_capable, store_for, write_metrics
+from lrstudy.track.bulk_metrics import (
+    MLFLOW_MAX_FLOAT,
+    PROVEN_SCHEMA,
+    bulk_capable,
+    not_proven,
+    store_for,
+    write_metrics,
+)
 from lrstudy.track.writer import WriterError, WriterProcess, bulk_enabled
 from tests.servers import postgres_cluster, why_no_postgres
 
@@ -340,3 +348,27 @@ def test_smoke_study_stores_the_same_curves_with_and_without_bulk(tmp_path: Path
     assert sum(len(c) for t in with_bulk.values() for c in t.values()) > 500
     for key in with_bulk:
         assert with_bulk[key] == without[key], key
+
+
+def test_a_store_of_another_schema_falls_back_to_log_batch(store_uri: str) -> None:
+    # The bulk path copies mlflow 3.17.2's table semantics; pyproject allows mlflow 3.0-3.17. A
+    # store whose alembic revision says another schema gets log_batch, and reads back the same.
+    client = MlflowClient(store_uri)
+    exp = client.create_experiment("fallback")
+    rows = make_rows()
+    store = store_for(store_uri)
+    assert not_proven(store.engine) is None  # this MLflow's own fresh store: proven
+    want, got = (client.create_run(exp, run_name=n).info.run_id for n in ("log_batch", "bulk"))
+    _log_batch(client, want, rows)
+    db = store_uri.removeprefix("sqlite:///")
+    with sqlite3.connect(db) as con:
+        con.execute("UPDATE alembic_version SET version_num = 'a1b2c3d4e5f6'")
+    assert not_proven(store.engine) == (
+        f"proven on schema revision {PROVEN_SCHEMA}, this store has a1b2c3d4e5f6"
+    )
+    distinct = len({(k, "nan" if math.isnan(v) else v, s, t) for k, v, s, t in rows})
+    assert distinct < len(rows)  # the bulk path would count the distinct rows it sent ...
+    assert write_metrics(store, got, rows) == len(rows)  # ... log_batch is handed every row
+    assert snapshot(client, got) == snapshot(client, want)
+    with pytest.raises(ValueError, match="this store has a1b2c3d4e5f6"):
+        write_metrics(store.engine, got, rows)  # a bare engine has no log_batch to fall back to

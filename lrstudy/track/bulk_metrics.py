@@ -29,6 +29,12 @@ What is matched, read from mlflow 3.17.2's `mlflow/store/tracking/sqlalchemy_sto
   keeps `log_batch` when an active model id is set in the environment.
 One transaction per call; on sqlite MLflow's session pragmas (20 s busy timeout, foreign keys)
 apply, so concurrent writer processes wait for each other instead of failing.
+
+Proven on one schema only: pyproject allows mlflow 3.0-3.17, and another MLflow may have other
+tables or rules. So `write_metrics` first reads the store's alembic revision and MLflow's
+version; unless they are the ones above (`PROVEN_SCHEMA`, `PROVEN_MLFLOW`) it hands the rows to
+the store's own `log_batch` (in 1000-row calls, values converted as the client does): slower,
+never different.
 """
 
 from __future__ import annotations
@@ -41,6 +47,10 @@ from typing import Any
 Row = tuple[str, float, int, int]  # (key, value, step, timestamp_ms), as MetricSink ships them
 MLFLOW_MAX_FLOAT = 1.7976931348623157e308  # what sanitize_metric_value stores for +-inf
 BULK_DIALECTS = ("sqlite", "postgresql")
+# What this module's semantics were read from and tested against (mlflow 3.17.2): the store's
+# `alembic_version` row (3.17's head migration) and MLflow's major.minor version.
+PROVEN_SCHEMA = "dc11669786a5"
+PROVEN_MLFLOW = "3.17"
 
 
 def bulk_capable(uri: str) -> bool:
@@ -169,17 +179,24 @@ def write_metrics(store_or_engine: Any, run_id: str, rows: Iterable[Row]) -> int
     errors to MlflowException as `log_batch` does, and deadlocks are retried the same way) or a
     SQLAlchemy engine on an MLflow schema. Unlike `log_batch` there is no 1000-row cap: all rows
     go in one transaction. Returns how many distinct rows were sent (the database skips those it
-    already holds, as `log_batch` does).
+    already holds, as `log_batch` does). On a store this module was not proven on (`not_proven`)
+    the rows go through the store's `log_batch` instead, and all of them are counted; a bare
+    engine there raises ValueError.
     """
     from mlflow.utils.validation import _validate_run_id
 
     rows = list(rows)
     if not rows:
         return 0  # log_batch with nothing to log returns before touching the store
-    _validate_run_id(run_id)
-    metric_rows, latest_rows = _prepare(run_id, rows)
     store = store_or_engine if hasattr(store_or_engine, "ManagedSessionMaker") else None
     engine = store.engine if store is not None else store_or_engine
+    why_not = not_proven(engine)
+    if why_not is not None:
+        if store is None:
+            raise ValueError(f"bulk metric writes: {why_not}; pass the store to use log_batch")
+        return _log_batch(store, run_id, rows)
+    _validate_run_id(run_id)
+    metric_rows, latest_rows = _prepare(run_id, rows)
     insert_metrics, upsert_latest = _statements(engine.dialect.name)
 
     def once() -> int:
@@ -197,6 +214,49 @@ def write_metrics(store_or_engine: Any, run_id: str, rows: Iterable[Row]) -> int
 
     retry = getattr(store, "_run_with_deadlock_retry", None)
     return retry(once) if retry is not None else once()
+
+
+def schema_revision(engine: Any) -> str | None:
+    """The store's alembic revision (MLflow's schema version), or None when it has none."""
+    import sqlalchemy as sa
+
+    try:
+        with engine.connect() as conn:
+            found = conn.execute(sa.text("SELECT version_num FROM alembic_version")).all()
+    except sa.exc.SQLAlchemyError:
+        return None
+    return found[0][0] if len(found) == 1 else None
+
+
+def not_proven(engine: Any) -> str | None:
+    """None when the bulk path was proven on this store's schema and this MLflow, else why not."""
+    import mlflow
+
+    version = ".".join(mlflow.__version__.split(".")[:2])
+    if version != PROVEN_MLFLOW:
+        return f"proven on mlflow {PROVEN_MLFLOW}, this is {mlflow.__version__}"
+    revision = schema_revision(engine)
+    if revision != PROVEN_SCHEMA:
+        return f"proven on schema revision {PROVEN_SCHEMA}, this store has {revision}"
+    return None
+
+
+def _log_batch(store: Any, run_id: str, rows: list[Row]) -> int:
+    """The rows through the store's own `log_batch`, as `MlflowClient.log_batch` sends them."""
+    from mlflow.entities import Metric
+    from mlflow.tracking.metric_value_conversion_utils import (
+        convert_metric_value_to_float_if_possible,
+    )
+
+    from lrstudy.names import MLFLOW_MAX_METRICS_PER_BATCH as step
+
+    metrics = [
+        Metric(key, convert_metric_value_to_float_if_possible(value), ts, s)
+        for key, value, s, ts in rows
+    ]
+    for i in range(0, len(metrics), step):
+        store.log_batch(run_id, metrics=metrics[i : i + step], params=[], tags=[])
+    return len(metrics)
 
 
 def store_for(uri: str) -> Any:
