@@ -9,7 +9,14 @@ from mlflow.tracking import MlflowClient
 
 from lrstudy import names
 from lrstudy.track import runs as track_runs
-from lrstudy.track.claims import Claims, Lease, key_runs, last_sign_of_life
+from lrstudy.track.claims import (
+    Claims,
+    Lease,
+    is_stale,
+    key_runs,
+    last_sign_of_life,
+    reap_stale,
+)
 from lrstudy.track.store import experiment_id, open_client
 
 STUDY = "claims"
@@ -98,3 +105,34 @@ def test_last_sign_of_life_reads_metrics_too(store_uri: str) -> None:
     run = client.create_run(exp, tags={names.TAG_HEARTBEAT: "100.0"}).info.run_id
     client.log_metric(run, "x", 1.0, timestamp=int(time.time() * 1000))
     assert last_sign_of_life(client.get_run(run)) > time.time() - 5
+
+
+def test_a_reaper_never_closes_a_claim_whose_owner_came_back_before_it_finished(
+    store_uri: str,
+) -> None:
+    # The finish race, forced step by step on a real store: the owner was cut off for longer
+    # than the TTL (its lease looks expired) and comes back to finish just as a reaper acts.
+    from lrstudy.execute.trial import still_running
+
+    client, exp = _setup(store_uri)
+    lease = Lease(ttl_s=10)
+    # The owner's won claim, 30 s old, last heartbeat 30 s ago: cut off for longer than the TTL
+    # (on another machine: its pid cannot be checked from here).
+    beat = time.time() - 30
+    tags = {**_tags("fin"), names.TAG_CLAIM: "won", names.TAG_HOST: "elsewhere"}
+    tags[names.TAG_HEARTBEAT] = f"{beat:.3f}"
+    run = client.create_run(exp, start_time=int(beat * 1000), run_name="t", tags=tags)
+    run = run.info.run_id
+    reaper = Claims(MlflowClient(store_uri), exp, STUDY, lease=lease)
+    looked = key_runs(client, exp, STUDY, "fin")  # 1. the reaper sees an expired lease
+    assert is_stale(looked[0], lease)
+    assert still_running(client, run)  # 2. the owner, back, checks its run before finishing
+    reap_stale(reaper.client, looked, lease)  # 3. the reaper acts on what it saw in 1.
+    again = reaper.claim("fin", name="t", tags=_tags("fin"), parent_id=None)  # 4. and claims
+    track_runs.end_run(client, run, outcome=names.OUTCOME_OK)  # 5. the owner finishes
+    if again is not None:  # the reaper's own trial finishes too
+        track_runs.end_run(client, again, outcome=names.OUTCOME_OK)
+    runs = key_runs(client, exp, STUDY, "fin")
+    # One run for the key, FINISHED by its owner: never a second FINISHED run, nothing KILLED.
+    assert [(r.info.run_id, r.info.status) for r in runs] == [(run, "FINISHED")]
+    assert again is None

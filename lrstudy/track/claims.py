@@ -116,11 +116,18 @@ def last_sign_of_life(run) -> float:
 
 
 def reap_stale(client, runs: Iterable, lease: Lease) -> list[str]:
-    """Close stale RUNNING runs as KILLED, ended when they last showed life; return their ids."""
+    """Close stale RUNNING runs as KILLED, ended when they last showed life; return their ids.
+
+    `runs` may be minutes old (a search before a claim): each stale one is read again right
+    before it is closed and left alone if its owner beat meanwhile. An owner back from a cut-off
+    beats before it checks its run and finishes (`execute.trial.still_running`), so a reaper
+    never closes a run under its owner's FINISHED, a finish no second run of the key can follow."""
     closed = []
-    now = time.time()
     for r in runs:
-        if is_stale(r, lease, now):
+        if not is_stale(r, lease):
+            continue
+        r = client.get_run(r.info.run_id)
+        if is_stale(r, lease, time.time()):
             track_runs.end_run(
                 client,
                 r.info.run_id,
