@@ -80,6 +80,30 @@ def test_runs_in_other_pid_namespaces_with_one_hostname_are_never_reaped(tmp_pat
     assert Counter(r.info.status for r in trials) == Counter({"FINISHED": len(finished)})
 
 
+@pytest.mark.required
+@pytest.mark.skipif(not CAN_UNSHARE_PID, reason="needs root and unshare for pid namespaces")
+def test_a_dead_worker_in_another_pid_namespace_is_taken_over_by_its_lease(tmp_path: Path) -> None:
+    # Its pid means nothing here, so its trial comes back when its lease expires (not never).
+    from tests.test_execution import _assert_exactly_once, _two_long_trials, _wait_running
+
+    study = _two_long_trials(tmp_path, "pidlease")
+    uri = f"sqlite:///{tmp_path}/mlflow.db"
+    env = {**os.environ, "PYTHONPATH": str(ROOT), "LRSTUDY_LEASE_SECONDS": "4"}
+    cmd = [sys.executable, "-m", "lrstudy", "run", str(study), "--tracking-uri", uri]
+    cmd += ["--no-report", "--workers", "1"]
+    other = _in_pid_namespace(cmd, 20, env, tmp_path)
+    _wait_running(tmp_path / "mlflow.db", [other], n=1)
+    other.kill()  # unshare --kill-child: the whole namespace dies with it
+    other.communicate(timeout=60)
+    done = subprocess.run(cmd, env=env, cwd=tmp_path, capture_output=True, timeout=600)
+    assert done.returncode == 0, done.stderr.decode()
+    runs = _assert_exactly_once(uri, study)
+    (orphan,) = [r for r in runs if r.info.status == "KILLED"]
+    ours = track_runs.process_identity()[track_runs.TAG_PID_NS]
+    assert orphan.data.tags[track_runs.TAG_PID_NS] != ours
+    assert orphan.data.tags[names.TAG_HOST] == track_runs.host()
+
+
 def _run_with(client, exp: str, **tags: str):
     base = {names.TAG_KIND: names.KIND_TRIAL, names.TAG_HEARTBEAT: "9e12"}  # a fresh lease
     return client.create_run(exp, tags={**base, **tags})
