@@ -17,8 +17,12 @@ Why it is safe: of two claims that both "saw themselves alone", the later-create
 after the earlier one existed, so it must have seen it, unless the earlier one was retracted or
 reaped as stale. So at most one live winner per key. The tie-break by run id only decides who
 yields when two pending claims see each other (liveness), not safety. A winner keeps its lease
-alive with a heartbeat thread (`Heartbeat`); before finishing it re-reads its run and gives up the
-result if someone reaped it meanwhile (a worker cut off for longer than the TTL).
+alive with a heartbeat thread (`Heartbeat`); before finishing it beats once more, re-reads its run
+and gives up the result if someone reaped it meanwhile (a worker cut off for longer than the TTL).
+A reaper re-reads a stale run right before closing it and spares it if it beat meanwhile, so a
+reaper that looks after that last beat never closes a run under its owner's FINISHED. What is
+left: a reaper whose re-read came before that beat and whose close lands after the owner's check
+(one round trip inside two); MLflow has no compare-and-set to close it.
 
 Bound: a worker that dies (kill -9, lost machine) stops heartbeating; after `ttl_s` any worker
 that looks at the key closes its run as KILLED and claims the trial anew. Waiting workers look at
