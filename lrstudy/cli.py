@@ -264,6 +264,8 @@ def missing_metric_lines(result) -> list[str]:
     ):
         return []
     logged = sorted({m for t in ranked for m in t.get("metrics_logged") or ()})
+    if result.metric[0] in logged:  # logged, only not carried back (e.g. by a population)
+        return []
     return [
         f"note: the study's metric {result.metric[0]!r} was never logged, so nothing ranks the "
         f"configurations; logged: {', '.join(logged) or 'nothing'} (set task.metric.name to one)"

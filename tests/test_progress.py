@@ -62,6 +62,9 @@ def test_real_study_with_two_workers_and_populations_piped_to_a_file(tmp_path: P
     assert total == 12
     assert Counter(n for n, _ in counts) == Counter(range(1, total + 1)), text
     assert "━" not in text and "\r" not in text  # plain lines, no bar
+    # populations carry their members' final val acc back: the summary ranks them, and never
+    # claims the study's metric went unlogged (it did, after a change, on the quickstart)
+    assert "best: " in text and "was never logged" not in text, text
 
 
 def test_cli_best_line_says_when_the_winner_is_an_end_of_the_grid() -> None:

@@ -14,7 +14,13 @@ from typing import Any
 from lrstudy import names
 from lrstudy.execute.params import trial_params
 from lrstudy.execute.shift import Shift, run_trial_run
-from lrstudy.execute.trial import ENGINE_TRIAL, TrialDone, still_running, trial_tags
+from lrstudy.execute.trial import (
+    ENGINE_TRIAL,
+    TrialDone,
+    final_metric,
+    still_running,
+    trial_tags,
+)
 from lrstudy.plan import Trial
 from lrstudy.spec import StudySpec
 from lrstudy.track import runs as track_runs
@@ -164,6 +170,9 @@ def run_claimed_population(
             lr_source="spec",
             error=extras[i].get(names.TAG_ERROR, ""),
             worker=worker,
+            metric_value=final_metric(spec, finals[i], {}, None),
+            # what every member logs per epoch, as its solo trial would (train.module)
+            metrics_logged=(names.VAL_LOSS, names.VAL_ACC, names.TRAIN_LOSS_EPOCH, names.TRAIN_ACC),
         )
         for i, t in enumerate(trials)
     ]
