@@ -9,12 +9,12 @@ STAMP := $(VENV)/.lrstudy-installed
 
 .PHONY: run test lint bench ui chromium services catalogue clean
 
+# PYTHONWARNINGS: setuptools warns on every editable install that a folder named like the package
+# may shadow it; that folder is the package itself here.
 $(STAMP): requirements.txt pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip
 	$(PY) -m pip install --quiet -r requirements.txt
-	# setuptools warns on every editable install that a folder named like the package may shadow
-	# it: that folder is the package itself here.
 	PYTHONWARNINGS=ignore $(PY) -m pip install --quiet --no-deps -e .
 	touch $(STAMP)
 
