@@ -92,6 +92,11 @@ OUTCOME_DIVERGED = "diverged"
 OUTCOME_FAILED = "failed"
 OUTCOME_KILLED = "killed"
 OUTCOME_RUNNING = "running"
+# Stopped early by successive halving at a rung: FINISHED, done (a rerun does not redo it), and
+# neither failed nor diverged. Only a halving study plans keys that can end this way.
+OUTCOME_PRUNED = "pruned"
+# Outcomes that finish a key: its trial is not run again.
+DONE_OUTCOMES = (OUTCOME_OK, OUTCOME_DIVERGED, OUTCOME_PRUNED)
 
 # MLflow's per-call limits (its REST API refuses more).
 MLFLOW_MAX_METRICS_PER_BATCH = 1000

@@ -93,8 +93,7 @@ def _quote(value: str) -> str:
 
 def is_done(run) -> bool:
     return run.info.status == "FINISHED" and run.data.tags.get(names.TAG_OUTCOME) in (
-        names.OUTCOME_OK,
-        names.OUTCOME_DIVERGED,
+        names.DONE_OUTCOMES
     )
 
 
