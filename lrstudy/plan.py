@@ -52,6 +52,9 @@ class Trial:
     # A user model's training loss: a name, or {class_path, init_args} of a loss class.
     loss: str | dict[str, Any] = field(default="cross_entropy", hash=False)
     param_groups: dict[str, list[str]] | None = field(default=None, hash=False)
+    # Successive halving ({"eta": 3.0, "rungs": [1, 3, 9]}): the trial may stop at a rung, so its
+    # key differs from the same trial in a full grid (whose finished runs never stopped early).
+    halving: dict[str, Any] | None = field(default=None, hash=False)
 
     @property
     def settings(self) -> dict[str, Any]:
@@ -75,7 +78,7 @@ class Trial:
             "target": self.target,
             "divergence_factor": self.divergence_factor,
             "evaluate_noise": list(self.evaluate_noise),
-        } | self._user_settings()
+        } | self._user_settings() | ({"halving": self.halving} if self.halving else {})
 
     def _user_settings(self) -> dict[str, Any]:
         # Only for user classes, so every reference trial keeps the key it always had.
@@ -114,7 +117,7 @@ class Trial:
 
 def plan_trials(spec: StudySpec) -> list[Trial]:
     """Expand the spec into trials: a full grid, or `search.trials` random configurations x seeds."""
-    configs = _random_configs(spec) if spec.search.method == "random" else _grid_configs(spec)
+    configs = _random_configs(spec) if spec.search.sampling == "random" else _grid_configs(spec)
     trials = [_make_trial(spec, *cfg, seed=seed) for cfg in configs for seed in spec.seeds]
     # Two configurations can resolve to the same settings (e.g. a momentum sweep on an optimizer
     # without momentum); run each key once.
@@ -225,4 +228,12 @@ def _make_trial(
         param_groups={k: list(v) for k, v in task.param_groups.items()}
         if task.param_groups
         else None,
+        halving=_halving(spec),
     )
+
+
+def _halving(spec: StudySpec) -> dict[str, Any] | None:
+    halving = spec.search.successive_halving
+    if halving is None:
+        return None
+    return {"eta": halving.eta, "rungs": list(halving.rungs(spec.train.epochs))}

@@ -8,6 +8,7 @@ This module must stay free of torch (the report stage loads specs too).
 
 from __future__ import annotations
 
+import math
 import re
 from typing import Annotated, Any, Literal
 
@@ -17,6 +18,7 @@ from pydantic import AfterValidator, Field, field_validator, model_validator
 from lrstudy import names
 from lrstudy.keys import stable_hash
 from lrstudy.spec.lr import LRRange, OptimizerSpec, ScheduleSpec, StrictModel
+from lrstudy.spec.search import SearchSpec
 
 # What a target may name: metrics every trial logs once per epoch. Literal of a tuple is the
 # Literal of its items, so the names come from names.py and the JSON schema still lists them.
@@ -266,18 +268,6 @@ class SweepSpec(StrictModel):
         return {k: v for k, v in self.model_dump().items() if v is not None}
 
 
-class SearchSpec(StrictModel):
-    method: Literal["grid", "random"] = "grid"
-    trials: int | None = Field(default=None, ge=1)
-    seed: int = 0
-
-    @model_validator(mode="after")
-    def _trials(self) -> SearchSpec:
-        if self.method == "random" and self.trials is None:
-            raise ValueError("random search needs trials: N (number of sampled configurations)")
-        return self
-
-
 class EvaluateSpec(StrictModel):
     noise: tuple[float, ...] = ()
 
@@ -359,13 +349,37 @@ class StudySpec(StrictModel):
     @model_validator(mode="after")
     def _grid_and_sweep(self) -> StudySpec:
         for i, opt in enumerate(self.optimizers):
-            if isinstance(opt.lr, LRRange) and opt.lr.num is None and self.search.method == "grid":
+            if isinstance(opt.lr, LRRange) and opt.lr.num is None and self.search.sampling == "grid":
                 raise ValueError(f"@optimizers[{i}].lr: a range needs num: N for a grid search")
             for axis in ("momentum", "weight_decay"):
                 if getattr(self.sweep, axis) is not None and axis in opt.hparams:
                     raise ValueError(
                         f"@optimizers[{i}].{axis}: also swept by sweep.{axis}; keep one of the two"
                     )
+        return self
+
+    @model_validator(mode="after")
+    def _halving(self) -> StudySpec:
+        halving = self.search.successive_halving
+        if halving is None:
+            return self
+        if halving.min_epochs >= self.train.epochs:
+            field = "min_epochs" if self.search.method == "halving" else "halving.min_epochs"
+            raise ValueError(
+                f"@search.{field}: {halving.min_epochs} is not allowed: it must be below "
+                f"train.epochs ({self.train.epochs}), so a rung comes before the end"
+            )
+        if self.search.sampling == "grid":
+            axes = self.sweep.axes().values()
+            size = len(self.schedules) * sum(len(o.lr_grid()) for o in self.optimizers)
+            size *= math.prod(len(v) for v in axes)
+        else:
+            size = self.search.trials or 0
+        if size < 2:
+            raise ValueError(
+                f"@search.method: {self.search.method} is not allowed: successive halving "
+                f"compares configurations and this study has {size}; add LRs or sweep axes"
+            )
         return self
 
     @property
@@ -397,6 +411,9 @@ class StudySpec(StrictModel):
         for key in ("module", "datamodule", "loss", "metric", "param_groups"):
             if body["task"].get(key) is None:
                 body["task"].pop(key, None)
+        for key in ("eta", "min_epochs", "halving"):  # likewise the halving settings
+            if body["search"].get(key) is None:
+                body["search"].pop(key, None)
         return stable_hash(body, length=12)
 
     def resolved_yaml(self) -> str:
