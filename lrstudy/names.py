@@ -73,6 +73,7 @@ TAG_TASK_KIND = "lrstudy.task_kind"  # "reference", "model" (user nn.Module), "m
 TAG_CODE_HASH = "lrstudy.code_hash"
 # The study replaced the module's own configure_optimizers (its optimizer and schedule).
 TAG_OPTIMIZER_REPLACED = "lrstudy.optimizer_replaced"
+TAG_LR_METRIC = "lrstudy.lr_metric"  # what `lr` logs when not the given lr (Prodigy: d*lr)
 TAG_ENGINE_REASON = "lrstudy.engine_reason"  # why a trial ran on the trial engine, not a population
 # Plugin runs (LRStudyCallback): JSON list of param names a user passed that count as configuration.
 TAG_CONFIG_PARAMS = "lrstudy.config_params"

@@ -118,6 +118,7 @@ class Trial:
 def plan_trials(spec: StudySpec) -> list[Trial]:
     """Expand the spec into trials: a full grid, or `search.trials` random configurations x seeds."""
     configs = _random_configs(spec) if spec.search.sampling == "random" else _grid_configs(spec)
+    configs += baseline_configs(spec)
     trials = [_make_trial(spec, *cfg, seed=seed) for cfg in configs for seed in spec.seeds]
     # Two configurations can resolve to the same settings (e.g. a momentum sweep on an optimizer
     # without momentum); run each key once.
@@ -152,6 +153,15 @@ def _random_configs(spec: StudySpec) -> list[Config]:
         swept = {k: rng.choice(v) for k, v in axes.items()}
         out.append((opt, lr, sched, _applicable(opt, swept)))
     return out
+
+
+def baseline_configs(spec: StudySpec) -> list[Config]:
+    """The study's LR-free baselines: each at its defaults (its package's lr, constant schedule,
+    no sweep axis), run over the study's seeds like any configuration."""
+    return [
+        (OptimizerSpec(name=name), OPTIMIZERS[name].default_lr, ScheduleSpec(name="constant"), {})
+        for name in spec.baselines
+    ]
 
 
 def _applicable(opt: OptimizerSpec, swept: dict[str, Any]) -> dict[str, Any]:

@@ -264,6 +264,16 @@ optimizers:
     lr: [0.01, 0.1]
   - name: radam
     lr: [0.01, 0.1]
+  - name: schedulefree_adamw
+    lr: [0.5, 1.0]
+  - name: schedulefree_sgd
+    lr: [0.5, 1.0]
+  - name: prodigy
+    lr: [0.5, 1.0]
+  - name: dadapt_adam
+    lr: [0.5, 1.0]
+  - name: dadapt_sgd
+    lr: [0.5, 1.0]
 seeds: [0]
 """
 
@@ -295,9 +305,44 @@ def test_every_optimizer_keys_and_the_population_engine() -> None:
         "nadam lr=0.1 constant seed=0": ("7ddac34ac8fd5531", "c9da3251ccbecd2c"),
         "radam lr=0.01 constant seed=0": ("2f506bde68bcf8e7", "867d8fa0c10d477a"),
         "radam lr=0.1 constant seed=0": ("f8a1b75638f32695", "e4770a9075154292"),
+        # LR-free optimizers (issue 16; extra lrstudy[lrfree]): lr is a multiplier here.
+        "schedulefree_adamw lr=0.5 constant seed=0": ("14e1793f9caaeb36", "debce96b9272201c"),
+        "schedulefree_adamw lr=1 constant seed=0": ("204b7b9b1985dd17", "1470aaf8ad15df00"),
+        "schedulefree_sgd lr=0.5 constant seed=0": ("bc4101e296a67d6b", "5ccd0570e52aaba7"),
+        "schedulefree_sgd lr=1 constant seed=0": ("37aee0e4904018dd", "da59e3a0b67b2078"),
+        "prodigy lr=0.5 constant seed=0": ("a27f3f718274f788", "3a9e6467c173f683"),
+        "prodigy lr=1 constant seed=0": ("4bee1ea010556d88", "e1e5fd705c307c4c"),
+        "dadapt_adam lr=0.5 constant seed=0": ("23ef5372c35560ac", "5d4eaabbeb197149"),
+        "dadapt_adam lr=1 constant seed=0": ("a21c8d97ad5f7dbf", "b0b0a053730b7d8a"),
+        "dadapt_sgd lr=0.5 constant seed=0": ("d988af6c37f68b97", "613591236751b817"),
+        "dadapt_sgd lr=1 constant seed=0": ("80537ebae57554e1", "c0a76a6c5e120a44"),
     }
     # The same study on the population engine (`--engine auto`, the default, which groups the two
     # LRs of each optimizer into one population): keys are computed by the plan, before and
     # whatever an engine is chosen, so a population member logs exactly the key above.
     for name in OPTIMIZERS:
-        check_population([t for t in trials if t.optimizer == name])
+        members = [t for t in trials if t.optimizer == name]
+        if OPTIMIZERS[name].lr_free:  # the trial engine runs them, with the reason stated
+            with pytest.raises(ValueError, match="population engine does not implement"):
+                check_population(members)
+        else:
+            check_population(members)
+
+
+def test_baselines_keep_every_grid_key_and_pin_their_own() -> None:
+    # baselines: (issue 16) adds trials at the packages' defaults over the study's seeds; the
+    # grid's keys are those of the same study without it (adam lr=0.01 seed 0 as pinned above).
+    head = ALL_OPTIMIZERS_STUDY.split("optimizers:")[0]
+    spec = parse_spec(
+        head + "optimizers: [{name: adam, lr: 0.01}]\nbaselines: [prodigy, schedulefree_adamw]\n"
+        "seeds: [0, 1]\n"
+    )
+    assert _keys(plan_trials(spec)) == {
+        "adam lr=0.01 constant seed=0": ("d24d9c3c6a090493", "2bc73710ef185e1c"),
+        "adam lr=0.01 constant seed=1": ("855b15c39a116768", "2bc73710ef185e1c"),
+        "prodigy lr=1 constant seed=0": ("4bee1ea010556d88", "e1e5fd705c307c4c"),
+        "prodigy lr=1 constant seed=1": ("9676d98c79365f9d", "e1e5fd705c307c4c"),
+        "schedulefree_adamw lr=0.0025 constant seed=0": ("3ced3847d430a796", "38080763cfde81fa"),
+        "schedulefree_adamw lr=0.0025 constant seed=1": ("8a3aab13f167007d", "38080763cfde81fa"),
+    }
+    assert spec.spec_hash() == "0533dca38b15"

@@ -7,11 +7,15 @@ import inspect
 import pytest
 import torch
 
-from lrstudy.spec.optimizers import OPTIMIZERS, resolved_hparams
+from lrstudy.spec.optimizers import LR_FREE, OPTIMIZERS, resolved_hparams
+from lrstudy.train.optim import optimizer_class
 
 # Not hyperparameters of the method: implementation switches, or set by lrstudy itself.
 NOT_TUNABLE = {
     "self",
+    "fsdp_in_use",  # LR-free packages: distributed and logging switches
+    "log_every",
+    "slice_p",
     "params",
     "lr",
     "foreach",
@@ -26,13 +30,18 @@ OVERRIDES = {("momentum", "momentum"): 0.9, ("nesterov", "momentum"): 0.9}
 
 
 def _signature(name: str) -> dict[str, inspect.Parameter]:
-    cls = getattr(torch.optim, OPTIMIZERS[name].torch_class)
-    return dict(inspect.signature(cls.__init__).parameters)
+    return dict(inspect.signature(optimizer_class(name).__init__).parameters)
 
 
 @pytest.mark.parametrize("name", sorted(OPTIMIZERS))
 def test_torch_class_exists(name: str) -> None:
-    assert issubclass(getattr(torch.optim, OPTIMIZERS[name].torch_class), torch.optim.Optimizer)
+    # LR-free ones come from the `lrfree` extra, which `make test` installs.
+    assert issubclass(optimizer_class(name), torch.optim.Optimizer)
+
+
+@pytest.mark.parametrize("name", sorted(LR_FREE))
+def test_lr_free_default_lr_is_the_package_default(name: str) -> None:
+    assert OPTIMIZERS[name].default_lr == _signature(name)["lr"].default
 
 
 @pytest.mark.parametrize("name", sorted(OPTIMIZERS))

@@ -143,6 +143,10 @@ def _run_ramp(
     pending: list[tuple[float, torch.Tensor]] = []
     done = 0
     module.train()
+    # A schedule-free optimizer refuses to step in eval mode (the snapshot puts its mode back).
+    from lrstudy.train.lrfree import set_mode
+
+    set_mode(optimizer, True)
     with warnings.catch_warnings():
         # LightningModule.log warns once per call when there is no Trainer: expected here.
         warnings.filterwarnings("ignore", message=r".*self\.log\(\)")

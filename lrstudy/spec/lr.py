@@ -29,7 +29,7 @@ from lrstudy.schedules.catalog import (
     schedule_factory,
     schedule_json_schema,
 )
-from lrstudy.spec.optimizers import optimizer_info
+from lrstudy.spec.optimizers import OPTIMIZERS, optimizer_info
 
 
 class StrictModel(BaseModel):
@@ -191,6 +191,11 @@ class OptimizerSpec(BaseModel):
             raise ValueError(
                 f"{v!r} is not allowed: an optimizer is a mapping {{name, lr, its hyperparameters}}"
             )
+        info = OPTIMIZERS.get(v.get("name")) if isinstance(v, dict) else None
+        if info is not None and info.lr_free and "lr" not in v:
+            # An LR-free optimizer's lr defaults to its package's recommendation (a multiplier
+            # of the step size it adapts, for Prodigy and D-Adaptation).
+            v = {**v, "lr": info.default_lr}
         return v
 
     _known = field_validator("name")(_registered(optimizer_info))
@@ -201,10 +206,18 @@ class OptimizerSpec(BaseModel):
         for key, value in self.hparams.items():
             if key not in info.defaults or key in info.fixed:
                 allowed = ", ".join(k for k in info.defaults if k not in info.fixed)
+                lr_keys = "lr" if info.lr_free == "adaptive" else "lr, layer_lr"
                 raise ValueError(
-                    f"@{key}: {self.name} does not take {key!r}; allowed: lr, layer_lr, {allowed}"
+                    f"@{key}: {self.name} does not take {key!r}; allowed: {lr_keys}, {allowed}"
                 )
             _check_hparam_type(self.name, key, value, info.defaults[key])
+        if info.lr_free == "adaptive" and self.layer_lr is not None:
+            # Prodigy and D-Adaptation estimate one step size d for all groups and apply the
+            # largest group lr to every group (DAdaptSGD refuses different ones outright).
+            raise ValueError(
+                f"@layer_lr: {self.name} does not take 'layer_lr': it adapts one step size for all "
+                "parameter groups"
+            )
         hp = {**info.defaults, **self.hparams, **info.fixed}
         if hp.get("nesterov") and not hp.get("momentum"):
             raise ValueError(
@@ -237,7 +250,25 @@ class OptimizerSpec(BaseModel):
         return self.lr_grid()[0]
 
 
+# LR-free optimizers' own hyperparameters whose form is not given by their default's type.
+_WHOLE = ("warmup_steps",)  # counts of steps
+_POSITIVE = ("d0", "d_coef", "growth_rate")  # > 0 (growth_rate may be .inf, the default)
+
+
 def _check_hparam_type(opt: str, key: str, value: Any, default: Any) -> None:
+    number = isinstance(value, int | float) and not isinstance(value, bool)
+    if key == "beta3":  # None (the package derives it from beta2) or a beta
+        if value is not None and not (number and 0 <= value < 1):
+            raise ValueError(
+                f"@{key}: {value!r} is not allowed: {opt}.{key} must be null or a number in [0, 1)"
+            )
+        return
+    if key in _WHOLE and not (number and value >= 0 and value == int(value)):
+        raise ValueError(
+            f"@{key}: {value!r} is not allowed: {opt}.{key} must be a whole number of steps >= 0"
+        )
+    if key in _POSITIVE and not (number and value > 0):
+        raise ValueError(f"@{key}: {value!r} is not allowed: {opt}.{key} must be a number > 0")
     if isinstance(default, bool):
         if not isinstance(value, bool):
             raise ValueError(f"@{key}: {value!r} is not allowed: {opt}.{key} must be true or false")

@@ -17,11 +17,16 @@ _BETAS = (0.9, 0.999)
 class OptimizerInfo:
     """One optimizer name as users write it in a study file."""
 
-    torch_class: str  # attribute of torch.optim
+    torch_class: str  # attribute of `module` (torch.optim unless an extra provides it)
     defaults: dict[str, Any]  # every tunable hyperparameter but lr, with the default we use
     momentum_kind: str | None  # "momentum" (SGD/RMSprop), "beta1" (Adam family) or None
     fixed: dict[str, Any] = field(default_factory=dict)  # set by the name itself (nesterov=True)
     default_lr: float = 1e-3
+    module: str = "torch.optim"
+    # LR-free optimizers (extra `lrstudy[lrfree]`): "schedule_free" (needs optimizer.train()/
+    # .eval() around evaluation) or "adaptive" (estimates its own step size d; lr multiplies it).
+    lr_free: str | None = None
+    package: str | None = None  # the PyPI package of `module`, named in the missing-extra error
 
 
 _SGD = {"momentum": 0.0, "dampening": 0.0, "weight_decay": 0.0, "nesterov": False}
@@ -69,6 +74,95 @@ OPTIMIZERS: dict[str, OptimizerInfo] = {
         "beta1",
     ),
 }
+
+# LR-free optimizers, from the `lrfree` extra. Defaults are each package's own (lr included: the
+# packages' recommendation), so a baseline "at its defaults" is what their authors ship.
+# tests/test_optim_catalog.py checks them against the installed packages' signatures.
+_SF = {"weight_decay": 0, "warmup_steps": 0, "r": 0.0, "weight_lr_power": 2.0}
+_D = {"d0": 1e-6, "growth_rate": float("inf")}
+LR_FREE: dict[str, OptimizerInfo] = {
+    "schedulefree_adamw": OptimizerInfo(
+        "AdamWScheduleFree",
+        {"betas": _BETAS, "eps": 1e-8, **_SF},
+        "beta1",
+        default_lr=0.0025,
+        module="schedulefree",
+        lr_free="schedule_free",
+        package="schedulefree",
+    ),
+    "schedulefree_sgd": OptimizerInfo(
+        "SGDScheduleFree",
+        {"momentum": 0.9, **_SF, "weight_lr_power": 2},
+        "momentum",
+        default_lr=1.0,
+        module="schedulefree",
+        lr_free="schedule_free",
+        package="schedulefree",
+    ),
+    "prodigy": OptimizerInfo(
+        "Prodigy",
+        {
+            "betas": _BETAS,
+            "beta3": None,  # None: the package uses sqrt(beta2)
+            "eps": 1e-8,
+            "weight_decay": 0,
+            "decouple": True,
+            "use_bias_correction": False,
+            "safeguard_warmup": False,
+            "d_coef": 1.0,
+            **_D,
+        },
+        "beta1",
+        default_lr=1.0,
+        module="prodigyopt",
+        lr_free="adaptive",
+        package="prodigyopt",
+    ),
+    "dadapt_adam": OptimizerInfo(
+        "DAdaptAdam",
+        {
+            "betas": _BETAS,
+            "eps": 1e-8,
+            "weight_decay": 0,
+            "decouple": False,
+            "use_bias_correction": False,
+            **_D,
+        },
+        "beta1",
+        default_lr=1.0,
+        module="dadaptation",
+        lr_free="adaptive",
+        package="dadaptation",
+    ),
+    "dadapt_sgd": OptimizerInfo(
+        "DAdaptSGD",
+        {"momentum": 0.0, "weight_decay": 0, **_D},
+        "momentum",
+        default_lr=1.0,
+        module="dadaptation",
+        lr_free="adaptive",
+        package="dadaptation",
+    ),
+}
+OPTIMIZERS.update(LR_FREE)
+LRFREE_INSTALL = "pip install 'lrstudy[lrfree]'"
+
+
+def missing_extra(name: str) -> str | None:
+    """For an optimizer whose package is not installed: what to do about it, in a few words;
+    None when it can be built. Looks the package up without importing it (no torch here)."""
+    import importlib.util
+
+    info = OPTIMIZERS.get(name)
+    if info is None or info.package is None:
+        return None
+    try:
+        found = importlib.util.find_spec(info.module) is not None
+    except (ImportError, ValueError):  # a parent package that fails, or a blocked module
+        found = False
+    if found:
+        return None
+    return f"{name} needs the {info.package} package: {LRFREE_INSTALL}"
 
 
 def optimizer_info(name: str) -> OptimizerInfo:

@@ -298,6 +298,20 @@ def _known_claim(name: str) -> str:
 ClaimName = Annotated[str, AfterValidator(_known_claim)]
 
 
+def _lr_free(name: str) -> str:
+    from lrstudy.spec.optimizers import LR_FREE
+
+    if name not in LR_FREE:
+        raise ValueError(
+            f"{name!r} is not allowed: a baseline is an LR-free optimizer; allowed: "
+            f"{', '.join(LR_FREE)}"
+        )
+    return name
+
+
+BaselineName = Annotated[str, AfterValidator(_lr_free)]
+
+
 class StudySpec(StrictModel):
     """A whole study, as written in the YAML file (after validation)."""
 
@@ -318,6 +332,17 @@ class StudySpec(StrictModel):
     # Claims about learning rates this study tests (names in lrstudy.report.claims); the report
     # checks them and shows a verdict for each. They change what is reported, not what is run.
     claims: tuple[ClaimName, ...] = ()
+    # LR-free optimizers run at their defaults over the study's seeds beside the grid (issue 16);
+    # the report draws them as bands on the LR axis and says what tuning gains over each.
+    baselines: tuple[BaselineName, ...] = ()
+
+    @field_validator("baselines")
+    @classmethod
+    def _baselines_once(cls, v: tuple[str, ...]) -> tuple[str, ...]:
+        twice = sorted({b for b in v if v.count(b) > 1})
+        if twice:
+            raise ValueError(f"{twice[0]!r} is not allowed: listed twice")
+        return v
 
     @field_validator("claims")
     @classmethod
@@ -411,6 +436,8 @@ class StudySpec(StrictModel):
         for key in ("module", "datamodule", "loss", "metric", "param_groups"):
             if body["task"].get(key) is None:
                 body["task"].pop(key, None)
+        if not body.get("baselines"):  # likewise for studies written before baselines
+            body.pop("baselines", None)
         for key in ("eta", "min_epochs", "halving"):  # likewise the halving settings
             if body["search"].get(key) is None:
                 body["search"].pop(key, None)

@@ -36,7 +36,9 @@ from lrstudy.track.callback_args import validate_args
 from lrstudy.track.divergence import DivergenceGuard
 from lrstudy.track.run_params import config_params, group_names, metric_key
 from lrstudy.track.sink import MetricSink
+from lrstudy.track.step_size import applied_lr, lr_metric_meaning
 from lrstudy.track.store import experiment_id, open_client, resolve_tracking_uri
+from lrstudy.train.lrfree import ScheduleFreeSwitch
 
 # Names this callback writes per step (bare, or "<name>/<group>"): never forwarded per epoch.
 _PER_STEP = (names.LR, names.MOMENTUM, names.WEIGHT_DECAY, names.TRAIN_LOSS, names.GRAD_NORM)
@@ -119,6 +121,9 @@ class LRStudyCallback(Callback):
         self.epoch_losses: list[float] = []  # mean training loss of each finished epoch
         self._sink: MetricSink | None = None
         self._context = None
+        # A schedule-free optimizer refuses to step in eval mode and is meant to be validated in
+        # it: switched here too, so a user's loop with one trains without calling train()/eval().
+        self._schedule_free = ScheduleFreeSwitch()
         self._reset_buffers()
 
     # --- run set-up ------------------------------------------------------------------------------
@@ -180,6 +185,7 @@ class LRStudyCallback(Callback):
     # --- per step ----------------------------------------------------------------------------------
 
     def on_train_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        self._schedule_free.on_train_start(trainer, pl_module)
         if self._sink is None:
             return
         n_opts = len(trainer.optimizers)
@@ -189,6 +195,17 @@ class LRStudyCallback(Callback):
         self._primary = id(trainer.optimizers[0]) if trainer.optimizers else None
         flat = [g for gs in self._groups.values() for g in gs]
         tags = {names.TAG_PARAM_GROUPS: ",".join(flat), names.TAG_DEVICE: str(pl_module.device)}
+        meaning = next(
+            (
+                m
+                for opt in trainer.optimizers
+                for g in opt.param_groups
+                if (m := lr_metric_meaning(g))
+            ),
+            None,
+        )
+        if meaning:  # the `lr` metric is the applied step size; the param stays the given lr
+            tags[names.TAG_LR_METRIC] = meaning
         if self._mode != "given":  # a user's own run: say what its configuration is
             tags[names.TAG_CONFIG_PARAMS] = json.dumps(sorted(self.params))
             self._log_config_params(trainer)
@@ -223,7 +240,8 @@ class LRStudyCallback(Callback):
         n = sum(len(g) for g in self._groups.values())
         grads = []
         for gname, group in zip(gnames, opt.param_groups):
-            self._scalars.append((names.group_metric(names.LR, gname, n), float(group["lr"]), step))
+            lr = applied_lr(group)  # Prodigy/D-Adaptation: d * lr, what the step applies
+            self._scalars.append((names.group_metric(names.LR, gname, n), lr, step))
             mom = group.get("momentum", group.get("betas", (None,))[0])
             if mom is not None:
                 self._scalars.append(
@@ -290,7 +308,19 @@ class LRStudyCallback(Callback):
     # --- per epoch ---------------------------------------------------------------------------------
 
     def on_train_epoch_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        self._schedule_free.on_train_epoch_start(trainer, pl_module)
         self._epoch_t0 = time.perf_counter()
+
+    def on_validation_epoch_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        if trainer.state.fn == "fit":  # validate a schedule-free optimizer's averaged weights
+            self._schedule_free.on_validation_epoch_start(trainer, pl_module)
+
+    def on_validation_epoch_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        if trainer.state.fn == "fit":
+            self._schedule_free.on_validation_epoch_end(trainer, pl_module)
+
+    def on_train_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        self._schedule_free.on_train_end(trainer, pl_module)  # fit returns the averaged model
 
     def on_train_epoch_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         if self._sink is None:

@@ -14,6 +14,8 @@ from typing import Any
 
 import torch
 
+from lrstudy.track.step_size import STATE_KEYS
+
 # Group keys that are not hyperparameters: the tensors, names, and what schedulers keep there.
 _NOT_HPARAMS = {"params", "lr", "name", "initial_lr", "lrstudy_peak_lr", "foreach", "fused",
                 "capturable", "differentiable", "maximize"}  # fmt: skip
@@ -32,7 +34,11 @@ def optimizer_params(
         out.update({f"lr{suffix}/{n}": lr for n, lr in zip(group_names, initial)})
     last = {**opt.defaults, **groups[-1]}
     for k, v in sorted(last.items()):
-        if k in _NOT_HPARAMS or not isinstance(v, int | float | bool | str | tuple | list | None):
+        if (
+            k in _NOT_HPARAMS
+            or k in STATE_KEYS
+            or not isinstance(v, int | float | bool | str | tuple | list | None)
+        ):
             continue
         out[f"opt{suffix}.{k}"] = list(v) if isinstance(v, tuple) else v
     out[f"schedule{suffix}"] = type(scheduler).__name__ if scheduler is not None else "none"

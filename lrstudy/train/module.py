@@ -21,8 +21,10 @@ import torch
 from lrstudy import names
 from lrstudy.plan import Trial
 from lrstudy.schedules.catalog import build_schedule, monitor_of, warmup_steps_from
+from lrstudy.spec.optimizers import OPTIMIZERS
 from lrstudy.train.data import Dataset, subset_train
 from lrstudy.train.losses import is_classification, make_loss
+from lrstudy.train.lrfree import ScheduleFreeSwitch, has_batch_norm
 from lrstudy.train.models import build_model, layer_groups, named_groups
 from lrstudy.train.optim import build_optimizer, make_scheduler
 
@@ -228,6 +230,7 @@ def run_trial(
     model = build_model(trial.model, ds.input_shape, ds.num_classes, trial.model_args)
     batches = TensorBatches(ds.x_train, ds.y_train, trial.batch_size, trial.seed)
     module = ReferenceModule(model, trial, lr, batches)
+    callbacks = [*_schedule_free_batch_norm(trial, model, batches), *callbacks]
     trainer = L.Trainer(logger=False, callbacks=callbacks, **trainer_options(trial))
     t0 = time.perf_counter()
     trainer.fit(module, train_dataloaders=batches, val_dataloaders=FullBatch(ds.x_test, ds.y_test))
@@ -242,6 +245,29 @@ def run_trial(
         steps_per_epoch=len(batches),
         last_epoch=dict(module.history[-1]) if module.history else {},
     )
+
+
+# Batches BatchNorm statistics are recomputed on at a schedule-free eval point (the schedulefree
+# README's advice: on the order of 50 training batches, forward only).
+BN_BATCHES = 50
+
+
+def _schedule_free_batch_norm(
+    trial: Trial, model: torch.nn.Module, batches: TensorBatches
+) -> list[L.Callback]:
+    """For a schedule-free trial of a model with BatchNorm: a switch that recomputes its
+    statistics on the averaged weights before each validation. (The train/eval switch itself is
+    the tracking callback's.) The batches are the first training samples in order, so the
+    trial's shuffling (seeded per epoch) is not disturbed."""
+    if OPTIMIZERS[trial.optimizer].lr_free != "schedule_free" or not has_batch_norm(model):
+        return []
+
+    def inputs() -> Iterator[torch.Tensor]:
+        bs = batches.batch_size
+        for i in range(min(len(batches), BN_BATCHES)):
+            yield batches.x[i * bs : (i + 1) * bs]
+
+    return [ScheduleFreeSwitch(bn_inputs=inputs)]
 
 
 def trainer_options(trial: Trial) -> dict[str, Any]:

@@ -7,14 +7,16 @@ schedules are torch-free functions in `lrstudy.schedules`. This module is where 
 
 from __future__ import annotations
 
+import importlib
 from typing import Any
 
 import torch
 from torch import nn
 from torch.optim.lr_scheduler import LRScheduler
 
+from lrstudy.errors import UserInputError
 from lrstudy.schedules.catalog import Schedule, monitor_of
-from lrstudy.spec.optimizers import optimizer_info, resolved_hparams
+from lrstudy.spec.optimizers import missing_extra, optimizer_info, resolved_hparams
 
 PEAK_LR_KEY = "lrstudy_peak_lr"  # per param group: the LR its schedule multiplier applies to
 
@@ -64,7 +66,7 @@ def build_optimizer(
     Raises:
         ValueError: unknown optimizer, bad layer_lr, or groups that miss trainable parameters.
     """
-    torch_class = optimizer_info(name).torch_class
+    cls = optimizer_class(name)
     trainable = [p for p in model.parameters() if p.requires_grad]
     if layer_lr is None and not groups:
         named = [("all", trainable)]
@@ -85,9 +87,23 @@ def build_optimizer(
         {"params": ps, "name": g, "lr": lr * m, PEAK_LR_KEY: lr * m}
         for (g, ps), m in zip(named, multipliers, strict=True)
     ]
-    cls = getattr(torch.optim, torch_class)
     optimizer = cls(param_groups, lr=lr, **resolved_hparams(name, hparams))
+    if optimizer_info(name).lr_free == "schedule_free":
+        optimizer.train()  # built ready to step (the package refuses to step in eval mode)
     return optimizer, [g for g, _ in named]
+
+
+def optimizer_class(name: str) -> type[torch.optim.Optimizer]:
+    """The class optimizer `name` is built from: torch.optim's, or an LR-free package's.
+
+    Raises:
+        UserInputError: the package of an LR-free optimizer is not installed (how to install it).
+    """
+    info = optimizer_info(name)
+    missing = missing_extra(name)
+    if missing:
+        raise UserInputError(missing)
+    return getattr(importlib.import_module(info.module), info.torch_class)
 
 
 def momentum_of(optimizer: torch.optim.Optimizer, group: dict[str, Any]) -> float | None:

@@ -13,6 +13,7 @@ from typing import Any
 from lrstudy.errors import UserInputError
 from lrstudy.plan import Trial, plan_trials
 from lrstudy.spec import StudySpec
+from lrstudy.spec.optimizers import missing_extra
 from lrstudy.train.data import Dataset, load_dataset
 from lrstudy.train.models import build_model, check_groups
 from lrstudy.train.user_classes import resolve, search_dirs
@@ -37,6 +38,7 @@ def preflight(
             cannot be imported, is of the wrong kind or gets init_args it does not take, or
             layer-wise LR multipliers that do not match the model's groups.
     """
+    check_extras(spec, source)
     trials = plan_trials(spec)
     dirs = search_dirs(source) if dirs is None else dirs
     if spec.task.kind == "module":
@@ -66,6 +68,17 @@ def preflight(
     layer_lrs = [opt.layer_lr for opt in spec.optimizers]
     check_groups(model, trials[0].param_groups, layer_lrs, source, f"model {name}")
     return trials, data
+
+
+def check_extras(spec: StudySpec, source: str) -> None:
+    """An LR-free optimizer (or baseline) whose package is missing: one line saying how to
+    install it, before anything is loaded or written."""
+    named = [(f"optimizers[{i}].name", o.name) for i, o in enumerate(spec.optimizers)]
+    named += [(f"baselines[{i}]", b) for i, b in enumerate(spec.baselines)]
+    for field, name in named:
+        missing = missing_extra(name)
+        if missing:
+            raise UserInputError(f"{source}: {field}: {missing}")
 
 
 def _load_data(

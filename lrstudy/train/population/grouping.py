@@ -16,6 +16,7 @@ from typing import Any
 import torch
 
 from lrstudy.plan import Trial
+from lrstudy.spec.optimizers import OPTIMIZERS
 from lrstudy.train.data import Dataset
 from lrstudy.train.module import prepare
 
@@ -64,6 +65,28 @@ def population_key(trial: Trial) -> PopulationKey:
     )
 
 
+def lr_free_reason(optimizer: str) -> str | None:
+    """Why an LR-free optimizer trains on the trial engine; None for torch.optim's.
+
+    Not vectorised on purpose: Prodigy's and D-Adaptation's d is one scalar per member, but the
+    packages' updates (and schedule-free's two weight sequences) would have to be rewritten as
+    functional population optimizers and shown equal to the packages run by run; the trial
+    engine runs the packages themselves.
+    """
+    kind = OPTIMIZERS[optimizer].lr_free if optimizer in OPTIMIZERS else None
+    if kind == "schedule_free":
+        return (
+            f"{optimizer} keeps a second (averaged) weight sequence, which the population "
+            "engine does not implement; the trial engine runs the schedulefree package itself"
+        )
+    if kind == "adaptive":
+        return (
+            f"{optimizer} adapts its step size inside its package, which the population engine "
+            "does not implement; the trial engine runs the package itself"
+        )
+    return None
+
+
 def check_population(trials: list[Trial]) -> None:
     """Raise ValueError unless these trials may train as one population."""
     if not trials:
@@ -77,6 +100,9 @@ def check_population(trials: list[Trial]) -> None:
                 f"trials {trials[0].name!r} and {t.name!r} differ in {', '.join(fields)}: "
                 "they cannot share a population"
             )
+    why = lr_free_reason(trials[0].optimizer)
+    if why:
+        raise ValueError(why)
     missing = [t.name for t in trials if t.lr is None]
     if missing:
         raise ValueError(f"trials without a learning rate (resolve lr: auto first): {missing}")
@@ -148,6 +174,8 @@ def form_populations(
         elif t.task_kind == "module":
             solo.append((t, "a LightningModule trains on the trial engine (lrstudy does not "
                             "vectorise a user's training_step)"))  # fmt: skip
+        elif lr_free_reason(t.optimizer):
+            solo.append((t, lr_free_reason(t.optimizer)))
         elif t.loss != "cross_entropy":
             label = t.loss if isinstance(t.loss, str) else t.loss["class_path"]
             solo.append((t, f"loss {label}: populations train cross-entropy classifiers"))
