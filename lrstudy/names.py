@@ -48,6 +48,11 @@ TAG_KIND = "lrstudy.kind"  # "study" (parent), "trial" (child), "range_test", "p
 TAG_TRIAL_KEY = "lrstudy.trial_key"
 TAG_CONFIG_KEY = "lrstudy.config_key"  # trial key without the seed: groups seeds of a config
 TAG_SPEC_HASH = "lrstudy.spec_hash"
+# Successive halving: `lrstudy.rung.<epoch>` holds the decision taken at that rung (JSON, see
+# track/rungs.py); a stopped trial says at which rung and step it stopped.
+TAG_RUNG_PREFIX = "lrstudy.rung."
+TAG_PRUNED_RUNG = "lrstudy.pruned_rung"
+TAG_PRUNED_STEP = "lrstudy.pruned_step"
 TAG_VERSION = "lrstudy.version"
 TAG_OUTCOME = "lrstudy.outcome"  # one of the OUTCOME_* values below
 TAG_DIAGNOSIS = "lrstudy.diagnosis"  # too_low / good / too_high / at_chance / diverged (report)

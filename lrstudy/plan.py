@@ -118,6 +118,10 @@ class Trial:
 def plan_trials(spec: StudySpec) -> list[Trial]:
     """Expand the spec into trials: a full grid, or `search.trials` random configurations x seeds."""
     configs = _random_configs(spec) if spec.search.sampling == "random" else _grid_configs(spec)
+    if spec.search.successive_halving and spec.search.sampling == "grid":
+        # Asynchronous halving judges each configuration against those that reached the rung
+        # before it; in grid order (LR rising) each would beat all before it and none would stop.
+        random.Random(spec.search.seed).shuffle(configs)
     configs += baseline_configs(spec)
     trials = [_make_trial(spec, *cfg, seed=seed) for cfg in configs for seed in spec.seeds]
     # Two configurations can resolve to the same settings (e.g. a momentum sweep on an optimizer

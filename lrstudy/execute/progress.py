@@ -111,9 +111,11 @@ class StudyProgress:
 
     def seed_best(self, rows: list[tuple]) -> None:
         """Count earlier invocations' finished trials: (config key, name, final value of the
-        ranking metric, diverged[, lr]) each."""
-        for config_key, trial_name, value, diverged, *lr in rows:
-            self._add_result(config_key, trial_name, value, diverged, lr[0] if lr else None)
+        ranking metric, diverged[, lr[, pruned]]) each."""
+        for config_key, trial_name, value, diverged, *rest in rows:
+            lr = rest[0] if rest else None
+            self._add_result(config_key, trial_name, value, diverged, lr,
+                             pruned=len(rest) > 1 and bool(rest[1]))  # fmt: skip
         self._progress.update(self._task, best=self.best_text())
 
     def _number(self, key: str) -> int:
@@ -149,13 +151,14 @@ class StudyProgress:
 
     def _trial(self, e: dict[str, Any]) -> None:
         self.ran.append(e)
-        finished = e["outcome"] in (names.OUTCOME_OK, names.OUTCOME_DIVERGED)
+        finished = e["outcome"] in names.DONE_OUTCOMES
         acc, value = e.get("val_acc"), self._value(e)
         if finished and e["key"] not in self._lined:
             count = f"[{self._number(e['key'])}/{self.total}]"
             self._lined.add(e["key"])
             self._add_result(e["config_key"], e["name"], value,
-                             e["outcome"] == names.OUTCOME_DIVERGED, e.get("lr"))  # fmt: skip
+                             e["outcome"] == names.OUTCOME_DIVERGED, e.get("lr"),
+                             pruned=e["outcome"] == names.OUTCOME_PRUNED)  # fmt: skip
         else:  # not finished (failed, killed), or a second report of a counted trial: no number
             count = f"[-/{self.total}]"
         shown = ""
@@ -199,6 +202,8 @@ class StudyProgress:
         value: float | None,
         diverged: bool,
         lr: float | None = None,
+        *,
+        pruned: bool = False,
     ) -> None:
         self._results.append(
             {
@@ -210,6 +215,7 @@ class StudyProgress:
                 "metric_mode": self.metric.mode,
                 "metric_value": math.nan if value is None else float(value),
                 "diverged": diverged,
+                "pruned": pruned,
             }
         )
 

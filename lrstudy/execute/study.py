@@ -35,6 +35,7 @@ from lrstudy.report.best import BestConfig
 from lrstudy.spec import StudySpec
 from lrstudy.track import runs as track_runs
 from lrstudy.track.claims import Heartbeat, Lease, is_done, reap_stale
+from lrstudy.track.leases import clock_warning
 from lrstudy.track.outage import TrackingUnavailable
 from lrstudy.track.sink import prestart_writer
 from lrstudy.track.store import experiment_id, open_client
@@ -132,6 +133,7 @@ def run_study(
 
     check_workers(workers, executor)
     check_engine(engine, population_size)
+    Lease.from_env()  # LRSTUDY_LEASE_SECONDS <= 0 or not a number: one line, exit 2, nothing run
     console = console or Console(stderr=True)
     packed = None
     if factories and (workers > 1 or executor == "ray"):
@@ -200,7 +202,12 @@ def _run(spec, source, tracking_uri, spawned, relay, workers, executor, ray_addr
     exp = experiment_id(client, spec.experiment)
     existing = track_runs.search_study_runs(client, exp, names.KIND_TRIAL, spec.name)
     parents = track_runs.search_study_runs(client, exp, names.KIND_STUDY, spec.name)
-    closed = reap_stale(client, existing + parents, Lease.from_env())
+    lease = Lease.from_env()
+    if warning := clock_warning(client, tracking_uri, lease):
+        console.print(warning, soft_wrap=True)
+    # Closes runs whose pid is gone here at once; every other run is watched from now on and
+    # closed once its heartbeat stayed unchanged for its lease (by a worker, or at the end).
+    closed = reap_stale(client, existing + parents, lease)
     done = {r.data.tags.get(names.TAG_TRIAL_KEY) for r in existing if is_done(r)}
     todo = [t for t in trials if t.key not in done]
     result = StudyRun(len(trials), len(trials) - len(todo), exp, None, closed_orphans=len(closed))
@@ -230,7 +237,7 @@ def _run(spec, source, tracking_uri, spawned, relay, workers, executor, ray_addr
         factories=packed,
     )
     _print_engine_notes(console, trials, todo, data, order, existing)
-    beat = Heartbeat(client, Lease.from_env())
+    beat = Heartbeat(client, lease)
     beat.hold(parent)
     outcome = names.OUTCOME_OK
     try:
@@ -250,6 +257,8 @@ def _run(spec, source, tracking_uri, spawned, relay, workers, executor, ray_addr
     finally:
         beat.stop()
         _summarise(result, progress, todo)
+        if outcome == names.OUTCOME_OK:
+            result.closed_orphans += _reap_leftovers(client, exp, spec.name, lease)
         if outcome == names.OUTCOME_OK and result.outcomes.get(names.OUTCOME_FAILED):
             outcome = names.OUTCOME_FAILED
         # If the server is still gone the parent stays RUNNING; its lease expires and the next
@@ -258,6 +267,17 @@ def _run(spec, source, tracking_uri, spawned, relay, workers, executor, ray_addr
             track_runs.end_run(client, parent, outcome=outcome)
     _save_ui_view(client, exp, spec.name, spec.rank_metric)
     return result
+
+
+def _reap_leftovers(client, exp: str, study: str, lease: Lease) -> int:
+    """Close the study's runs left RUNNING by dead invocations (parents, and trial runs of keys
+    done meanwhile, which no worker looks at again) once this process has watched them for their
+    lease; the runs first seen at start-up have been watched for the whole study."""
+    with contextlib.suppress(TrackingUnavailable):
+        runs = track_runs.search_study_runs(client, exp, names.KIND_TRIAL, study)
+        runs += track_runs.search_study_runs(client, exp, names.KIND_STUDY, study)
+        return len(reap_stale(client, [r for r in runs if r.info.status == "RUNNING"], lease))
+    return 0
 
 
 def _print_engine_notes(
@@ -330,6 +350,7 @@ def _start_parent(client, exp: str, spec: StudySpec, trials: list[Trial], data: 
         names.TAG_SPEC_HASH: spec.spec_hash(),
         names.TAG_OUTCOME: names.OUTCOME_RUNNING,
         names.TAG_HEARTBEAT: f"{time.time():.3f}",
+        **Lease.from_env().tag(),
         names.TAG_METRIC: metric,
         names.TAG_METRIC_MODE: mode,
         names.TAG_TASK_KIND: spec.task.kind,
@@ -366,8 +387,8 @@ def _current_done(runs: list, current: set[str]) -> list:
 
 def _finished_accs(
     runs: list, current: set[str], metric: tuple[str, str] = (names.VAL_ACC, "max")
-) -> list[tuple[str, str, float | None, bool, float | None]]:
-    """(config key, name, final value of the ranking metric, diverged, lr) per finished trial of
+) -> list[tuple[str, str, float | None, bool, float | None, bool]]:
+    """(config key, name, final value of the ranking metric, diverged, lr, pruned) per finished trial of
     the current version: final val acc for val/acc, else the metric's latest logged value."""
     key = names.FINAL_VAL_ACC if tuple(metric) == (names.VAL_ACC, "max") else metric[0]
     out = []
@@ -383,6 +404,7 @@ def _finished_accs(
                 r.data.metrics.get(key),
                 r.data.tags.get(names.TAG_OUTCOME) == names.OUTCOME_DIVERGED,
                 lr,
+                r.data.tags.get(names.TAG_OUTCOME) == names.OUTCOME_PRUNED,
             )
         )
     return out

@@ -97,6 +97,7 @@ def run_claimed(
     outcome, final, extra = names.OUTCOME_FAILED, {}, {}
     metric_value, available = None, []
     lr, lr_source, callback, interrupted = trial.lr, "spec", None, False
+    rungs = None  # successive halving's callback, when the study uses it
     # Everything after the claim is inside the try: a Ctrl-C at any point still ends the run.
     try:
         from lrstudy.track.callback import LRStudyCallback
@@ -109,14 +110,20 @@ def run_claimed(
         callback = LRStudyCallback(
             spec.name, run_id=run_id, client=client, divergence_factor=trial.divergence_factor
         )
+        callbacks: list = [callback]
+        if trial.halving:
+            from lrstudy.execute.halving import RungCallback, judge_for
+
+            rungs = RungCallback(judge_for(client, exp, spec), trial, run_id, spec.rank_metric[0])
+            callbacks.append(rungs)
         if trial.task_kind == "module":
-            result = _train_module(client, spec, trial, data, run_id, lr, callback, extra)
+            result = _train_module(client, spec, trial, data, run_id, lr, callbacks, extra)
         else:
             from lrstudy.train.module import prepare, run_trial
 
             _, spe = prepare(trial, data)
             track_runs.log_params(client, run_id, trial_params(trial, lr, spe))
-            result = run_trial(trial, data, [callback], lr=lr)
+            result = run_trial(trial, data, callbacks, lr=lr)
         metric_value = final_metric(spec, result.metrics, result.last_epoch, result.metric_value)
         available = result.available or sorted(k for k in result.last_epoch if k != "step")
         # float32 values logged as their shortest float32 decimal (0.2, not 0.2000000029...):
@@ -125,8 +132,13 @@ def run_claimed(
             k: v if k == names.TRAIN_SECONDS else float32_short(v)
             for k, v in result.metrics.items()
         }
-        callback.log_metrics(final, step=result.total_steps)
-        outcome = result.outcome
+        outcome, last_step = result.outcome, result.total_steps
+        if rungs is not None and rungs.pruned_at and outcome == names.OUTCOME_OK:
+            from lrstudy.execute.halving import pruned_tags
+
+            outcome, last_step = names.OUTCOME_PRUNED, rungs.pruned_at[1]
+            extra.update(pruned_tags(*rungs.pruned_at))
+        callback.log_metrics(final, step=last_step)
     except SystemExit:
         # Lightning turns Ctrl-C into sys.exit(1) after its graceful shutdown.
         if callback is None or not callback.interrupted:
@@ -140,7 +152,7 @@ def run_claimed(
         extra[names.TAG_ERROR] = f"{type(e).__name__}: {e}"[:500]
         _log_traceback(client, run_id)
     finally:
-        if outcome in (names.OUTCOME_OK, names.OUTCOME_DIVERGED) and not still_running(
+        if outcome in names.DONE_OUTCOMES and not still_running(
             client, run_id
         ):
             # Another worker reaped our claim while we were cut off: its rerun owns the key now,
@@ -167,7 +179,7 @@ def run_claimed(
     )
 
 
-def _train_module(client, spec, trial, data, run_id, lr, callback, extra):
+def _train_module(client, spec, trial, data, run_id, lr, callbacks, extra):
     """A user LightningModule's trial: its params (init args included), the note that the study's
     optimizer replaced the module's own, training, then the step counts Lightning worked out."""
     from lrstudy.schedules.catalog import warmup_steps_from
@@ -176,7 +188,7 @@ def _train_module(client, spec, trial, data, run_id, lr, callback, extra):
     note = replacement_note([trial], data)
     track_runs.set_tags(client, run_id, {names.TAG_OPTIMIZER_REPLACED: note})
     track_runs.log_params(client, run_id, trial_params(trial, lr, None))
-    result = run_module_trial(trial, data, [callback], lr, spec.rank_metric[0])
+    result = run_module_trial(trial, data, callbacks, lr, spec.rank_metric[0])
     spe, total = result.steps_per_epoch, result.total_steps
     track_runs.log_params(client, run_id, {
         "steps_per_epoch": spe, "total_steps": total,

@@ -86,12 +86,17 @@ def best_config(trials: pd.DataFrame) -> BestConfig | None:
             result says when the best LR is an end of its family's grid (`edge`).
     Returns:
         BestConfig, or None when no configuration without a diverged seed has a final value.
+        With a `pruned` column, configurations with a seed stopped early by successive halving
+        are not candidates either (their values are from an earlier epoch); their LRs still
+        count as tried for the edge note.
     """
     metric, col = frame_metric(trials)
     value = pd.to_numeric(trials[col], errors="coerce").astype(float)
     value = value.where(value.abs() != float("inf"))
     g = trials.assign(_v=value, _s=metric.sign * value).groupby("config", sort=True)
     alive = ~g["diverged"].any()
+    if "pruned" in trials.columns:  # stopped early by successive halving: a partial value
+        alive &= ~g["pruned"].any()
     name = pick_best(g["_s"].mean()[alive])
     if name is None:
         return None

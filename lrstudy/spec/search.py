@@ -16,8 +16,10 @@ from lrstudy.spec.lr import StrictModel
 
 
 def _eta_message(eta: float) -> str:
-    return (f"@eta: {eta:g} is not allowed: the reduction factor must be > 1 "
-            "(eta: 3 keeps the top third of the configurations at each rung)")
+    return (
+        f"@eta: {eta:g} is not allowed: the reduction factor must be > 1 "
+        "(eta: 3 keeps the top third of the configurations at each rung)"
+    )
 
 
 class HalvingSpec(StrictModel):
@@ -59,7 +61,9 @@ class SearchSpec(StrictModel):
     def _trials(self) -> SearchSpec:
         if self.method == "random" and self.trials is None:
             raise ValueError("random search needs trials: N (number of sampled configurations)")
-        flat = {k: v for k, v in (("eta", self.eta), ("min_epochs", self.min_epochs)) if v is not None}
+        flat = {
+            k: v for k, v in (("eta", self.eta), ("min_epochs", self.min_epochs)) if v is not None
+        }
         if flat and self.method != "halving":
             first = next(iter(flat))
             raise ValueError(

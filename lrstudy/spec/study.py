@@ -374,7 +374,11 @@ class StudySpec(StrictModel):
     @model_validator(mode="after")
     def _grid_and_sweep(self) -> StudySpec:
         for i, opt in enumerate(self.optimizers):
-            if isinstance(opt.lr, LRRange) and opt.lr.num is None and self.search.sampling == "grid":
+            if (
+                isinstance(opt.lr, LRRange)
+                and opt.lr.num is None
+                and self.search.sampling == "grid"
+            ):
                 raise ValueError(f"@optimizers[{i}].lr: a range needs num: N for a grid search")
             for axis in ("momentum", "weight_decay"):
                 if getattr(self.sweep, axis) is not None and axis in opt.hparams:

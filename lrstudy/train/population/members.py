@@ -36,6 +36,7 @@ class MemberResult(TrialResult):
     param_groups: list[str] = field(default_factory=list)  # tag lrstudy.param_groups, in order
     population_size: int = 1  # members that started together (train/seconds is shared wall time)
     history: list[dict[str, float]] = field(default_factory=list)  # per epoch, as ReferenceModule
+    pruned_at: tuple[int, int] | None = None  # (rung epoch, step) where successive halving stopped it
 
 
 class Member:
@@ -52,6 +53,7 @@ class Member:
         if trial.lr is None:
             raise ValueError(f"trial {trial.name} has no learning rate (resolve lr: auto first)")
         self.index, self.trial = index, trial
+        self.pruned_at: tuple[int, int] | None = None  # set when successive halving stops it
         layers = layer_groups(template)
         # The solo optimizer itself says which groups exist and their peak LRs (lr x multiplier),
         # and raises the solo run's own error for settings torch rejects.
@@ -158,16 +160,20 @@ class Member:
         metrics = summarize(self.history, self.trial, seconds)
         metrics.update(noise_accuracy(model, data, self.trial))
         diverged = self.guard.diverged_at is not None
+        outcome = names.OUTCOME_DIVERGED if diverged else names.OUTCOME_OK
+        if self.pruned_at is not None and not diverged:
+            outcome = names.OUTCOME_PRUNED
         return MemberResult(
-            outcome=names.OUTCOME_DIVERGED if diverged else names.OUTCOME_OK,
+            outcome=outcome,
             metrics=metrics,
-            total_steps=spe * self.trial.epochs,
+            total_steps=self.pruned_at[1] if outcome == names.OUTCOME_PRUNED else spe * self.trial.epochs,
             steps_per_epoch=spe,
             diverged_at=self.guard.diverged_at,
             diverged_reason=self.guard.reason,
             param_groups=list(self.group_names),
             population_size=population,
             history=list(self.history),
+            pruned_at=self.pruned_at,
         )
 
 

@@ -32,6 +32,8 @@ from lrstudy.train.population.stacked import (
 )
 
 Emit = Callable[[int, list[Row]], None]
+# Successive halving: judge(rung epoch, [(member index, its epoch row)]) -> stop each member?
+Judge = Callable[[int, list[tuple[int, dict[str, float]]]], list[bool]]
 
 warnings.filterwarnings(
     "ignore", message=".*returned `None`, this fit will run with no optimizer.*"
@@ -71,8 +73,11 @@ class PopulationModule(L.LightningModule):
         dtype: torch.dtype = torch.float32,
         sync_every: int | None = None,
         keep_weights: bool = False,
+        judge: Judge | None = None,
     ) -> None:
         super().__init__()
+        self.judge = judge
+        self.rungs = set(trials[0].halving["rungs"]) if judge and trials[0].halving else set()
         self.automatic_optimization = False
         first = trials[0]
         self.data, self.emit, self.dtype_, self.sync_every = data, emit, dtype, sync_every
@@ -163,7 +168,8 @@ class PopulationModule(L.LightningModule):
         diverged = self._drain()
         self._emit_epoch_rows(everyone)
         last = self.current_epoch + 1 >= self.epochs
-        self._finish(everyone if last else diverged)
+        pruned = [] if last else self._judge_rung(diverged)
+        self._finish(everyone if last else sorted({*diverged, *pruned}))
 
     # --- helpers ---------------------------------------------------------------------------------
 
@@ -184,6 +190,25 @@ class PopulationModule(L.LightningModule):
             if m.guard.diverged_at is None and m.check(steps, losses[k]):
                 diverged.append(k)
         return diverged
+
+    def _judge_rung(self, diverged: list[int]) -> list[int]:
+        """At a rung, the stack rows successive halving stops (after their epoch rows, as solo).
+
+        Every member still training is judged together: their decisions do not depend on the
+        order in which the population lists them."""
+        epoch = self.current_epoch + 1
+        if epoch not in self.rungs or self.judge is None:
+            return []
+        rows = [k for k in range(len(self.members)) if k not in diverged]
+        if not rows:
+            return []
+        stops = self.judge(epoch, [(self.members[k].index, self.members[k].history[-1]) for k in rows])
+        out = []
+        for k, stop in zip(rows, stops, strict=True):
+            if stop:
+                self.members[k].pruned_at = (epoch, self.steps_done)
+                out.append(k)
+        return out
 
     def _validate(self, rows: list[int], *, observe: bool) -> None:
         val = self.stack.evaluate(self.x_test, self.y_test, rows)
@@ -248,6 +273,7 @@ def fit_population(
     sync_every: int | None = None,
     threads: int | None = None,
     keep_weights: bool = False,
+    judge: Judge | None = None,
 ) -> PopulationModule:
     """`run_population`, returning the trained module (results, and weights if kept)."""
     check_population(trials)
@@ -255,7 +281,8 @@ def fit_population(
     accelerator = accelerator or trials[0].accelerator
     accelerator = {"cuda": "gpu"}.get(accelerator, accelerator)
     module = PopulationModule(
-        trials, data, emit, dtype=dtype, sync_every=sync_every, keep_weights=keep_weights
+        trials, data, emit, dtype=dtype, sync_every=sync_every, keep_weights=keep_weights,
+        judge=judge,
     )
     trainer = L.Trainer(
         max_epochs=trials[0].epochs,
@@ -282,6 +309,7 @@ def run_population(
     dtype: torch.dtype = torch.float32,
     sync_every: int | None = None,
     threads: int | None = None,
+    judge: Judge | None = None,
 ) -> list[MemberResult]:
     """Train trials that share data, model, batch size, epochs and optimizer as one population.
 
@@ -294,6 +322,9 @@ def run_population(
         dtype: float32 (the study path) or float64.
         sync_every: steps per host copy; default as LRStudyCallback (8 on CPU, 64 otherwise).
         threads: torch CPU threads; default the largest `threads` of the trials.
+        judge: successive halving's rung judge (`execute/halving.population_judge`): at each
+            rung of the trials' `halving`, the members it stops leave the stack, and the others
+            go on exactly as they would have (members never interact).
 
     Returns:
         One MemberResult (a TrialResult with the divergence step and reason) per trial, in order.
@@ -311,5 +342,6 @@ def run_population(
         dtype=dtype,
         sync_every=sync_every,
         threads=threads,
+        judge=judge,
     )
     return [module.results[i] for i in range(len(trials))]
