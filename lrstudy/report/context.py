@@ -14,6 +14,7 @@ import pandas as pd
 from markupsafe import Markup
 
 from lrstudy.report.analyze import AXES, AXIS_SHORT, fmt_value, mean_std, swept_axes
+from lrstudy.report.baselines import lr_free_notes, tuning_gains
 from lrstudy.report.best import best_config
 from lrstudy.report.claims import VERDICT_TEXT as CLAIM_TEXT
 from lrstudy.report.claims import VERDICTS as CLAIM_VERDICTS
@@ -321,7 +322,8 @@ def page_context(
         "metric_head": f"{data.metric.label} (mean ± std)",
         "summary": f"{len(configs)} configurations, {len(trials)} runs: "
         + ", ".join(f"{counts.get(v, 0)} {VERDICT_TEXT[v]}" for v in VERDICTS),
-        "notes": notes(sr, data),
+        "notes": notes(sr, data) + lr_free_notes(trials),
+        "baseline_gains": [g.text() for g in tuning_gains(trials)],  # LR-free baselines
         "palette": sorted(optimizer_colors(configs["optimizer"]).items()),
         "verdicts": [_verdict(v) for v in VERDICTS],
         "rules": rules_text(data.metric),

@@ -13,6 +13,7 @@ import numpy as np
 import pandas as pd
 from matplotlib.figure import Figure
 
+from lrstudy.report.baselines import BaselineBand, baseline_bands, baseline_mask
 from lrstudy.report.best import best_config, frame_metric
 from lrstudy.report.plots import style as S
 
@@ -82,6 +83,9 @@ class SensitivityData:
     suggestions: list[Suggestion] = field(default_factory=list)
     best: tuple[float, float, str] | None = None  # (lr, mean final value, colour) of the best
     panels: list[tuple[str, str, bool]] = field(default_factory=lambda: list(SENSITIVITY_PANELS))
+    # LR-free baselines at their defaults (no LR of their own): metric column -> bands, drawn
+    # as horizontal bands across the LR axis; (band, colour) pairs
+    baselines: dict[str, list[tuple[BaselineBand, str]]] = field(default_factory=dict)
 
 
 def _panel(trials: pd.DataFrame, col: str) -> SensitivityPanel:
@@ -107,9 +111,18 @@ def sensitivity_data(
     the range tests' recommended LRs; the best configuration (`best_config`)."""
     style = S.family_style(configs)
     panels = sensitivity_panels(trials)
+    colors = S.optimizer_colors(configs["optimizer"])
+    is_base = baseline_mask(trials)
+    bands = {
+        col: [(b, colors.get(b.name, "#444")) for b in baseline_bands(trials, col)]
+        for col, _, _ in panels
+    }
+    trials = trials[~is_base]  # the grid: baselines have no LR axis of their own
     families = []
     for fam in sorted(configs["family"].unique()):
         tr = trials[trials["family"] == fam]
+        if tr.empty:  # a baseline's family
+            continue
         families.append(
             SensitivityFamily(
                 label=fam,
@@ -118,7 +131,6 @@ def sensitivity_data(
                 diverged_lrs=sorted(tr.loc[tr["diverged"], "lr"].dropna().tolist()),
             )
         )
-    colors = S.optimizer_colors(configs["optimizer"])
     marks = [
         Suggestion(r.optimizer, r.rule, float(r.lr), colors.get(r.optimizer, "#444"))
         for r in range_tests.itertuples()
@@ -131,7 +143,7 @@ def sensitivity_data(
             mark = (float(row["lr"]), best.mean, style[row["family"]]["color"])
     if panels[0][0] not in ("final_val_acc", "metric_value"):
         mark = None  # the star marks the ranking metric's panel: there is none
-    return SensitivityData(families, marks, mark, panels)
+    return SensitivityData(families, marks, mark, panels, bands)
 
 
 def draw_sensitivity(data: SensitivityData, axes) -> None:
@@ -152,6 +164,9 @@ def draw_sensitivity(data: SensitivityData, axes) -> None:
             lr, mean, color = data.best
             ax.scatter([lr], [mean], marker="*", s=140, color=color, edgecolors="black",
                        linewidths=0.6, zorder=5)  # fmt: skip
+        for band, color in data.baselines.get(col, []):
+            ax.axhspan(band.lo, band.hi, color=color, alpha=0.12, lw=0)
+            ax.axhline(band.mean, color=color, ls="-.", lw=1.3, label=f"{band.name} (defaults)")
         for s in data.suggestions:
             ax.axvline(s.lr, color=s.color, ls=(0, (2, 2)), lw=1.1, alpha=0.9)
         # diverged LRs may lie beyond the lines' range: the limits include them
@@ -167,7 +182,8 @@ def draw_sensitivity(data: SensitivityData, axes) -> None:
 
 
 def sensitivity_figure(data: SensitivityData) -> Figure:
-    n_entries = len(data.families) + 1 + bool(data.suggestions) + (data.best is not None)
+    n_bands = len(next(iter(data.baselines.values()), []))
+    n_entries = len(data.families) + n_bands + 1 + bool(data.suggestions) + (data.best is not None)
     ncol = min(4, n_entries)
     fig, axes = S.grid_figure(
         1, len(data.panels), row_h=2.8, bottom=0.6 + S.legend_rows(n_entries, ncol), wgap=0.75
