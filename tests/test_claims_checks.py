@@ -409,9 +409,21 @@ def test_every_registered_claim_is_tested_here_both_ways() -> None:
         "momentum_shifts_lr", "best_lr_grows_with_batch", "linear_scaling_rule",
         "learning_curves_rise", "larger_lr_smaller_gap", "larger_lr_more_robust",
         "lower_layers_faster_helps", "lower_layers_slower_helps", "range_test_near_grid_best",
-    }  # fmt: skip
+    } | set(LR_FREE_CASES)  # tested both ways in tests/test_claims_lr_free.py  # fmt: skip
     assert tested == set(claim_names())
 
+
+def _lr_free(baselines: dict, schedule: str = "constant", steps: dict | None = None) -> Frames:
+    from tests.test_claims_lr_free import study  # imported late: that module imports this one
+
+    return study(baselines, schedule, steps)
+
+
+LR_FREE_CASES = {
+    "lr_free_within_1pt": lambda: _lr_free({"prodigy": 0.70}),
+    "schedulefree_matches_cosine": lambda: _lr_free({"schedulefree_adamw": 0.72}, "cosine"),
+    "adaptive_step_near_adam_best": lambda: _lr_free({"prodigy": 0.79}, steps={"prodigy": 0.1}),
+}
 
 NOT_SUPPORTED_CASES = {  # claim -> a study that contradicts it (every registered claim has one)
     **{name: (lambda spec=spec: regimes_study(spec)) for name, spec in REGIME_CLAIMS.items()},
@@ -428,6 +440,7 @@ NOT_SUPPORTED_CASES = {  # claim -> a study that contradicts it (every registere
     "lower_layers_faster_helps": lambda: layer_study({"uniform": 0.70, "faster": 0.65}),
     "lower_layers_slower_helps": lambda: layer_study({"uniform": 0.70, "slower": 0.65}),
     "range_test_near_grid_best": lambda: range_study(3e-3),
+    **LR_FREE_CASES,
 }  # fmt: skip
 
 

@@ -16,6 +16,7 @@ from lrstudy.report.claims import (
     generalization,
     gradients,
     layers,
+    lr_free,
     range_test,
     regimes,
     schedules,
@@ -34,6 +35,7 @@ CLAIMS: dict[str, Claim] = {
         generalization,
         layers,
         range_test,
+        lr_free,
     )  # fmt: skip
     for c in module.CLAIMS
 }
@@ -41,7 +43,9 @@ CLAIMS: dict[str, Claim] = {
 
 # Claims about gradients, or about where the best LR lies (whatever ranks it): checked on any
 # study. Every other claim reads validation accuracy (its margins are points of accuracy).
-ACCURACY_FREE = {c.name for c in (*gradients.CLAIMS, *range_test.CLAIMS)}
+ACCURACY_FREE = {c.name for c in (*gradients.CLAIMS, *range_test.CLAIMS)} | {
+    "adaptive_step_near_adam_best"
+}
 
 
 def accuracy_missing(frames: Frames) -> str | None:
