@@ -24,6 +24,10 @@ from mlflow.tracking import MlflowClient
 from lrstudy import names
 from lrstudy.cli import main
 from lrstudy.plan import plan_trials
+from lrstudy.report.build import build_report
+from lrstudy.report.read import find_study
+from lrstudy.report.results import collect
+from lrstudy.report.search import search_summary
 from lrstudy.spec import load_spec
 from lrstudy.track.rungs import RungEntry, RungJudge, promotable
 from lrstudy.train.module import run_trial
@@ -150,6 +154,43 @@ def test_halving_study_prunes_and_a_rerun_redoes_nothing(tmp_path: Path, capsys)
     assert main(args) == 0  # everything is done: pruned trials are not trained again
     assert len(_trial_runs(uri, "prune")) == len(runs)
     assert "9 already finished" in "".join(capsys.readouterr())
+
+    # the report: the Search section counts what stopped where and what it cost
+    client = MlflowClient(uri)
+    sr = find_study(client, study="prune")
+    assert len(sr.pruned) == outcomes[names.OUTCOME_PRUNED]
+    assert len(sr.runs) == outcomes[names.OUTCOME_OK]  # the other sections: finished trials only
+    data = collect(client, sr)
+    summary = search_summary(sr, data.trials)
+    spe = int(runs[0].data.params["steps_per_epoch"])
+    stopped_at = Counter(int(r.data.tags[names.TAG_PRUNED_RUNG]) for r in runs
+                         if r.data.tags[names.TAG_OUTCOME] == names.OUTCOME_PRUNED)  # fmt: skip
+    assert summary.rungs == [1, 3] and summary.epochs == 9
+    assert {k: v for k, v in summary.stopped.items() if v} == dict(stopped_at)
+    assert summary.steps_full == 9 * 9 * spe
+    assert summary.steps_used == spe * (9 * summary.finished + sum(
+        rung * n for rung, n in stopped_at.items()))  # fmt: skip
+    assert summary.saving == pytest.approx(summary.steps_full / summary.steps_used)
+    points = summary.points
+    assert points["stopped"].sum() == len(sr.pruned) and (~points["stopped"]).sum() == len(sr.runs)
+    assert set(points.loc[points["stopped"], "epochs_trained"]) <= {1, 3}
+    page = build_report(uri, study="prune", out_dir=str(tmp_path / "reports"),
+                        log_artifact=False).read_text(encoding="utf-8")  # fmt: skip
+    assert 'id="search"' in page and 'data-figure="search"' in page
+    assert f"{summary.steps_full:,.0f}" in page
+    assert f"{len(sr.pruned)} more runs stopped early by successive halving" in page
+
+
+def test_a_study_without_halving_has_no_search_section(tmp_path: Path) -> None:
+    study = _study(tmp_path, "full", num=3, epochs=2, search="{method: grid}")
+    uri = f"sqlite:///{tmp_path}/mlflow.db"
+    assert main(["run", str(study), "--tracking-uri", uri, "--no-report", "--engine", "trial"]) == 0
+    client = MlflowClient(uri)
+    sr = find_study(client, study="full")
+    assert search_summary(sr, collect(client, sr).trials) is None
+    page = build_report(uri, study="full", out_dir=str(tmp_path / "reports"),
+                        log_artifact=False).read_text(encoding="utf-8")  # fmt: skip
+    assert 'id="search"' not in page
 
 
 def _rung_tags(db: Path) -> int:

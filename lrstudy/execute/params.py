@@ -28,6 +28,8 @@ def study_params(spec: StudySpec, trials: list[Trial], data: Any) -> dict[str, A
         "schedules": [s.label for s in spec.schedules],
         "sweep": {k: list(v) for k, v in spec.sweep.axes().items()},
     }
+    if trials[0].halving:  # eta and the rung epochs, for the report's Search section
+        common["halving"] = trials[0].halving
     user = {"task_kind": spec.task.kind, "metric": metric, "metric_mode": mode}
     first = trials[0]
     if spec.task.kind == "module":  # the user's classes and data: no tensors to count here

@@ -44,6 +44,9 @@ FIGURE_CAPTIONS = {
     "(error bars = seed std).",
     "robustness": "Test accuracy under Gaussian input noise of each σ, per LR (σ = 0: clean "
     "final val accuracy); diverged configurations are left out.",
+    "search": "Every trial of the search, per seed. Hollow = stopped by successive halving at a "
+    "rung (its value is the one the decision saw), filled = trained to the last epoch. Stopped "
+    "trials are not diverged: the other sections show only the trials trained to the end.",
 }
 
 
@@ -301,6 +304,14 @@ def _range_tests(sr) -> list[dict]:
              "recommended": bool(r.recommended)} for r in sr.range_tests.itertuples()]  # fmt: skip
 
 
+def _search(sr, trials) -> dict | None:
+    """The Search section's text (successive halving only; its figure is `figs['search']`)."""
+    from lrstudy.report.search import search_summary
+
+    summary = search_summary(sr, trials)
+    return {"lines": summary.lines()} if summary else None
+
+
 def page_context(
     sr,
     data: StudyData,
@@ -321,7 +332,9 @@ def page_context(
         "best": best_text(trials, configs),
         "metric_head": f"{data.metric.label} (mean ± std)",
         "summary": f"{len(configs)} configurations, {len(trials)} runs: "
-        + ", ".join(f"{counts.get(v, 0)} {VERDICT_TEXT[v]}" for v in VERDICTS),
+        + ", ".join(f"{counts.get(v, 0)} {VERDICT_TEXT[v]}" for v in VERDICTS)
+        + (f"; {len(sr.pruned)} more runs stopped early by successive halving (see Search)"
+           if len(getattr(sr, "pruned", ())) else ""),  # fmt: skip
         "notes": notes(sr, data) + lr_free_notes(trials),
         "baseline_gains": [g.text() for g in tuning_gains(trials)],  # LR-free baselines
         "palette": sorted(optimizer_colors(configs["optimizer"]).items()),
@@ -330,6 +343,7 @@ def page_context(
         "tables": tables(configs, target),
         "final_head": final_head(data.metric, has_acc(configs)),
         "range_tests": _range_tests(sr),
+        "search": _search(sr, trials),
         "claims": claims_context(claims or [], figs),
         "figs": _figures(sr, figs, data.metric),
         "axis_figs": [

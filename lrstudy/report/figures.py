@@ -33,6 +33,8 @@ def figure_jobs(sr, data: StudyData) -> list[tuple[str, Callable]]:
     from lrstudy.report.plots import lr as P
     from lrstudy.report.plots import sensitivity as PS
 
+    from lrstudy.report.search import search_summary
+
     trials, configs, history = data.trials, data.configs, data.history
 
     def convergence():
@@ -79,6 +81,14 @@ def figure_jobs(sr, data: StudyData) -> list[tuple[str, Callable]]:
                 lambda: PA.learning_curve_figure(PA.learning_curve_data(configs, swept)),
             )
         )
+    summary = search_summary(sr, trials)
+    if summary is not None:  # successive halving: what it tried and where it stopped
+        from lrstudy.report.plots import search as PSe
+        from lrstudy.report.plots.style import family_style
+
+        jobs.append(("search", lambda: PSe.search_figure(
+            summary.points, summary.rungs, summary.epochs, data.metric.name,
+            family_style(configs))))  # fmt: skip
     if any(c.startswith("noise:") for c in configs.columns):
         jobs.append(
             (

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Iterable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import pandas as pd
 from mlflow.tracking import MlflowClient
@@ -36,6 +36,9 @@ class StudyRuns:
     # trial runs of earlier versions of the study, left out (`lrstudy.report.versions`)
     left_out: LeftOut | None = None
     version: Version | None = None  # the current definition the runs were chosen by
+    # trials successive halving stopped at a rung (outcome pruned), chosen like `runs` but kept
+    # apart: their values are from an earlier epoch, so only the Search section reads them
+    pruned: pd.DataFrame = field(default_factory=pd.DataFrame)
 
 
 def _search(client: MlflowClient, experiment_ids: list[str], filter_string: str) -> list:
@@ -88,14 +91,12 @@ def _col(df: pd.DataFrame, name: str) -> pd.Series:
 
 
 def pick_trials(df: pd.DataFrame) -> tuple[pd.DataFrame, dict[str, int]]:
-    """Per trial key the newest FINISHED run with outcome ok/diverged (or no outcome tag: plugin
-    runs); returns (chosen, {reason: count} of the runs left out)."""
+    """Per trial key the newest FINISHED run with outcome ok/diverged/pruned (or no outcome tag:
+    plugin runs); returns (chosen, {reason: count} of the runs left out)."""
     if df.empty:
         return df, {}
     outcome = _col(df, f"tags.{N.TAG_OUTCOME}")
-    usable = (df["status"] == "FINISHED") & (
-        outcome.isna() | outcome.isin([N.OUTCOME_OK, N.OUTCOME_DIVERGED])
-    )
+    usable = (df["status"] == "FINISHED") & (outcome.isna() | outcome.isin(N.DONE_OUTCOMES))
     key = _col(df, f"tags.{N.TAG_TRIAL_KEY}").fillna(df["run_id"])
     ordered = (
         df[usable]
@@ -293,6 +294,8 @@ def find_study(
     version, left_out = None, None
     if study is not None and not chosen.empty:
         chosen, version, left_out = _current_version(client, parents, chosen)
+    stopped = _col(chosen, f"tags.{N.TAG_OUTCOME}") == N.OUTCOME_PRUNED
+    pruned, chosen = chosen[stopped].reset_index(drop=True), chosen[~stopped].reset_index(drop=True)
     if chosen.empty:
         what = f"study {study!r}" if study else f"experiment {exp.name!r}"
         if left_out is not None:
@@ -311,4 +314,5 @@ def find_study(
         range_tests=_range_tests(client, exp.experiment_id, study),
         left_out=left_out,
         version=version,
+        pruned=pruned,
     )

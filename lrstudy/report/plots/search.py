@@ -1,0 +1,67 @@
+"""The Search figure: every trial of a successive-halving study, where it stopped and its value.
+
+Left: epochs trained against the peak LR (a stopped trial sits at its rung, hollow; a finished
+one at the last epoch, filled), the rungs as dotted lines. Right: the ranking metric at the stop
+(stopped) or at the end (finished) against the peak LR: what each decision saw.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+from matplotlib.figure import Figure
+
+from lrstudy.report.plots import style as S
+
+
+def search_figure(points: pd.DataFrame, rungs: list[int], epochs: int, metric_label: str,
+                  families: dict[str, dict]) -> Figure:  # fmt: skip
+    """Args: points as `SearchSummary.points`; families: family -> {color, marker}, as
+    `style.family_style` gives them (the same look as the LR sensitivity figure)."""
+    n_fam = points["family"].nunique()
+    legend_h = S.legend_rows(n_fam + 2, 3)
+    fig, axes = S.grid_figure(1, 2, row_h=2.6, bottom=0.55 + legend_h)
+    ax_e, ax_v = axes[0]
+    jitter = _jitter(points)
+    for fam, g in points.groupby("family", sort=True):
+        look = families.get(fam, {"color": "#555555", "marker": "o"})
+        for stopped, part in g.groupby("stopped"):
+            kw = {"marker": look["marker"], "s": 26, "linewidths": 1.1, "zorder": 3,
+                  "edgecolors": look["color"],
+                  "facecolors": "none" if stopped else look["color"]}  # fmt: skip
+            y = part["epochs_trained"] * jitter[part.index]
+            ax_e.scatter(part["lr"], y, **kw)
+            ax_v.scatter(part["lr"], part["value"], **kw)
+    for r in rungs:
+        ax_e.axhline(r, color="#999999", lw=0.8, ls=":", zorder=1)
+    ax_e.axhline(epochs, color="#444444", lw=0.8, zorder=1)
+    for ax in (ax_e, ax_v):
+        S.log_axis(ax, "x", points["lr"], pad=1.4)
+        ax.set_xlabel("peak LR")
+    S.log_axis(ax_e, "y", [*rungs, epochs], pad=1.3)
+    ax_e.set_yticks(sorted({*rungs, epochs}))
+    ax_e.set_yticklabels([str(v) for v in sorted({*rungs, epochs})])
+    ax_e.set_ylabel("epochs trained")
+    ax_e.set_title("where each trial stopped (rungs dotted)")
+    ax_v.set_ylabel(metric_label)
+    ax_v.set_title(f"{metric_label} at the stop (hollow) or the end (filled)")
+    handles = [
+        ax_e.scatter([], [], marker=families.get(f, {}).get("marker", "o"), s=26,
+                     color=families.get(f, {}).get("color", "#555555"), label=f)
+        for f in sorted(points["family"].unique())
+    ]  # fmt: skip
+    handles += [
+        ax_e.scatter([], [], marker="o", s=26, color="#555555", label="trained to the end"),
+        ax_e.scatter([], [], marker="o", s=26, facecolors="none", edgecolors="#555555",
+                     label="stopped at a rung"),
+    ]  # fmt: skip
+    fig.legend(handles=handles, loc="lower center", ncol=3, fontsize=8, frameon=False)
+    return fig
+
+
+def _jitter(points: pd.DataFrame) -> pd.Series:
+    """A small multiplicative offset per seed of one LR, so seeds stopped at the same rung do not
+    hide each other (the y axis is log: 1.0, 1.04, 0.96, ...)."""
+    rank = points.groupby(["family", "lr", "epochs_trained"]).cumcount()
+    sign = np.where(rank % 2, -1.0, 1.0)
+    return pd.Series(1.0 + 0.04 * sign * ((rank + 1) // 2), index=points.index)
