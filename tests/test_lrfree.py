@@ -212,3 +212,38 @@ def test_batch_norm_statistics_are_recomputed_on_the_given_weights() -> None:
         h = torch.cat([model[0](b) for b in batches])
     assert torch.allclose(bn.running_mean, h.mean(0), atol=1e-5)
     assert bn.momentum == 0.1 and not model.training  # put back as they were
+
+
+class _Plugin(_Regression):
+    """A user's module with one of the LR-free optimizers of its own choosing."""
+
+    def __init__(self, name: str) -> None:
+        super().__init__()
+        self.name = name
+
+    def configure_optimizers(self):
+        from lrstudy.train.optim import build_optimizer
+
+        return build_optimizer(self, self.name, LR_FREE[self.name].default_lr, {})[0]
+
+
+@pytest.mark.parametrize("name", sorted(LR_FREE))
+def test_the_plugin_trains_each_and_logs_the_step_size(store_uri: str, name: str) -> None:
+    callback = LRStudyCallback(
+        study="plugin_lrfree", tracking_uri=store_uri, divergence_factor=None
+    )
+    trainer = L.Trainer(max_epochs=2, logger=False, enable_checkpointing=False,
+                        enable_progress_bar=False, enable_model_summary=False,
+                        num_sanity_val_steps=0, callbacks=[callback])  # fmt: skip
+    trainer.fit(_Plugin(name))
+    client = MlflowClient(store_uri)
+    run = client.get_run(callback.run_id)
+    lr = [m.value for m in sorted(client.get_metric_history(callback.run_id, names.LR),
+                                  key=lambda m: m.step)]  # fmt: skip
+    assert len(lr) == 16 and run.data.tags[names.TAG_OUTCOME] == names.OUTCOME_OK
+    assert float(run.data.params["lr"]) == LR_FREE[name].default_lr  # the nominal lr, a param
+    assert not any(k in run.data.params for k in ("opt.d", "opt.k", "opt.train_mode"))  # state
+    if LR_FREE[name].lr_free == "adaptive":
+        assert lr[0] == pytest.approx(1e-6) and lr[-1] != lr[0]  # d * lr as d adapts
+    else:
+        assert lr == [LR_FREE[name].default_lr] * 16
