@@ -14,7 +14,7 @@ from lrstudy.report.plots.sensitivity import sensitivity_data, sensitivity_figur
 from tests.test_report_figures import GRID, NO_RANGE_TESTS, analysed, frames
 
 PRODIGY = [0.80, 0.84, 0.86]  # three seeds at the package's defaults (lr 1.0, constant)
-SF = [0.88, 0.90]  # schedule-free AdamW at its default lr 0.0025
+SF = [0.86, 0.88]  # schedule-free AdamW at its default lr 0.0025
 
 
 @pytest.fixture(scope="module")
@@ -68,3 +68,12 @@ def test_a_swept_lr_free_optimizer_is_a_family_on_a_multiplier_axis() -> None:
     ]
     assert tuning_gains(trials) == []
     assert any("multiplier" in n for n in lr_free_notes(trials))
+
+
+def test_no_star_on_the_grid_when_a_baseline_is_the_best_configuration() -> None:
+    parts = [frames(GRID), frames({1.0: [0.97, 0.98, 0.99]}, optimizer="prodigy")]
+    runs = pd.concat([p[0] for p in parts], ignore_index=True)
+    trials, configs = analysed(runs, pd.concat([p[1] for p in parts], ignore_index=True))
+    assert sensitivity_data(configs, trials, NO_RANGE_TESTS).best is None
+    (gain,) = tuning_gains(trials)
+    assert gain.gain < 0  # the tuned best is behind: a negative gain, said as such

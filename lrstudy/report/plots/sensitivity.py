@@ -117,7 +117,10 @@ def sensitivity_data(
         col: [(b, colors.get(b.name, "#444")) for b in baseline_bands(trials, col)]
         for col, _, _ in panels
     }
-    trials = trials[~is_base]  # the grid: baselines have no LR axis of their own
+    # the grid: baselines have no LR axis of their own; the star is the report's best
+    # configuration (`best_config` over all trials), none when a baseline is it (its band shows it)
+    best = best_config(trials)
+    trials = trials[~is_base]
     families = []
     for fam in sorted(configs["family"].unique()):
         tr = trials[trials["family"] == fam]
@@ -136,8 +139,8 @@ def sensitivity_data(
         for r in range_tests.itertuples()
         if r.recommended and r.optimizer in colors
     ]
-    best, mark = best_config(trials), None
-    if best is not None:
+    mark = None
+    if best is not None and best.name in set(trials["config"]):
         row = trials[trials["config"] == best.name].iloc[0]
         if np.isfinite(row["lr"]):
             mark = (float(row["lr"]), best.mean, style[row["family"]]["color"])
