@@ -142,6 +142,7 @@ def test_find_lr_runs_each_kind(tmp_path: Path, capsys: pytest.CaptureFixture) -
         assert cli.main(argv) == 0, name
     out = capsys.readouterr().out
     assert "schedulefree_adamw" in out and "prodigy" in out
+    assert "the ramp moved that multiplier" in out  # prodigy's lr is not a step size
 
 
 class _Regression(L.LightningModule):

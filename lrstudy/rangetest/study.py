@@ -24,6 +24,7 @@ from lrstudy.rangetest import rules
 from lrstudy.rangetest.ramp import RAMP, Ramp
 from lrstudy.rangetest.result import RangeTestResult
 from lrstudy.rangetest.search import find_lr
+from lrstudy.spec.optimizers import OPTIMIZERS
 from lrstudy.spec.study import StudySpec
 from lrstudy.track import range_runs
 
@@ -317,5 +318,11 @@ def format_result(
             f"{g} {result.recommended_lr * r:.3g}" for g, r in zip(names_, result.group_ratios)
         )
         lines.append(f"  per param group at the recommended LR: {per_group}")
+    kind = OPTIMIZERS[trial.optimizer].lr_free if trial.optimizer in OPTIMIZERS else None
+    if kind == "adaptive":  # what the ramp moved is not a step size
+        lines.append(
+            f"  note: {trial.optimizer}'s lr multiplies the step size it estimates itself (d*lr): "
+            "the ramp moved that multiplier (its package recommends 1.0)"
+        )
     lines += ["", result.explanation]
     return "\n".join(lines)
