@@ -248,3 +248,37 @@ def test_the_plugin_trains_each_and_logs_the_step_size(store_uri: str, name: str
         assert lr[0] == pytest.approx(1e-6) and lr[-1] != lr[0]  # d * lr as d adapts
     else:
         assert lr == [LR_FREE[name].default_lr] * 16
+
+
+class _WithBatchNorm(_Regression):
+    def __init__(self) -> None:
+        super().__init__()
+        self.net = torch.nn.Sequential(
+            torch.nn.Linear(4, 4), torch.nn.BatchNorm1d(4), torch.nn.Linear(4, 1)
+        )
+
+    def forward(self, x):  # what the BatchNorm recomputation runs
+        return self.net(x)
+
+    def validation_step(self, batch, i):
+        self.log("val_loss", torch.nn.functional.mse_loss(self.net(batch[0]), batch[1]))
+
+
+def test_batch_norm_statistics_are_those_of_the_averaged_weights(store_uri: str) -> None:
+    from lrstudy.train.lrfree import ScheduleFreeSwitch
+
+    module = _WithBatchNorm()
+    halves = [module.x[:32], module.x[32:]]
+    trainer = L.Trainer(max_epochs=2, logger=False, enable_checkpointing=False,
+                        enable_progress_bar=False, enable_model_summary=False,
+                        num_sanity_val_steps=0,
+                        callbacks=[LRStudyCallback(study="sf_bn", tracking_uri=store_uri,
+                                                   divergence_factor=None),
+                                   ScheduleFreeSwitch(bn_inputs=lambda: halves)])  # fmt: skip
+    trainer.fit(module)  # ends in eval mode: the parameters are x, the average
+    with torch.no_grad():
+        h = module.net[0](module.x)  # BatchNorm's input under x
+    bn = module.net[1]
+    assert torch.allclose(bn.running_mean, h.mean(0), atol=1e-5)
+    assert torch.allclose(bn.running_var, torch.stack([b.var(0) for b in
+                          (h[:32], h[32:])]).mean(0), atol=1e-5)  # fmt: skip
