@@ -255,6 +255,9 @@ def _figures(sr, figs: dict, metric: RankMetric = DEFAULT) -> dict:
         caption = captions.get(k, "")
         if k == "lr-sensitivity" and len(sr.range_tests):
             caption += RANGE_TEST_NOTE
+        if k == "lr-sensitivity" and len(getattr(sr, "pruned", ())):
+            caption += (" Hollow circles: trials successive halving stopped, at the value their "
+                        "rung's decision saw (see Search).")  # fmt: skip
         markup = Markup(f["markup"]) if f["kind"] == "svg" else f["markup"]
         out[k] = {**f, "markup": markup, "caption": caption}
     return out

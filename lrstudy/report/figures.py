@@ -58,13 +58,16 @@ def figure_jobs(sr, data: StudyData) -> list[tuple[str, Callable]]:
         )
 
     swept = swept_axes(trials)
+    summary = search_summary(sr, trials)  # None unless successive halving ran
     # most expensive first, so two workers finish at about the same time
     jobs: list[tuple[str, Callable]] = [
         ("convergence", convergence),
         ("grad-norm", grad_norm),
         (
             "lr-sensitivity",
-            lambda: PS.sensitivity_figure(PS.sensitivity_data(configs, trials, sr.range_tests)),
+            lambda: PS.sensitivity_figure(PS.sensitivity_data(
+                configs, trials, sr.range_tests,
+                summary.points[summary.points["stopped"]] if summary is not None else None)),  # fmt: skip
         ),
         (
             "stability",
@@ -81,7 +84,6 @@ def figure_jobs(sr, data: StudyData) -> list[tuple[str, Callable]]:
                 lambda: PA.learning_curve_figure(PA.learning_curve_data(configs, swept)),
             )
         )
-    summary = search_summary(sr, trials)
     if summary is not None:  # successive halving: what it tried and where it stopped
         from lrstudy.report.plots import search as PSe
         from lrstudy.report.plots.style import family_style

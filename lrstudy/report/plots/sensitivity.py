@@ -86,6 +86,9 @@ class SensitivityData:
     # LR-free baselines at their defaults (no LR of their own): metric column -> bands, drawn
     # as horizontal bands across the LR axis; (band, colour) pairs
     baselines: dict[str, list[tuple[BaselineBand, str]]] = field(default_factory=dict)
+    # trials successive halving stopped: (lr, the ranking metric at their rung, colour), drawn
+    # hollow on the ranking metric's panel; never among the diverged
+    stopped: list[tuple[float, float, str]] = field(default_factory=list)
 
 
 def _panel(trials: pd.DataFrame, col: str) -> SensitivityPanel:
@@ -105,10 +108,14 @@ def _panel(trials: pd.DataFrame, col: str) -> SensitivityPanel:
 
 
 def sensitivity_data(
-    configs: pd.DataFrame, trials: pd.DataFrame, range_tests: pd.DataFrame
+    configs: pd.DataFrame,
+    trials: pd.DataFrame,
+    range_tests: pd.DataFrame,
+    stopped: pd.DataFrame | None = None,
 ) -> SensitivityData:
     """Per family and panel metric: LR, seed mean, min/max band, per-seed dots, diverged seeds;
-    the range tests' recommended LRs; the best configuration (`best_config`)."""
+    the range tests' recommended LRs; the best configuration (`best_config`); `stopped`: the
+    Search section's rows of trials successive halving stopped (family, lr, value)."""
     style = S.family_style(configs)
     panels = sensitivity_panels(trials)
     colors = S.optimizer_colors(configs["optimizer"])
@@ -146,7 +153,13 @@ def sensitivity_data(
             mark = (float(row["lr"]), best.mean, style[row["family"]]["color"])
     if panels[0][0] not in ("final_val_acc", "metric_value"):
         mark = None  # the star marks the ranking metric's panel: there is none
-    return SensitivityData(families, marks, mark, panels, bands)
+    halted = []
+    if stopped is not None and panels[0][0] in ("final_val_acc", "metric_value"):
+        for r in stopped.itertuples():
+            if np.isfinite(r.lr) and np.isfinite(r.value):
+                color = style.get(r.family, {}).get("color", "#555555")
+                halted.append((float(r.lr), float(r.value), color))
+    return SensitivityData(families, marks, mark, panels, bands, halted)
 
 
 def draw_sensitivity(data: SensitivityData, axes) -> None:
@@ -163,6 +176,10 @@ def draw_sensitivity(data: SensitivityData, axes) -> None:
                 ax.scatter(fam.diverged_lrs, [y] * len(fam.diverged_lrs), marker="x", s=30,
                            color=fam.color, transform=ax.get_xaxis_transform(), clip_on=False,
                            label=None)  # fmt: skip
+        if i == 0 and data.stopped:
+            lr, value, color = zip(*data.stopped, strict=True)
+            ax.scatter(lr, value, s=16, facecolors="none", edgecolors=list(color), lw=0.9,
+                       zorder=2)  # fmt: skip
         if i == 0 and data.best is not None:
             lr, mean, color = data.best
             ax.scatter([lr], [mean], marker="*", s=140, color=color, edgecolors="black",
@@ -175,6 +192,7 @@ def draw_sensitivity(data: SensitivityData, axes) -> None:
         # diverged LRs may lie beyond the lines' range: the limits include them
         lrs = [v for fam in data.families for v in [*fam.panels[col].lr, *fam.diverged_lrs]]
         lrs += [v for fam in data.families for v in fam.panels[col].dots[:, 0]]
+        lrs += [lr for lr, _, _ in data.stopped]  # every panel spans what the search tried
         S.log_axis(ax, "x", lrs, pad=1.6)
         if logy:
             vals = [v for fam in data.families for v in fam.panels[col].dots[:, 1]]
@@ -186,7 +204,8 @@ def draw_sensitivity(data: SensitivityData, axes) -> None:
 
 def sensitivity_figure(data: SensitivityData) -> Figure:
     n_bands = len(next(iter(data.baselines.values()), []))
-    n_entries = len(data.families) + n_bands + 1 + bool(data.suggestions) + (data.best is not None)
+    n_entries = (len(data.families) + n_bands + 1 + bool(data.suggestions)
+                 + (data.best is not None) + bool(data.stopped))  # fmt: skip
     ncol = min(4, n_entries)
     fig, axes = S.grid_figure(
         1, len(data.panels), row_h=2.8, bottom=0.6 + S.legend_rows(n_entries, ncol), wgap=0.75
@@ -204,6 +223,9 @@ def sensitivity_figure(data: SensitivityData) -> Figure:
                           ls="none", label="best configuration"))  # fmt: skip
     if data.suggestions:
         extra.append(line([], [], color="#444", ls=(0, (2, 2)), label="find-lr suggestion"))
+    if data.stopped:
+        extra.append(line([], [], color="#444", marker="o", mfc="none", ls="none",
+                          label="stopped by halving (value at its rung)"))  # fmt: skip
     fig.legend(handles + extra, labels + [h.get_label() for h in extra], loc="lower center",
                ncol=ncol, frameon=False)  # fmt: skip
     return fig
