@@ -26,6 +26,8 @@ REQUIRED: dict[str, tuple[str, ...] | str] = {
     "tests/test_ray.py": EVERY,  # Ray in a loopback-only network + pid namespace
     "tests/test_ray_own_model.py": EVERY,
     "tests/test_report_browser.py": EVERY,  # headless Chromium
+    "tests/test_store_outages.py": EVERY,  # mlflow server outage; PostgreSQL restart
+    "tests/test_population_claims.py": EVERY,  # 64 members through an mlflow server
     "tests/test_execution.py": (
         "test_dead_worker_on_another_machine_is_taken_over_after_its_lease",
     ),

@@ -17,6 +17,7 @@ from lrstudy.track.claims import (
     last_sign_of_life,
     reap_stale,
 )
+from lrstudy.track.leases import TAG_LEASE
 from lrstudy.track.store import experiment_id, open_client
 
 STUDY = "claims"
@@ -84,13 +85,17 @@ def test_concurrent_claims_have_exactly_one_winner(store_uri: str) -> None:
 def test_claim_of_another_machine_expires_with_its_lease(store_uri: str) -> None:
     client, exp = _setup(store_uri)
     beat = time.time() - 30
-    # A worker on another host (its pid cannot be checked here) that last beat 30 s ago.
+    # A worker on another host (its pid cannot be checked here) whose claim has a 1 s lease and
+    # whose heartbeat reads 30 s ago: by its clock, which proves nothing here. What counts is that
+    # we watch the heartbeat stay unchanged for the run's own lease.
     tags = {**_tags("k2"), names.TAG_HEARTBEAT: f"{beat:.3f}", names.TAG_HOST: "elsewhere"}
+    tags[TAG_LEASE] = "1"
     dead = client.create_run(exp, start_time=int(beat * 1000) - 5000, run_name="t", tags=tags)
     dead = dead.info.run_id
-    patient = Claims(client, exp, STUDY, lease=Lease(ttl_s=60))
-    assert patient.state("k2") == "busy"  # 30 s < 60 s: still its trial
-    impatient = Claims(client, exp, STUDY, lease=Lease(ttl_s=10))
+    # First look: not watched for a lease yet, whatever the observer's own (shorter) lease.
+    impatient = Claims(client, exp, STUDY, lease=Lease(ttl_s=0.1))
+    assert impatient.state("k2") == "busy"
+    time.sleep(1.2)
     run = impatient.claim("k2", name="t", tags=_tags("k2"), parent_id=None)
     assert run is not None and run != dead
     old = client.get_run(dead)
@@ -98,6 +103,7 @@ def test_claim_of_another_machine_expires_with_its_lease(store_uri: str) -> None
     assert old.data.tags[names.TAG_OUTCOME] == names.OUTCOME_KILLED
     # It ends when it last showed life, not when it was found.
     assert abs(old.info.end_time / 1000 - beat) < 1.0
+    assert client.get_run(run).data.tags[TAG_LEASE] == "0.1"  # our claim carries our lease
 
 
 def test_last_sign_of_life_reads_metrics_too(store_uri: str) -> None:
@@ -115,15 +121,18 @@ def test_a_reaper_never_closes_a_claim_whose_owner_came_back_before_it_finished(
     from lrstudy.execute.trial import still_running
 
     client, exp = _setup(store_uri)
-    lease = Lease(ttl_s=10)
-    # The owner's won claim, 30 s old, last heartbeat 30 s ago: cut off for longer than the TTL
-    # (on another machine: its pid cannot be checked from here).
+    lease = Lease(ttl_s=1)
+    # The owner's won claim (1 s lease), 30 s old: cut off for longer than its lease (on another
+    # machine: its pid cannot be checked from here).
     beat = time.time() - 30
     tags = {**_tags("fin"), names.TAG_CLAIM: "won", names.TAG_HOST: "elsewhere"}
     tags[names.TAG_HEARTBEAT] = f"{beat:.3f}"
+    tags[TAG_LEASE] = "1"
     run = client.create_run(exp, start_time=int(beat * 1000), run_name="t", tags=tags)
     run = run.info.run_id
     reaper = Claims(MlflowClient(store_uri), exp, STUDY, lease=lease)
+    assert not is_stale(key_runs(client, exp, STUDY, "fin")[0], lease)  # first seen: watched
+    time.sleep(1.2)
     looked = key_runs(client, exp, STUDY, "fin")  # 1. the reaper sees an expired lease
     assert is_stale(looked[0], lease)
     assert still_running(client, run)  # 2. the owner, back, checks its run before finishing

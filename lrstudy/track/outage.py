@@ -1,8 +1,10 @@
-"""Riding out a tracking server that stops answering: retry, say so while it lasts, give up late.
+"""Riding out a tracking store that stops answering: retry, say so while it lasts, give up late.
 
 MLflow's HTTP client retries a dead server silently for minutes and then raises a chained
-traceback (design.md). For http(s) stores lrstudy turns MLflow's own retries down and retries
-itself, through `PatientClient`, so that:
+traceback (design.md); a direct database store (`postgresql+psycopg2://`, `mysql://`, a busy
+sqlite) gets no retries at all: a database restart fails the call at once. For http(s) stores
+lrstudy turns MLflow's own retries down, and for every store it retries itself, through
+`PatientClient`, so that:
 - the outage is visible (`Outage.seconds()`, shown by the progress display) while it lasts;
 - nothing is lost: the call is repeated, not dropped (metric rows stay buffered meanwhile);
 - after `patience_s` the study stops with `TrackingUnavailable` (exit 3); runs left RUNNING
@@ -38,11 +40,25 @@ _CONNECTION_MARKERS = (
     "status code 502",
     "status code 503",
     "status code 504",
+    # A database restarting or out of reach (a direct postgresql+psycopg2:// or mysql store, as
+    # psycopg2 / PyMySQL word it inside MLflow's TEMPORARILY_UNAVAILABLE), or a busy sqlite.
+    "server closed the connection unexpectedly",
+    "terminating connection due to administrator command",
+    "the database system is shutting down",
+    "the database system is starting up",
+    "the database system is in recovery mode",
+    "could not connect to server",
+    "SSL connection has been closed unexpectedly",
+    "SSL SYSCALL error",
+    "Lost connection to MySQL server",
+    "MySQL server has gone away",
+    "Can't connect to MySQL server",
+    "database is locked",
 )
 
 
 class TrackingUnavailable(RuntimeError):
-    """The tracking server stayed unreachable for longer than the patience."""
+    """The tracking store stayed unreachable for longer than the patience."""
 
 
 def is_connection_error(exc: BaseException) -> bool:
@@ -73,8 +89,9 @@ class Outage:
                 self._since = now
             lasted = now - self._since
         if lasted > self.patience_s:
+            what = "server" if self.uri.startswith(("http://", "https://")) else "store"
             raise TrackingUnavailable(
-                f"tracking server {self.uri} unreachable for {lasted:.0f} s "
+                f"tracking {what} {self.uri} unreachable for {lasted:.0f} s "
                 f"(patience {self.patience_s:.0f} s)"
             ) from None
 
@@ -91,6 +108,14 @@ class Outage:
                 return 0.0
             return float("inf") if self._ended is None else time.monotonic() - self._ended
 
+    def calm_since(self) -> float | None:
+        """Monotonic time since which the store has answered without a break (-inf: no outage
+        seen; None: unreachable now). Leases are watched only from then on (`leases.Judge`)."""
+        with self._lock:
+            if self._since is not None:
+                return None
+            return float("-inf") if self._ended is None else self._ended
+
     def seconds(self) -> float | None:
         """How long the current outage has lasted, or None."""
         with self._lock:
@@ -98,10 +123,18 @@ class Outage:
 
 
 def quiet_mlflow_retries(uri: str) -> None:
-    """Let lrstudy, not MLflow, retry an http(s) store (env defaults; a user's setting wins)."""
+    """Let lrstudy, not MLflow, retry an http(s) store (env defaults; a user's setting wins).
+
+    A database store's failed call is logged by MLflow with a full traceback
+    (`mlflow.store.db.utils`, "SQLAlchemy database error") before it raises; lrstudy retries
+    it or says it in one line, so that logger is kept to critical messages."""
     if uri.startswith(("http://", "https://")):
         os.environ.setdefault("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "0")
         os.environ.setdefault("MLFLOW_HTTP_REQUEST_TIMEOUT", "20")
+    else:
+        import logging
+
+        logging.getLogger("mlflow.store.db.utils").setLevel(logging.CRITICAL)
 
 
 class PatientClient:

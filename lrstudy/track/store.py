@@ -28,8 +28,8 @@ def open_client(uri: str, *, create: bool = True):
 
     Several processes opening one fresh sqlite store at once race on MLflow's schema set-up
     ("table ... already exists", MLflow issue 19943), so the first open of a sqlite store holds
-    an inter-process file lock beside it, and a lost race is retried. An http(s) store gets a
-    `PatientClient` that rides out a server outage (`lrstudy.track.outage`).
+    an inter-process file lock beside it, and a lost race is retried. The client is a
+    `PatientClient` that rides out a server outage or a database restart (`lrstudy.track.outage`).
 
     Raises:
         UserInputError: the server is unreachable, the sqlite path's folder is missing, or the URI
@@ -53,9 +53,9 @@ def open_client(uri: str, *, create: bool = True):
     except MlflowException as e:
         first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
         raise UserInputError(f"tracking URI {uri}: cannot open the store ({first})") from None
-    if uri.startswith(("http://", "https://")):
-        return PatientClient(client, outage_for(uri))
-    return client
+    # Every store rides out an outage: a server's, and a database's restart (direct
+    # postgresql+psycopg2:// or mysql stores; a sqlite locked for longer than its busy timeout).
+    return PatientClient(client, outage_for(uri))
 
 
 def first_open(uri: str):

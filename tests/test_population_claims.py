@@ -1,0 +1,140 @@
+"""A population's members are claimed as one batch (`Claims.claim_many`), through a real server.
+
+- 64 members through an `mlflow server`, two workers racing for them with a 2 s lease: every claim
+  is kept (no member reaped or taken over), each trial finishes once.
+- A Ctrl-C while the batch is being claimed deletes what was created: no RUNNING run is left.
+- The batch takes a few round trips: it is timed against claiming the members one by one.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import threading
+import time
+from collections import Counter
+from pathlib import Path
+
+import pytest
+from mlflow.tracking import MlflowClient
+
+from lrstudy import names
+from lrstudy.track.claims import Claims, Lease, Wanted
+from lrstudy.track.store import experiment_id, open_client
+from tests.conftest import smoke_study
+from tests.servers import MlflowServer
+
+ROOT = Path(__file__).resolve().parents[1]
+MEMBERS = 64
+
+pytestmark = pytest.mark.required  # an mlflow server (started here, 127.0.0.1 only)
+
+
+@pytest.fixture(scope="module")
+def server(tmp_path_factory: pytest.TempPathFactory):
+    root = tmp_path_factory.mktemp("server")
+    srv = MlflowServer(f"sqlite:///{root}/server.db", root / "srv").start()
+    try:
+        yield srv
+    finally:
+        srv.stop()
+
+
+def _wanted(study: str, n: int, prefix: str) -> list[Wanted]:
+    return [
+        Wanted(
+            f"{prefix}{i:03d}",
+            f"m{i}",
+            {
+                names.TAG_KIND: names.KIND_TRIAL,
+                names.TAG_STUDY: study,
+                names.TAG_TRIAL_KEY: f"{prefix}{i:03d}",
+            },
+        )
+        for i in range(n)
+    ]
+
+
+def _active(uri: str, exp: str) -> list:
+    return MlflowClient(uri).search_runs([exp], max_results=1000)
+
+
+def test_a_population_of_64_through_a_server_keeps_every_claim(server, tmp_path: Path) -> None:
+    # 64 same-shape trials (one optimizer, 32 LRs x 2 seeds), one population each worker tries to
+    # claim whole. Claimed one by one (~5 round trips each) the first members waited seconds for
+    # their first heartbeat: with a 2 s lease the other worker took them over.
+    study = smoke_study(tmp_path, "pop64", epochs=2, seeds="[0, 1]")
+    lrs = ", ".join(f"{0.001 * 1.2**i:.6g}" for i in range(32))
+    text = study.read_text().replace("lr: [0.05, 50.0]", f"lr: [{lrs}]")
+    text = text.replace("  - name: adam\n    lr: 1e-3\n", "")
+    study.write_text(text.replace("  - name: cosine\n    warmup: 2\n", ""))
+    from lrstudy.plan import plan_trials
+    from lrstudy.spec import load_spec
+
+    planned = plan_trials(load_spec(study))
+    assert len(planned) == MEMBERS
+    cmd = [sys.executable, "-m", "lrstudy", "run", str(study), "--tracking-uri", server.url]
+    cmd += ["--no-report", "--workers", "2", "--engine", "population", "--population-size", "64"]
+    env = {**os.environ, "PYTHONPATH": str(ROOT), "LRSTUDY_LEASE_SECONDS": "2"}
+    done = subprocess.run(cmd, env=env, cwd=tmp_path, capture_output=True, timeout=600)
+    err = done.stderr.decode()
+    assert done.returncode == 0, err
+    assert "Traceback" not in err
+    client = MlflowClient(server.url)
+    exp = client.get_experiment_by_name("pop64").experiment_id
+    trials = [r for r in _active(server.url, exp) if r.data.tags.get(names.TAG_KIND) == "trial"]
+    finished = Counter(
+        r.data.tags[names.TAG_TRIAL_KEY] for r in trials if r.info.status == "FINISHED"
+    )
+    assert finished == Counter({t.key: 1 for t in planned})
+    # Every claim was kept: no member was reaped (KILLED) or left behind, none trained alone.
+    assert Counter(r.info.status for r in trials) == Counter({"FINISHED": MEMBERS})
+    assert {r.data.tags[names.TAG_ENGINE] for r in trials} == {"population"}
+
+
+def test_ctrl_c_while_claiming_a_batch_leaves_no_running_run(server) -> None:
+    client = open_client(server.url)
+    exp = experiment_id(client, "ctrlc")
+    claims = Claims(client, exp, "ctrlc", lease=Lease(60))
+    held: list[str] = []
+    released: list[str] = []
+
+    def hold(run_id: str) -> None:
+        held.append(run_id)
+        if len(held) == 10:  # a real SIGINT, as a terminal's Ctrl-C, mid-batch
+            os.kill(os.getpid(), signal.SIGINT)
+
+    assert threading.current_thread() is threading.main_thread()
+    with pytest.raises(KeyboardInterrupt):
+        claims.claim_many(_wanted("ctrlc", MEMBERS, "c"), None, hold=hold, release=released.append)
+    assert len(held) >= 10 and sorted(released) == sorted(held)  # the heartbeat lets them go
+    # Every run it created is gone (deleted, not ended): nothing RUNNING, nothing to reap.
+    assert _active(server.url, exp) == []
+    deleted = MlflowClient(server.url).search_runs([exp], run_view_type=2, max_results=1000)
+    assert len(deleted) == len(held)
+
+
+def test_a_batch_claim_takes_a_few_round_trips(server, capsys) -> None:
+    client = open_client(server.url)
+    exp = experiment_id(client, "rounds")
+    claims = Claims(client, exp, "rounds", lease=Lease(60))
+    started = time.perf_counter()
+    got = claims.claim_many(_wanted("rounds", MEMBERS, "b"), None)
+    batch_s = time.perf_counter() - started
+    assert len(got.won) == MEMBERS and not got.busy
+    started = time.perf_counter()
+    for w in _wanted("rounds", MEMBERS, "s"):  # the old way: look, claim, resolve, one by one
+        assert claims.state(w.key) == "free"
+        assert claims.claim(w.key, name=w.name, tags=w.tags, parent_id=None) is not None
+    one_by_one_s = time.perf_counter() - started
+    with capsys.disabled():
+        print(
+            f"\n{MEMBERS} claims through a server: batch {batch_s:.2f} s, "
+            f"one by one {one_by_one_s:.2f} s ({one_by_one_s / batch_s:.1f}x)"
+        )
+    assert batch_s < one_by_one_s / 2
+    # The batch's claims are won, held by nobody here, and carry their lease.
+    runs = _active(server.url, exp)
+    assert Counter(r.data.tags[names.TAG_CLAIM] for r in runs) == Counter({"won": 2 * MEMBERS})
