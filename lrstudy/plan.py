@@ -7,13 +7,16 @@ resuming asks MLflow which keys are already finished. No torch here.
 
 from __future__ import annotations
 
+import dataclasses
+import importlib.util
 import itertools
+import math
 import random
 from dataclasses import dataclass, field
 from typing import Any
 
 from lrstudy.keys import stable_hash
-from lrstudy.spec.lr import OptimizerSpec, ScheduleSpec, schedule_label
+from lrstudy.spec.lr import LRRange, OptimizerSpec, ScheduleSpec, schedule_label
 from lrstudy.spec.optimizers import OPTIMIZERS, resolved_hparams
 from lrstudy.spec.study import StudySpec
 
@@ -55,6 +58,10 @@ class Trial:
     # Successive halving ({"eta": 3.0, "rungs": [1, 3, 9]}): the trial may stop at a rung, so its
     # key differs from the same trial in a full grid (whose finished runs never stopped early).
     halving: dict[str, Any] | None = field(default=None, hash=False)
+    # TPE (search.method: tpe): {"slot": i, "slot_id": hash, "placeholder": bool}. The key is the
+    # slot's and the seed's, not the settings' (sampled when the slot's first seed is claimed,
+    # `execute/tpe.py`); a placeholder holds the space's first point until then.
+    tpe: dict[str, Any] | None = field(default=None, hash=False)
 
     @property
     def settings(self) -> dict[str, Any]:
@@ -89,11 +96,16 @@ class Trial:
     @property
     def key(self) -> str:
         """Stable identity of this trial across invocations (resume skips finished keys)."""
+        if self.tpe is not None:  # a TPE slot's seed: claimed before its settings are sampled
+            return stable_hash({"tpe_slot": self.tpe["slot_id"], "seed": self.seed})
         return stable_hash(self.settings)
 
     @property
     def config_key(self) -> str:
-        """Identity of the configuration without the seed: seeds of one config share it."""
+        """Identity of the configuration without the seed: seeds of one config share it (a
+        sampled TPE configuration has the key a grid trial with its settings would have)."""
+        if self.tpe is not None and self.tpe.get("placeholder"):
+            return self.tpe["slot_id"]
         return stable_hash({k: v for k, v in self.settings.items() if k != "seed"})
 
     @property
@@ -103,6 +115,8 @@ class Trial:
     @property
     def name(self) -> str:
         """Readable run name, e.g. ``sgd lr=0.03 cosine+warmup seed=1``."""
+        if self.tpe is not None and self.tpe.get("placeholder"):
+            return f"tpe slot {self.tpe['slot']} seed={self.seed}"
         lr = "auto" if self.lr_auto and self.lr is None else f"{self.lr:.3g}"
         parts = [self.optimizer, f"lr={lr}", self.schedule_label]
         short = {
@@ -116,7 +130,10 @@ class Trial:
 
 
 def plan_trials(spec: StudySpec) -> list[Trial]:
-    """Expand the spec into trials: a full grid, or `search.trials` random configurations x seeds."""
+    """Expand the spec into trials: a full grid, or `search.trials` random configurations x seeds
+    (TPE: `search.trials` slots x seeds, sampled as they are claimed)."""
+    if spec.search.sampling == "tpe":
+        return _tpe_trials(spec)
     configs = _random_configs(spec) if spec.search.sampling == "random" else _grid_configs(spec)
     if spec.search.successive_halving and spec.search.sampling == "grid":
         # Asynchronous halving judges each configuration against those that reached the rung
@@ -251,3 +268,92 @@ def _halving(spec: StudySpec) -> dict[str, Any] | None:
     if halving is None:
         return None
     return {"eta": halving.eta, "rungs": list(halving.rungs(spec.train.epochs))}
+
+
+# ---- TPE: N slots x seeds, each slot's configuration sampled when its first seed is claimed ----
+
+# The settings a TPE slot samples (and those that follow from them): not part of the slot's key.
+_SAMPLED = ("optimizer", "lr", "hparams", "layer_lr", "schedule", "schedule_args", "warmup",
+            "batch_size", "train_fraction", "seed")  # fmt: skip
+
+
+def tpe_space(spec: StudySpec) -> dict[str, Any]:
+    """What a TPE study samples from, as JSON: part of every slot's key, so editing the space
+    (or the search's seed or start-up) makes new slots rather than reusing old samples."""
+    return {
+        "optimizers": [o.model_dump(mode="json") for o in spec.optimizers],
+        "schedules": [s.model_dump(mode="json") for s in spec.schedules],
+        "sweep": {k: list(v) for k, v in spec.sweep.axes().items()},
+        "seed": spec.search.seed,
+        "startup": spec.search.tpe_startup,
+    }
+
+
+def _tpe_trials(spec: StudySpec) -> list[Trial]:
+    axes = spec.sweep.axes()
+    opt, sched = spec.optimizers[0], spec.schedules[0]
+    # The placeholder is a real point of the space (first optimizer and schedule, the LR range's
+    # low end, each axis's first value): preflight checks it as it would any trial.
+    first = _applicable(opt, {k: v[0] for k, v in axes.items()})
+    lr = opt.lr.low if hasattr(opt.lr, "low") else opt.lr_grid()[0]
+    probe = _make_trial(spec, opt, lr, sched, first, seed=spec.seeds[0])
+    fixed = {k: v for k, v in probe.settings.items() if k not in _SAMPLED}
+    space = tpe_space(spec)
+    trials = []
+    for i in range(spec.search.trials or 0):
+        slot_id = stable_hash({"tpe": space, "slot": i, "fixed": fixed})
+        info = {"slot": i, "slot_id": slot_id, "placeholder": True}
+        trials += [dataclasses.replace(probe, seed=s, tpe=info) for s in spec.seeds]
+    baselines = [_make_trial(spec, *cfg, seed=s) for cfg in baseline_configs(spec)
+                 for s in spec.seeds]  # fmt: skip
+    return trials + baselines
+
+
+def tpe_problem(spec: StudySpec) -> str | None:
+    """What makes a TPE study impossible, as `field: message` (None when it is sound)."""
+    if spec.search.sampling != "tpe":
+        return None
+    if importlib.util.find_spec("optuna") is None:
+        return ("search.method: tpe needs optuna, which is not installed; "
+                "pip install 'optuna>=5,<6'")  # fmt: skip
+    for i, opt in enumerate(spec.optimizers):
+        if opt.lr == "auto":
+            return (f"optimizers[{i}].lr: 'auto' is not allowed with search.method: tpe; give a "
+                    "{low, high} range (TPE samples the LR) or a list of LRs")  # fmt: skip
+    finite, size = True, len(spec.schedules) * math.prod(len(v) for v in spec.sweep.axes().values())
+    lrs = 0
+    for opt in spec.optimizers:
+        if isinstance(opt.lr, LRRange) and opt.lr.high > opt.lr.low:
+            finite = False
+        lrs += len(set(opt.lr_grid())) if not isinstance(opt.lr, LRRange) else 1
+    size *= lrs
+    trials = spec.search.trials or 0
+    if finite and size < 2:
+        return ("search.method: tpe is not allowed: this study has one configuration and nothing "
+                "to sample; give an LR range {low, high}, several LRs, schedules or sweep values")  # fmt: skip
+    if finite and trials > size:
+        return (f"search.trials: {trials} is not allowed: this study's space has only {size} "
+                "configurations (no LR range to sample from); give trials <= "
+                f"{size}, an LR range {{low, high}}, or use method: grid")  # fmt: skip
+    return None
+
+
+def sampled_trial(spec: StudySpec, slot: Trial, sampled: dict[str, Any]) -> Trial:
+    """The trial of TPE slot `slot` (a placeholder) at its sampled configuration: the slot's key,
+    the settings (and config key) of the grid trial with those values.
+
+    `sampled`: {"optimizer": index, "lr": float, "schedule": index, "swept": {axis: value}}.
+    Raises:
+        ValueError: a record that does not fit the study (an index out of range, an axis value
+            it does not list).
+    """
+    opt = spec.optimizers[int(sampled["optimizer"])]
+    sched = spec.schedules[int(sampled["schedule"])]
+    axes = spec.sweep.axes()
+    swept = dict(sampled.get("swept") or {})
+    if set(swept) != set(axes) or any(swept[k] not in axes[k] for k in axes):
+        raise ValueError(f"sampled sweep values {swept} do not fit the study's axes {axes}")
+    lr = float(sampled["lr"])
+    trial = _make_trial(spec, opt, lr, sched, _applicable(opt, swept), seed=slot.seed)
+    info = {k: v for k, v in (slot.tpe or {}).items() if k != "placeholder"}
+    return dataclasses.replace(trial, tpe=info)

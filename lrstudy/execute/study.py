@@ -292,7 +292,7 @@ def _print_engine_notes(
         console.print(line, soft_wrap=True)  # one line, also in a log file
     if order.engine == "trial" or len(todo) < 2:
         return
-    from lrstudy.execute.population import batches
+    from lrstudy.execute.tpe import batches  # population.batches, TPE slots alone
 
     reasons: dict[str, int] = {}
     for batch, why in batches(todo, order, data):

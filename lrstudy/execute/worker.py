@@ -26,8 +26,9 @@ from dataclasses import dataclass
 from typing import Any
 
 from lrstudy import names
-from lrstudy.execute.population import batches, take_population
+from lrstudy.execute.population import take_population
 from lrstudy.execute.shift import Shift, run_trial_run
+from lrstudy.execute.tpe import batches, take_slot
 from lrstudy.execute.trial import trial_tags
 from lrstudy.plan import Trial
 from lrstudy.spec import StudySpec
@@ -162,6 +163,8 @@ def take_trial(trial: Trial, shift: Shift, why: str = "") -> bool:
 
     `why`: the reason it is not in a population (tagged on its run).
     """
+    if trial.tpe is not None:  # a TPE slot: sampled once claimed (execute/tpe.py)
+        return take_slot(trial, shift, why)
     if shift.settled(trial):
         return True
     tags = trial_tags(shift.spec, trial)

@@ -1,18 +1,28 @@
-"""How a study searches its configurations: a grid, random draws, and successive halving.
+"""How a study searches its configurations: a grid, random draws, TPE, and successive halving.
 
 `search: {method: halving, eta: 3, min_epochs: 1}` is a grid whose hopeless configurations stop
 at rungs (epoch ends: min_epochs, then x eta, below the study's epochs), asynchronously as ASHA
 does (Li et al., MLSys 2020). `search: {method: random, trials: N, halving: {eta: 3}}` does the
-same to random draws. Torch-free: the report loads specs too.
+same to random draws. `search: {method: tpe, trials: N, seed: S, startup: K}` samples N
+configurations with Optuna's TPESampler, each when a worker claims it (`execute/tpe.py`); it
+takes `halving:` too. Torch-free: the report loads specs too.
 """
 
 from __future__ import annotations
 
 from typing import Literal
 
-from pydantic import Field, model_validator
+from pydantic import (
+    Field,
+    SerializationInfo,
+    SerializerFunctionWrapHandler,
+    model_serializer,
+    model_validator,
+)
 
 from lrstudy.spec.lr import StrictModel
+
+TPE_STARTUP = 10  # Optuna's default n_startup_trials
 
 
 def _eta_message(eta: float) -> str:
@@ -48,9 +58,12 @@ class HalvingSpec(StrictModel):
 
 
 class SearchSpec(StrictModel):
-    method: Literal["grid", "random", "halving"] = "grid"
+    method: Literal["grid", "random", "halving", "tpe"] = "grid"
     trials: int | None = Field(default=None, ge=1)
     seed: int = 0
+    # method: tpe's random start-up draws before the model of what worked takes over (Optuna's
+    # n_startup_trials); None: Optuna's default, TPE_STARTUP.
+    startup: int | None = Field(default=None, ge=1)
     # method: halving's own settings (a grid with successive halving), written flat...
     eta: float | None = Field(default=None, allow_inf_nan=False)
     min_epochs: int | None = Field(default=None, ge=1)
@@ -61,6 +74,15 @@ class SearchSpec(StrictModel):
     def _trials(self) -> SearchSpec:
         if self.method == "random" and self.trials is None:
             raise ValueError("random search needs trials: N (number of sampled configurations)")
+        if self.method == "tpe" and self.trials is None:
+            raise ValueError(
+                "@method: tpe needs trials: N (the number of configurations TPE samples)"
+            )
+        if self.startup is not None and self.method != "tpe":
+            raise ValueError(
+                f"@startup: {self.startup} is not allowed with method: {self.method}; "
+                "it is TPE's number of random start-up draws (method: tpe)"
+            )
         flat = {
             k: v for k, v in (("eta", self.eta), ("min_epochs", self.min_epochs)) if v is not None
         }
@@ -76,10 +98,25 @@ class SearchSpec(StrictModel):
             raise ValueError(_eta_message(self.eta))
         return self
 
+    @model_serializer(mode="wrap")
+    def _dump(self, handler: SerializerFunctionWrapHandler, info: SerializationInfo) -> dict:
+        # `startup` counts only when set, so the spec hash of every study written before it
+        # stays what it was (StudySpec.spec_hash, pinned in tests/test_keys.py).
+        out = handler(self)
+        if out.get("startup") is None:
+            out.pop("startup", None)
+        return out
+
     @property
     def sampling(self) -> str:
-        """How configurations are chosen: "grid" or "random" (halving then stops some early)."""
+        """How configurations are chosen: "grid", "random" or "tpe" (halving then stops some
+        early)."""
         return "grid" if self.method == "halving" else self.method
+
+    @property
+    def tpe_startup(self) -> int:
+        """TPE's random start-up draws (Optuna's n_startup_trials)."""
+        return self.startup if self.startup is not None else TPE_STARTUP
 
     @property
     def successive_halving(self) -> HalvingSpec | None:

@@ -11,7 +11,7 @@ from __future__ import annotations
 from typing import Any
 
 from lrstudy.errors import UserInputError
-from lrstudy.plan import Trial, plan_trials
+from lrstudy.plan import Trial, plan_trials, tpe_problem
 from lrstudy.spec import StudySpec
 from lrstudy.spec.optimizers import missing_extra
 from lrstudy.train.data import Dataset, load_dataset
@@ -39,6 +39,8 @@ def preflight(
             layer-wise LR multipliers that do not match the model's groups.
     """
     check_extras(spec, source)
+    if problem := tpe_problem(spec):
+        raise UserInputError(f"{source}: {problem}")
     trials = plan_trials(spec)
     dirs = search_dirs(source) if dirs is None else dirs
     if spec.task.kind == "module":
