@@ -24,6 +24,7 @@ from lrstudy.execute.trial import (
 from lrstudy.plan import Trial
 from lrstudy.spec import StudySpec
 from lrstudy.track import runs as track_runs
+from lrstudy.track.claims import Wanted
 from lrstudy.track.outage import TrackingUnavailable
 from lrstudy.track.sink import MetricSink
 from lrstudy.track.ui_view import float32_short
@@ -55,19 +56,23 @@ def take_population(batch: list[Trial], shift: Shift) -> list[Trial]:
     """
     from lrstudy.train.population import NotVectorisable
 
-    claimed: list[tuple[Trial, str]] = []
-    later: list[Trial] = []
-    for trial in batch:
-        if shift.settled(trial):
-            continue
-        tags = {**trial_tags(shift.spec, trial), names.TAG_ENGINE: ENGINE_POPULATION}
-        run_id = shift.claims.claim(
-            trial.key, name=trial.name, tags=tags, parent_id=shift.order.parent_run_id
-        )
-        if run_id is None:
-            later.append(trial)
-        else:
-            claimed.append((trial, run_id))
+    # One batch: a search for every member, their runs created and held by the heartbeat from
+    # the first (a member claimed early must not expire while the last is claimed), one search
+    # to resolve them (`Claims.claim_many`); a Ctrl-C meanwhile deletes them all.
+    wanted = [
+        Wanted(t.key, t.name, {**trial_tags(shift.spec, t), names.TAG_ENGINE: ENGINE_POPULATION})
+        for t in batch
+    ]
+    got = shift.claims.claim_many(
+        wanted,
+        shift.order.parent_run_id,
+        hold=shift.heartbeat.hold,
+        release=shift.heartbeat.release,
+    )
+    for key in got.done:
+        shift.emit({"type": "done_elsewhere", "key": key})
+    claimed = [(t, got.won[t.key]) for t in batch if t.key in got.won]
+    later = [t for t in batch if t.key in got.busy]
     if len(claimed) == 1:
         trial, run_id = claimed[0]
         track_runs.set_tags(shift.client, run_id, {names.TAG_ENGINE: ENGINE_TRIAL})
