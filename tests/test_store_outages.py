@@ -10,6 +10,7 @@ Everything binds 127.0.0.1 and is stopped by pid (tests/servers.py).
 from __future__ import annotations
 
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -148,6 +149,29 @@ def test_a_new_invocation_right_after_a_server_outage_reaps_no_live_claim(tmp_pa
         server.stop()
 
 
+@pytest.mark.required
+def test_a_clock_that_differs_from_the_servers_is_warned_about(tmp_path: Path, monkeypatch) -> None:
+    # The server's clock is its HTTP Date header; ours is shifted by injecting time.time.
+    from lrstudy.track.claims import Lease
+    from lrstudy.track.leases import clock_offset, clock_warning
+    from lrstudy.track.store import open_client
+
+    server = MlflowServer(f"sqlite:///{tmp_path}/server.db", tmp_path / "server").start()
+    try:
+        client = open_client(server.url)
+        offset, uncertainty = clock_offset(client, server.url)
+        assert abs(offset) <= uncertainty + 1 and uncertainty < 2
+        assert clock_warning(client, server.url, Lease(LEASE_S)) is None
+        true_time = time.time
+        monkeypatch.setattr(time, "time", lambda: true_time() + 2 * LEASE_S)
+        line = clock_warning(client, server.url, Lease(LEASE_S))
+        # 8 s, as the Date header's whole seconds let it be measured
+        assert line is not None and re.search(r"is [89] s ahead of the tracking store's", line)
+        assert clock_warning(client, server.url, Lease(60)) is None  # within a quarter of 60 s
+    finally:
+        server.stop()
+
+
 def _restart(pg, down_s: float) -> None:
     """Stop the cluster (fast shutdown, as a restart does), wait `down_s`, start it again."""
     args = list(pg.proc.args)
@@ -166,6 +190,14 @@ def test_a_postgres_restart_mid_study_is_ridden_out(tmp_path: Path) -> None:
     study = smoke_study(tmp_path, "pgrestart", epochs=40)
     with postgres_cluster() as pg:
         uri = pg.create_database(f"mlflow_{uuid.uuid4().hex[:8]}")
+        from lrstudy.track.claims import Lease
+        from lrstudy.track.leases import clock_offset, clock_warning
+        from lrstudy.track.store import open_client
+
+        client = open_client(uri)  # the database's own clock: clock_timestamp()
+        offset, uncertainty = clock_offset(client, uri)
+        assert abs(offset) <= uncertainty + 0.5
+        assert clock_warning(client, uri, Lease(LEASE_S)) is None
         proc, lines = _start(study, uri, tmp_path, workers=2)
         try:
             _wait(
