@@ -106,15 +106,25 @@ def test_without_the_extra_one_line_says_how_to_install_it(tmp_path: Path, comma
 
 
 def test_each_lr_free_optimizer_runs_and_logs_the_step_size_it_applies(tmp_path: Path) -> None:
+    # Three as study optimizers, two as baselines (planned by the study at their defaults).
+    grid = [n for n in LR_FREE if n not in ("prodigy", "schedulefree_adamw")]
+    optimizers = "\n".join(f"  - {{name: {n}}}" for n in grid) + "\n  - {name: adam, lr: 0.01}"
     study = tmp_path / "all.yaml"
-    study.write_text(STUDY.format(name="lrfree_all", optimizers=ALL))
+    study.write_text(
+        STUDY.format(name="lrfree_all", optimizers=optimizers)
+        + f"baselines: [prodigy, schedulefree_adamw]\nreport: {{dir: {tmp_path / 'reports'}}}\n"
+    )
     uri = f"sqlite:///{tmp_path}/m.db"
     assert cli.main(["run", str(study), "--tracking-uri", uri]) == 0
     client = MlflowClient(uri)
     runs = _trials(client, "lrfree_all")
-    assert set(runs) == set(LR_FREE)
+    assert set(runs) == {*LR_FREE, "adam"}
+    html = (tmp_path / "reports" / "lrfree_all" / "index.html").read_text()
+    assert "What tuning the LR buys" in html and "over prodigy at its defaults" in html
     steps = 1437 // 100 * 1  # digits' training split, batch 100, one epoch
     for name, run in runs.items():
+        if name == "adam":
+            continue
         assert run.data.tags[names.TAG_OUTCOME] == names.OUTCOME_OK, name
         assert "population engine does not implement" in run.data.tags[names.TAG_ENGINE_REASON]
         lr = [
