@@ -42,6 +42,12 @@ def _one_thread():
     torch.set_num_threads(before)
 
 
+@pytest.fixture(scope="module")
+def plugin_uri(tmp_path_factory: pytest.TempPathFactory) -> str:
+    # One store for the plugin tests: creating a sqlite store costs seconds; each test has its runs.
+    return f"sqlite:///{tmp_path_factory.mktemp('store')}/m.db"
+
+
 def _trials(client: MlflowClient, experiment: str) -> dict[str, object]:
     exp = client.get_experiment_by_name(experiment)
     runs = client.search_runs([exp.experiment_id], "tags.`lrstudy.kind` = 'trial'")
@@ -187,7 +193,7 @@ class _Regression(L.LightningModule):
         return torch.utils.data.DataLoader(data, batch_size=64)
 
 
-def test_schedule_free_validation_uses_the_averaged_weights(store_uri: str) -> None:
+def test_schedule_free_validation_uses_the_averaged_weights(plugin_uri: str) -> None:
     # The tracking callback switches optimizer.eval() before validation and train() after; with
     # that switch removed, validation would see the training sequence y (and the package would
     # refuse to step without train()).
@@ -199,7 +205,7 @@ def test_schedule_free_validation_uses_the_averaged_weights(store_uri: str) -> N
         enable_progress_bar=False,
         enable_model_summary=False,
         num_sanity_val_steps=0,
-        callbacks=[LRStudyCallback(study="sf", tracking_uri=store_uri, divergence_factor=None)],
+        callbacks=[LRStudyCallback(study="sf", tracking_uri=plugin_uri, divergence_factor=None)],
     )
     trainer.fit(module)
     (seen,) = module.at_validation
@@ -239,15 +245,15 @@ class _Plugin(_Regression):
 
 
 @pytest.mark.parametrize("name", sorted(LR_FREE))
-def test_the_plugin_trains_each_and_logs_the_step_size(store_uri: str, name: str) -> None:
+def test_the_plugin_trains_each_and_logs_the_step_size(plugin_uri: str, name: str) -> None:
     callback = LRStudyCallback(
-        study="plugin_lrfree", tracking_uri=store_uri, divergence_factor=None
+        study="plugin_lrfree", tracking_uri=plugin_uri, divergence_factor=None
     )
     trainer = L.Trainer(max_epochs=2, logger=False, enable_checkpointing=False,
                         enable_progress_bar=False, enable_model_summary=False,
                         num_sanity_val_steps=0, callbacks=[callback])  # fmt: skip
     trainer.fit(_Plugin(name))
-    client = MlflowClient(store_uri)
+    client = MlflowClient(plugin_uri)
     run = client.get_run(callback.run_id)
     lr = [m.value for m in sorted(client.get_metric_history(callback.run_id, names.LR),
                                   key=lambda m: m.step)]  # fmt: skip
@@ -274,7 +280,7 @@ class _WithBatchNorm(_Regression):
         self.log("val_loss", torch.nn.functional.mse_loss(self.net(batch[0]), batch[1]))
 
 
-def test_batch_norm_statistics_are_those_of_the_averaged_weights(store_uri: str) -> None:
+def test_batch_norm_statistics_are_those_of_the_averaged_weights(plugin_uri: str) -> None:
     from lrstudy.train.lrfree import ScheduleFreeSwitch
 
     module = _WithBatchNorm()
@@ -282,7 +288,7 @@ def test_batch_norm_statistics_are_those_of_the_averaged_weights(store_uri: str)
     trainer = L.Trainer(max_epochs=2, logger=False, enable_checkpointing=False,
                         enable_progress_bar=False, enable_model_summary=False,
                         num_sanity_val_steps=0,
-                        callbacks=[LRStudyCallback(study="sf_bn", tracking_uri=store_uri,
+                        callbacks=[LRStudyCallback(study="sf_bn", tracking_uri=plugin_uri,
                                                    divergence_factor=None),
                                    ScheduleFreeSwitch(bn_inputs=lambda: halves)])  # fmt: skip
     trainer.fit(module)  # ends in eval mode: the parameters are x, the average
