@@ -51,7 +51,7 @@ ui: $(STAMP)
 	$(PY) -m lrstudy ui
 
 # The claim catalogue: studies/catalogue/*.yaml into reports/catalogue/mlflow.db, then
-# reports/index.html (~8 min on 2 cores); rewrites the README's verdict table from the verdicts.
+# reports/index.html (~13 min on 2 cores); rewrites the README's verdict table from the verdicts.
 catalogue: $(STAMP)
 	$(PY) bench/catalogue.py --readme README.md
 
