@@ -444,15 +444,16 @@ class Heartbeat:
             self._runs.discard(run_id)
 
     def beat(self) -> None:
-        """Renew every held run's lease: several at once on a remote store, so that a population
-        of hundreds beats well within a lease. A run released meanwhile (a batch claim that lost
-        it deletes it) is skipped, and its failed write is no error."""
+        """Renew every held run's lease, one write per run, one at a time: a worker never takes
+        more than one connection of the store for its beats (parallel beats of 2 x 64 members
+        under a 2 s lease saturated a one-worker server and slowed everything else). A run
+        released meanwhile (a batch claim that lost it deletes it) is skipped, and its failed
+        write is no error."""
         with self._lock:
             held = sorted(self._runs)
-
-        def renew(run_id: str) -> None:
+        for run_id in held:
             if not self.holds(run_id):
-                return
+                continue
             try:
                 track_runs.set_tags(
                     self.client, run_id, {names.TAG_HEARTBEAT: f"{time.time():.3f}"}
@@ -461,20 +462,17 @@ class Heartbeat:
                 if self.holds(run_id):
                     raise
 
-        if len(held) <= 1 or _local_store(self.client):
-            for run_id in held:
-                renew(run_id)
-            return
-        with ThreadPoolExecutor(max_workers=_PARALLEL, thread_name_prefix="lrstudy-beat") as ex:
-            for f in [ex.submit(renew, run_id) for run_id in held]:
-                f.result()
-
     def holds(self, run_id: str) -> bool:
         with self._lock:
             return run_id in self._runs
 
     def _loop(self) -> None:
-        while not self._stop.wait(self.lease.interval_s):
+        # Rounds start every interval (not an interval after the last round ended): a round of
+        # hundreds of runs through a server takes seconds, and each run must beat well within
+        # its lease (a round must stay shorter than the lease: one write per held run).
+        next_at = time.monotonic() + self.lease.interval_s
+        while not self._stop.wait(max(0.0, next_at - time.monotonic())):
+            next_at = time.monotonic() + self.lease.interval_s
             try:
                 self.beat()
             except Exception as e:  # noqa: BLE001 - an outage is reported, never fatal here
