@@ -1,6 +1,6 @@
 """A population's members are claimed as one batch (`Claims.claim_many`), through a real server.
 
-- 64 members through an `mlflow server`, two workers racing for them with a 2 s lease: every claim
+- 64 members through an `mlflow server`, two workers racing for them with a 4 s lease: every claim
   is kept (no member reaped or taken over), each trial finishes once.
 - A Ctrl-C while the batch is being claimed deletes what was created: no RUNNING run is left.
 - The batch takes a few round trips: it is timed against claiming the members one by one.
@@ -63,8 +63,11 @@ def _active(uri: str, exp: str) -> list:
 
 def test_a_population_of_64_through_a_server_keeps_every_claim(server, tmp_path: Path) -> None:
     # 64 same-shape trials (one optimizer, 32 LRs x 2 seeds), one population each worker tries to
-    # claim whole. Claimed one by one (~5 round trips each) the first members waited seconds for
-    # their first heartbeat: with a 2 s lease the other worker took them over.
+    # claim whole. Claimed one by one (~5 round trips each, 7-11 s for 64 here) the first members
+    # waited longer than the lease for their first heartbeat, and the other worker took them over
+    # (the code before the batch claim, this study: all 64 KILLED and redone, with a 4 s and with
+    # a 2 s lease). The lease is not shorter because beats cost one write per member: 64 a second
+    # at a 4 s lease is about what this one-worker server answers.
     study = smoke_study(tmp_path, "pop64", epochs=2, seeds="[0, 1]")
     lrs = ", ".join(f"{0.001 * 1.2**i:.6g}" for i in range(32))
     text = study.read_text().replace("lr: [0.05, 50.0]", f"lr: [{lrs}]")
@@ -77,7 +80,7 @@ def test_a_population_of_64_through_a_server_keeps_every_claim(server, tmp_path:
     assert len(planned) == MEMBERS
     cmd = [sys.executable, "-m", "lrstudy", "run", str(study), "--tracking-uri", server.url]
     cmd += ["--no-report", "--workers", "2", "--engine", "population", "--population-size", "64"]
-    env = {**os.environ, "PYTHONPATH": str(ROOT), "LRSTUDY_LEASE_SECONDS": "2"}
+    env = {**os.environ, "PYTHONPATH": str(ROOT), "LRSTUDY_LEASE_SECONDS": "4"}
     done = subprocess.run(cmd, env=env, cwd=tmp_path, capture_output=True, timeout=600)
     err = done.stderr.decode()
     assert done.returncode == 0, err
@@ -134,7 +137,7 @@ def test_a_batch_claim_takes_a_few_round_trips(server, capsys) -> None:
             f"\n{MEMBERS} claims through a server: batch {batch_s:.2f} s, "
             f"one by one {one_by_one_s:.2f} s ({one_by_one_s / batch_s:.1f}x)"
         )
-    assert batch_s < one_by_one_s / 2
+    assert batch_s < one_by_one_s / 1.5  # server-bound writes: 2.3-3.3x measured here
     # The batch's claims are won, held by nobody here, and carry their lease.
     runs = _active(server.url, exp)
     assert Counter(r.data.tags[names.TAG_CLAIM] for r in runs) == Counter({"won": 2 * MEMBERS})
