@@ -16,6 +16,7 @@ from pathlib import Path
 from lrstudy import __version__
 from lrstudy.errors import UserInputError
 from lrstudy.quiet import quiet_libraries
+from lrstudy.summary import summary_lines
 
 EXIT_USER_ERROR = 2
 EXIT_TRACKING_UNAVAILABLE = 3
@@ -232,49 +233,10 @@ def cmd_run(args: argparse.Namespace) -> int:
     return 1 if failed or result.worker_errors else 0
 
 
-def summary_lines(name: str, result) -> list[str]:
-    """The end-of-run summary: counts over every worker, and the best configuration."""
-    done = ", ".join(f"{n} {k}" for k, n in sorted(result.outcomes.items())) or "nothing new"
-    if result.parent_run_id is None and not result.trials and result.outcomes:
-        done = f"nothing new (finished: {done})"  # every trial was finished before
-    line = f"{name}: {result.total} trials; {result.skipped} already finished; ran: {done}"
-    if result.done_elsewhere:
-        line += f"; {result.done_elsewhere} finished by another invocation"
-    if result.closed_orphans:
-        line += f"; closed {result.closed_orphans} orphaned run(s) as KILLED"
-    lines = [line]
-    autos = [t for t in result.trials if str(t.get("lr_source", "")).startswith("range_test")]
-    for t in autos:
-        lines.append(f"lr: auto for {t['name']}: {t['lr']:.3g} ({t['lr_source']})")
-    if result.best:
-        # the report's words when the winner is an end of its family's LR grid (`edge_note`)
-        edge = getattr(result.best, "edge", "").strip(" ()")
-        lines.append(f"best: {result.best.text()}" + (f"; {edge}" if edge else ""))
-    lines += missing_metric_lines(result)
-    return lines
-
-
-def missing_metric_lines(result) -> list[str]:
-    """When no trial run here logged the study's ranking metric: say so, and what was logged."""
-    ranked = [t for t in result.trials if t.get("outcome") in ("ok", "diverged")]
-    if (
-        not ranked
-        or result.metric is None
-        or any(t.get("metric_value") is not None for t in ranked)
-    ):
-        return []
-    logged = sorted({m for t in ranked for m in t.get("metrics_logged") or ()})
-    if result.metric[0] in logged:  # logged, only not carried back (e.g. by a population)
-        return []
-    return [
-        f"note: the study's metric {result.metric[0]!r} was never logged, so nothing ranks the "
-        f"configurations; logged: {', '.join(logged) or 'nothing'} (set task.metric.name to one)"
-    ]
-
-
 def cmd_plan(args: argparse.Namespace) -> int:
     from collections import Counter
 
+    from lrstudy.execute.search_notes import search_cost_lines
     from lrstudy.execute.status import study_notes, study_status
     from lrstudy.execute.study import check_engine
 
@@ -294,9 +256,15 @@ def cmd_plan(args: argparse.Namespace) -> int:
     if pops:
         sizes = ", ".join(f"{p} ({k})" for p, k in pops.items())
         print(f"populations (trained as one model each): {sizes}")
-    for r in rows:
-        if r.why_alone:
+    alone = Counter(r.why_alone for r in rows if r.why_alone)
+    for r in rows:  # one line per trial, unless many share the reason
+        if r.why_alone and alone[r.why_alone] <= 3:
             print(f"alone: {r.trial.name}: {r.why_alone}")
+    for why, n in alone.items():
+        if n > 3:
+            print(f"alone: {n} trials: {why}")
+    for line in search_cost_lines(spec, [r.trial for r in rows]):
+        print(line)
     for line in study_notes(spec, str(args.study), uri):
         print(line)
     return 0

@@ -18,6 +18,7 @@ from typing import Any
 from lrstudy.keys import stable_hash
 from lrstudy.spec.lr import LRRange, OptimizerSpec, ScheduleSpec, schedule_label
 from lrstudy.spec.optimizers import OPTIMIZERS, resolved_hparams
+from lrstudy.spec.search import AUTO_FACTORS
 from lrstudy.spec.study import StudySpec
 
 
@@ -58,6 +59,9 @@ class Trial:
     # Successive halving ({"eta": 3.0, "rungs": [1, 3, 9]}): the trial may stop at a rung, so its
     # key differs from the same trial in a full grid (whose finished runs never stopped early).
     halving: dict[str, Any] | None = field(default=None, hash=False)
+    # `lr: auto` under successive halving: this candidate trains at factor x the range test's
+    # recommendation, and halving picks among the candidates (`AUTO_FACTORS`).
+    lr_factor: float | None = None
     # TPE (search.method: tpe): {"slot": i, "slot_id": hash, "placeholder": bool}. The key is the
     # slot's and the seed's, not the settings' (sampled when the slot's first seed is claimed,
     # `execute/tpe.py`); a placeholder holds the space's first point until then.
@@ -66,26 +70,31 @@ class Trial:
     @property
     def settings(self) -> dict[str, Any]:
         """Everything that defines what this trial computes (JSON-able); the key hashes it."""
-        return {
-            "optimizer": self.optimizer,
-            "lr": "auto" if self.lr_auto else self.lr,
-            "hparams": self.hparams,
-            "layer_lr": self.layer_lr,
-            "schedule": self.schedule,
-            "schedule_args": self.schedule_args,
-            "warmup": self.warmup,
-            "batch_size": self.batch_size,
-            "epochs": self.epochs,
-            "train_fraction": self.train_fraction,
-            "seed": self.seed,
-            "dataset": self.dataset,
-            "model": self.model,
-            "model_args": self.model_args,
-            "data_args": self.data_args,
-            "target": self.target,
-            "divergence_factor": self.divergence_factor,
-            "evaluate_noise": list(self.evaluate_noise),
-        } | self._user_settings() | ({"halving": self.halving} if self.halving else {})
+        return (
+            {
+                "optimizer": self.optimizer,
+                "lr": "auto" if self.lr_auto else self.lr,
+                "hparams": self.hparams,
+                "layer_lr": self.layer_lr,
+                "schedule": self.schedule,
+                "schedule_args": self.schedule_args,
+                "warmup": self.warmup,
+                "batch_size": self.batch_size,
+                "epochs": self.epochs,
+                "train_fraction": self.train_fraction,
+                "seed": self.seed,
+                "dataset": self.dataset,
+                "model": self.model,
+                "model_args": self.model_args,
+                "data_args": self.data_args,
+                "target": self.target,
+                "divergence_factor": self.divergence_factor,
+                "evaluate_noise": list(self.evaluate_noise),
+            }
+            | self._user_settings()
+            | ({"halving": self.halving} if self.halving else {})
+            | ({"lr_factor": self.lr_factor} if self.lr_factor is not None else {})
+        )
 
     def _user_settings(self) -> dict[str, Any]:
         # Only for user classes, so every reference trial keeps the key it always had.
@@ -118,6 +127,8 @@ class Trial:
         if self.tpe is not None and self.tpe.get("placeholder"):
             return f"tpe slot {self.tpe['slot']} seed={self.seed}"
         lr = "auto" if self.lr_auto and self.lr is None else f"{self.lr:.3g}"
+        if self.lr_factor is not None and self.lr is None:
+            lr = f"auto×{self.lr_factor:.3g}"
         parts = [self.optimizer, f"lr={lr}", self.schedule_label]
         short = {
             "batch_size": "bs",
@@ -149,7 +160,7 @@ def plan_trials(spec: StudySpec) -> list[Trial]:
     return list(unique.values())
 
 
-Config = tuple[OptimizerSpec, float | None, ScheduleSpec, dict[str, Any]]
+Config = tuple  # (OptimizerSpec, LR or None for auto, ScheduleSpec, swept axes[, LR factor])
 
 
 def _grid_configs(spec: StudySpec) -> list[Config]:
@@ -158,9 +169,17 @@ def _grid_configs(spec: StudySpec) -> list[Config]:
     for opt in spec.optimizers:
         for sched in spec.schedules:
             for lr in opt.lr_grid():
-                for combo in itertools.product(*axes.values()):
-                    out.append((opt, lr, sched, _applicable(opt, dict(zip(axes, combo)))))
+                for factor in _auto_factors(spec) if lr is None else (None,):
+                    for combo in itertools.product(*axes.values()):
+                        swept = _applicable(opt, dict(zip(axes, combo)))
+                        out.append((opt, lr, sched, swept, factor))
     return out
+
+
+def _auto_factors(spec: StudySpec) -> tuple[float | None, ...]:
+    """`lr: auto`'s candidates: under successive halving, factors around the range test's
+    recommendation for halving to pick from; otherwise the recommendation itself."""
+    return AUTO_FACTORS if spec.search.successive_halving else (None,)
 
 
 def _random_configs(spec: StudySpec) -> list[Config]:
@@ -198,6 +217,7 @@ def _make_trial(
     lr: float | None,
     sched: ScheduleSpec,
     swept: dict,
+    lr_factor: float | None = None,
     *,
     seed: int,
 ) -> Trial:
@@ -260,6 +280,7 @@ def _make_trial(
         if task.param_groups
         else None,
         halving=_halving(spec),
+        lr_factor=lr_factor,
     )
 
 

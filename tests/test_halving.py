@@ -25,10 +25,12 @@ from lrstudy import names
 from lrstudy.cli import main
 from lrstudy.plan import plan_trials
 from lrstudy.report.build import build_report
+from lrstudy.report.plots.sensitivity import sensitivity_data
 from lrstudy.report.read import find_study
 from lrstudy.report.results import collect
 from lrstudy.report.search import search_summary
 from lrstudy.spec import load_spec
+from lrstudy.spec.search import AUTO_FACTORS
 from lrstudy.track.rungs import RungEntry, RungJudge, promotable
 from lrstudy.train.module import run_trial
 from lrstudy.train.population import fit_population
@@ -149,7 +151,10 @@ def test_halving_study_prunes_and_a_rerun_redoes_nothing(tmp_path: Path, capsys)
             assert max(m.step for m in history) == step
         else:
             assert [decisions[e]["decision"] for e in rungs] == ["continue", "continue"]
-    assert f"ran: {outcomes[names.OUTCOME_OK]} ok, {outcomes[names.OUTCOME_PRUNED]} pruned" in out.out + out.err
+    assert (
+        f"ran: {outcomes[names.OUTCOME_OK]} ok, {outcomes[names.OUTCOME_PRUNED]} pruned"
+        in out.out + out.err
+    )
 
     assert main(args) == 0  # everything is done: pruned trials are not trained again
     assert len(_trial_runs(uri, "prune")) == len(runs)
@@ -174,11 +179,18 @@ def test_halving_study_prunes_and_a_rerun_redoes_nothing(tmp_path: Path, capsys)
     points = summary.points
     assert points["stopped"].sum() == len(sr.pruned) and (~points["stopped"]).sum() == len(sr.runs)
     assert set(points.loc[points["stopped"], "epochs_trained"]) <= {1, 3}
+    # the LR sensitivity figure marks them as stopped, never as diverged
+    sens = sensitivity_data(data.configs, data.trials, sr.range_tests,
+                            points[points["stopped"]])  # fmt: skip
+    assert len(sens.stopped) == len(sr.pruned)
+    assert all(not fam.diverged_lrs for fam in sens.families)
+    assert {lr for lr, _, _ in sens.stopped} == set(points.loc[points["stopped"], "lr"])
     page = build_report(uri, study="prune", out_dir=str(tmp_path / "reports"),
                         log_artifact=False).read_text(encoding="utf-8")  # fmt: skip
     assert 'id="search"' in page and 'data-figure="search"' in page
     assert f"{summary.steps_full:,.0f}" in page
     assert f"{len(sr.pruned)} more runs stopped early by successive halving" in page
+    assert "Hollow circles: trials successive halving stopped" in page
 
 
 def test_a_study_without_halving_has_no_search_section(tmp_path: Path) -> None:
@@ -328,7 +340,9 @@ def test_population_study_prunes_members_as_the_trial_engine_would(tmp_path: Pat
         ("{method: random, trials: 1, halving: {}}", "search.method: random is not allowed: successive halving compares configurations and this study has 1"),
     ],
 )  # fmt: skip
-def test_bad_halving_settings_get_one_line(tmp_path: Path, capsys, search: str, expect: str) -> None:
+def test_bad_halving_settings_get_one_line(
+    tmp_path: Path, capsys, search: str, expect: str
+) -> None:
     study = _study(tmp_path, "bad", search=search)
     uri = f"sqlite:///{tmp_path}/mlflow.db"
     assert main(["run", str(study), "--tracking-uri", uri, "--no-report"]) == 2
@@ -342,3 +356,42 @@ def test_halving_a_single_configuration_is_refused(tmp_path: Path, capsys) -> No
     assert main(["plan", str(study)]) == 2
     err = capsys.readouterr().err
     assert "search.method: halving is not allowed" in err and "has 1" in err
+
+
+# --- lr: auto, checked by successive halving -------------------------------------------------------
+
+
+def test_lr_auto_candidates_around_the_range_test_are_halved(tmp_path: Path, capsys) -> None:
+    study = tmp_path / "auto.yaml"
+    study.write_text(
+        "name: auto\ntask: {dataset: digits, model: mlp}\ntrain: {epochs: 4, batch_size: 64}\n"
+        "optimizers: [{name: sgd, lr: auto, momentum: 0.9}]\nsearch: {method: halving}\n",
+        encoding="utf-8",
+    )
+    uri = f"sqlite:///{tmp_path}/mlflow.db"
+    assert main(["plan", str(study), "--tracking-uri", uri]) == 0
+    planned = capsys.readouterr().out
+    assert "lr: auto: a range test of 200 steps per seed and optimizer (1 in all" in planned
+    assert "8 candidates from x0.1 to x21.5 of its recommendation" in planned
+    assert "about 13 trial-epochs of the full grid's 32" in planned  # 8x1 + 2x2 + 1x1
+    assert main(["run", str(study), "--tracking-uri", uri, "--no-report"]) == 0
+    out = "".join(capsys.readouterr())
+    runs = _trial_runs(uri, "auto")
+    assert len(runs) == len(AUTO_FACTORS)
+    recommended = set()
+    for r in runs:
+        source = r.data.tags[names.TAG_LR_SOURCE]  # "range_test:<rule>×<factor> of <LR>"
+        rule, rest = source.removeprefix("range_test:").split("×")
+        factor, rec = rest.split(" of ")
+        recommended.add(float(rec))
+        assert float(r.data.params["lr"]) == pytest.approx(
+            float(rec) * float(factor), rel=5e-3
+        )  # 3 digits each
+    assert len(recommended) == 1  # one range test, shared by every candidate
+    outcomes = Counter(r.data.tags[names.TAG_OUTCOME] for r in runs)
+    assert outcomes[names.OUTCOME_PRUNED] >= 5, outcomes
+    assert "successive halving checks 8 candidates" in out and "; chosen: ×" in out
+    range_tests = [r for r in MlflowClient(uri).search_runs(
+        [MlflowClient(uri).get_experiment_by_name("auto").experiment_id])
+        if r.data.tags.get(names.TAG_KIND) == names.KIND_RANGE_TEST]  # fmt: skip
+    assert len(range_tests) == 1

@@ -68,9 +68,9 @@ def test_real_study_with_two_workers_and_populations_piped_to_a_file(tmp_path: P
 
 
 def test_cli_best_line_says_when_the_winner_is_an_end_of_the_grid() -> None:
-    from lrstudy.cli import summary_lines
     from lrstudy.execute.study import StudyRun
     from lrstudy.report.best import BestConfig, edge_note
+    from lrstudy.summary import summary_lines
 
     best = BestConfig("sgd lr=0.1", "k", 0.9, float("nan"), 1, edge=edge_note(0.1, [0.01, 0.1]))
     run = StudyRun(4, 0, "1", "p", outcomes={"ok": 4}, best=best)

@@ -13,9 +13,9 @@ from rich.console import Console
 
 import lrstudy
 from lrstudy import names as N
-from lrstudy.cli import summary_lines
 from lrstudy.report.build import generate_report
 from lrstudy.report.versions import LeftOut, Version, current_trials, is_current, spec_difference
+from lrstudy.summary import summary_lines
 from tests.conftest import smoke_study
 
 QUIET = Console(file=open("/dev/null", "w"))  # noqa: SIM115

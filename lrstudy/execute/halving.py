@@ -68,8 +68,12 @@ def population_judge(
 
     def decide(epoch: int, at_rung: list[tuple[int, dict[str, float]]]) -> list[bool]:
         entries = [
-            RungEntry(members[i][1], members[i][0].key, members[i][0].config_key,
-                      float(row.get(metric, math.nan)))  # fmt: skip
+            RungEntry(
+                members[i][1],
+                members[i][0].key,
+                members[i][0].config_key,
+                float(row.get(metric, math.nan)),
+            )  # fmt: skip
             for i, row in at_rung
         ]
         return [d.stop for d in judge.judge(epoch, entries)]

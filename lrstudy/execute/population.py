@@ -127,7 +127,8 @@ def run_claimed_population(
         for trial, run_id in members:
             _, spe = prepare(trial, data)
             track_runs.log_params(client, run_id, trial_params(trial, trial.lr, spe))
-        results = run_population(trials, data, emit=lambda i, rows: sinks[i].log_many(rows))
+        results = run_population(trials, data, emit=lambda i, rows: sinks[i].log_many(rows),
+                                 judge=_rung_judge(client, spec, members))  # fmt: skip
         for i, res in enumerate(results):
             finals[i] = {
                 k: v if k == names.TRAIN_SECONDS else float32_short(v)
@@ -141,6 +142,10 @@ def run_claimed_population(
             if res.diverged_at is not None:
                 tags[names.TAG_DIVERGED_AT] = res.diverged_at
                 tags[names.TAG_DIVERGED_REASON] = res.diverged_reason
+            if res.pruned_at is not None:
+                from lrstudy.execute.halving import pruned_tags
+
+                tags.update(pruned_tags(*res.pruned_at))
             extras[i].update(tags)
             outcomes[i] = res.outcome
     except (KeyboardInterrupt, SystemExit):
@@ -183,15 +188,27 @@ def run_claimed_population(
     ]
 
 
+def _rung_judge(client, spec: StudySpec, members: list[tuple[Trial, str]]):
+    """Successive halving's judge for this population (None when the study does not halve)."""
+    if spec.search.successive_halving is None:
+        return None
+    from lrstudy.execute.halving import judge_for, population_judge
+
+    judge = judge_for(client, _experiment_id(client, members[0][1]), spec)
+    return population_judge(judge, members, spec.rank_metric[0]) if judge else None
+
+
+def _experiment_id(client, run_id: str) -> str:
+    return client.get_run(run_id).info.experiment_id
+
+
 def _finish(client, run_ids, sinks, outcomes, extras) -> None:
     """Flush every member's metrics, then end its run (each member independently)."""
     for i, (run_id, sink) in enumerate(zip(run_ids, sinks, strict=True)):
         try:
             sink.close()
         finally:
-            if outcomes[i] in (names.OUTCOME_OK, names.OUTCOME_DIVERGED) and not still_running(
-                client, run_id
-            ):
+            if outcomes[i] in names.DONE_OUTCOMES and not still_running(client, run_id):
                 outcomes[i] = names.OUTCOME_KILLED  # reaped meanwhile: see trial.run_claimed
             else:
                 track_runs.end_run(client, run_id, outcome=outcomes[i], extra_tags=extras[i])

@@ -106,6 +106,9 @@ def run_claimed(
             from lrstudy.rangetest.study import auto_lr
 
             lr, lr_source = auto_lr(client, exp, spec, trial, data)
+            if trial.lr_factor is not None:  # a candidate around the recommendation (halving)
+                lr_source = f"{lr_source}×{trial.lr_factor:.3g} of {lr:.3g}"
+                lr *= trial.lr_factor
         extra[names.TAG_LR_SOURCE] = lr_source
         callback = LRStudyCallback(
             spec.name, run_id=run_id, client=client, divergence_factor=trial.divergence_factor
@@ -152,9 +155,7 @@ def run_claimed(
         extra[names.TAG_ERROR] = f"{type(e).__name__}: {e}"[:500]
         _log_traceback(client, run_id)
     finally:
-        if outcome in names.DONE_OUTCOMES and not still_running(
-            client, run_id
-        ):
+        if outcome in names.DONE_OUTCOMES and not still_running(client, run_id):
             # Another worker reaped our claim while we were cut off: its rerun owns the key now,
             # so ours must not become a second finished run.
             outcome, extra[names.TAG_ERROR] = names.OUTCOME_KILLED, "lease lost"

@@ -336,8 +336,11 @@ def page_context(
         "metric_head": f"{data.metric.label} (mean ± std)",
         "summary": f"{len(configs)} configurations, {len(trials)} runs: "
         + ", ".join(f"{counts.get(v, 0)} {VERDICT_TEXT[v]}" for v in VERDICTS)
-        + (f"; {len(sr.pruned)} more runs stopped early by successive halving (see Search)"
-           if len(getattr(sr, "pruned", ())) else ""),  # fmt: skip
+        + (
+            f"; {len(sr.pruned)} more runs stopped early by successive halving (see Search)"
+            if len(getattr(sr, "pruned", ()))
+            else ""
+        ),  # fmt: skip
         "notes": notes(sr, data) + lr_free_notes(trials),
         "baseline_gains": [g.text() for g in tuning_gains(trials)],  # LR-free baselines
         "palette": sorted(optimizer_colors(configs["optimizer"]).items()),

@@ -32,7 +32,6 @@ def figure_jobs(sr, data: StudyData) -> list[tuple[str, Callable]]:
     from lrstudy.report.plots import curves as PC
     from lrstudy.report.plots import lr as P
     from lrstudy.report.plots import sensitivity as PS
-
     from lrstudy.report.search import search_summary
 
     trials, configs, history = data.trials, data.configs, data.history
@@ -65,9 +64,14 @@ def figure_jobs(sr, data: StudyData) -> list[tuple[str, Callable]]:
         ("grad-norm", grad_norm),
         (
             "lr-sensitivity",
-            lambda: PS.sensitivity_figure(PS.sensitivity_data(
-                configs, trials, sr.range_tests,
-                summary.points[summary.points["stopped"]] if summary is not None else None)),  # fmt: skip
+            lambda: PS.sensitivity_figure(
+                PS.sensitivity_data(
+                    configs,
+                    trials,
+                    sr.range_tests,
+                    summary.points[summary.points["stopped"]] if summary is not None else None,
+                )
+            ),  # fmt: skip
         ),
         (
             "stability",

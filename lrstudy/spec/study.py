@@ -18,7 +18,7 @@ from pydantic import AfterValidator, Field, field_validator, model_validator
 from lrstudy import names
 from lrstudy.keys import stable_hash
 from lrstudy.spec.lr import LRRange, OptimizerSpec, ScheduleSpec, StrictModel
-from lrstudy.spec.search import SearchSpec
+from lrstudy.spec.search import AUTO_FACTORS, SearchSpec
 
 # What a target may name: metrics every trial logs once per epoch. Literal of a tuple is the
 # Literal of its items, so the names come from names.py and the JSON schema still lists them.
@@ -400,7 +400,11 @@ class StudySpec(StrictModel):
             )
         if self.search.sampling == "grid":
             axes = self.sweep.axes().values()
-            size = len(self.schedules) * sum(len(o.lr_grid()) for o in self.optimizers)
+            # `lr: auto` becomes len(AUTO_FACTORS) candidates under halving
+            lrs = [
+                len(AUTO_FACTORS) if o.lr == "auto" else len(o.lr_grid()) for o in self.optimizers
+            ]
+            size = len(self.schedules) * sum(lrs)
             size *= math.prod(len(v) for v in axes)
         else:
             size = self.search.trials or 0
