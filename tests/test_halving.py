@@ -35,6 +35,7 @@ from lrstudy.track.rungs import RungEntry, RungJudge, promotable
 from lrstudy.train.module import run_trial
 from lrstudy.train.population import fit_population
 from tests.conftest import wait_until_gone
+from tests.store_runs import kind_runs as _trial_runs
 from tests.test_population_support import make_trial, tiny_data
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -54,15 +55,6 @@ search: {search}
     path = folder / f"{name}.yaml"
     path.write_text(text, encoding="utf-8")
     return path
-
-
-def _trial_runs(uri: str, experiment: str) -> list:
-    client = MlflowClient(uri)
-    exp = client.get_experiment_by_name(experiment)
-    if exp is None:
-        return []
-    runs = client.search_runs([exp.experiment_id], max_results=1000)
-    return [r for r in runs if r.data.tags.get(names.TAG_KIND) == names.KIND_TRIAL]
 
 
 def _decisions(run) -> dict[int, dict]:

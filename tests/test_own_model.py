@@ -27,18 +27,10 @@ from lrstudy.plan import plan_trials
 from lrstudy.spec import load_spec
 from tests.conftest import wait_until_gone
 from tests.own_model_fixtures import OWN_LR, module_study, write_user_package
+from tests.store_runs import kind_runs as _runs
 from tests.test_execution import _wait_running
 
 ROOT = Path(__file__).resolve().parents[1]
-
-
-def _runs(uri: str, experiment: str, kind: str = names.KIND_TRIAL) -> list:
-    client = MlflowClient(uri)
-    exp = client.get_experiment_by_name(experiment)
-    if exp is None:
-        return []
-    runs = client.search_runs([exp.experiment_id], max_results=1000)
-    return [r for r in runs if r.data.tags.get(names.TAG_KIND) == kind]
 
 
 def _first(uri: str, run_id: str, key: str) -> float:

@@ -25,6 +25,7 @@ import pytest
 from lrstudy import names
 from tests.conftest import smoke_study
 from tests.servers import MlflowServer, _stop_group, postgres_cluster, why_no_postgres
+from tests.store_runs import kind_runs as _trials
 from tests.test_server import _assert_complete, _Lines
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -58,17 +59,6 @@ def _kill(proc: subprocess.Popen) -> None:
     if proc.poll() is None:
         os.killpg(proc.pid, signal.SIGKILL)
         proc.wait(timeout=30)
-
-
-def _trials(uri: str, experiment: str) -> list:
-    from mlflow.tracking import MlflowClient
-
-    client = MlflowClient(uri)
-    exp = client.get_experiment_by_name(experiment)
-    if exp is None:
-        return []
-    runs = client.search_runs([exp.experiment_id], max_results=1000)
-    return [r for r in runs if r.data.tags.get(names.TAG_KIND) == names.KIND_TRIAL]
 
 
 def _wait(predicate, what: str, timeout: float, proc=None, lines=None, every: float = 0.2):

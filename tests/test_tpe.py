@@ -27,6 +27,7 @@ from lrstudy.plan import plan_trials, sampled_trial
 from lrstudy.spec import load_spec
 from lrstudy.spec.load import parse_spec
 from tests.conftest import wait_until_gone
+from tests.store_runs import kind_runs as _trial_runs
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -46,15 +47,6 @@ search: {search}
     path = folder / f"{name}.yaml"
     path.write_text(text, encoding="utf-8")
     return path
-
-
-def _trial_runs(uri: str, experiment: str) -> list:
-    client = MlflowClient(uri)
-    exp = client.get_experiment_by_name(experiment)
-    if exp is None:
-        return []
-    runs = client.search_runs([exp.experiment_id], max_results=1000)
-    return [r for r in runs if r.data.tags.get(names.TAG_KIND) == names.KIND_TRIAL]
 
 
 def _sampled(run) -> dict:
