@@ -36,7 +36,8 @@ class MemberResult(TrialResult):
     param_groups: list[str] = field(default_factory=list)  # tag lrstudy.param_groups, in order
     population_size: int = 1  # members that started together (train/seconds is shared wall time)
     history: list[dict[str, float]] = field(default_factory=list)  # per epoch, as ReferenceModule
-    pruned_at: tuple[int, int] | None = None  # (rung epoch, step) where successive halving stopped it
+    # (rung epoch, step) where successive halving stopped it
+    pruned_at: tuple[int, int] | None = None
 
 
 class Member:
@@ -166,7 +167,9 @@ class Member:
         return MemberResult(
             outcome=outcome,
             metrics=metrics,
-            total_steps=self.pruned_at[1] if outcome == names.OUTCOME_PRUNED else spe * self.trial.epochs,
+            total_steps=self.pruned_at[1]
+            if outcome == names.OUTCOME_PRUNED
+            else spe * self.trial.epochs,
             steps_per_epoch=spe,
             diverged_at=self.guard.diverged_at,
             diverged_reason=self.guard.reason,

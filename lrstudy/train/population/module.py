@@ -202,7 +202,9 @@ class PopulationModule(L.LightningModule):
         rows = [k for k in range(len(self.members)) if k not in diverged]
         if not rows:
             return []
-        stops = self.judge(epoch, [(self.members[k].index, self.members[k].history[-1]) for k in rows])
+        stops = self.judge(
+            epoch, [(self.members[k].index, self.members[k].history[-1]) for k in rows]
+        )
         out = []
         for k, stop in zip(rows, stops, strict=True):
             if stop:
@@ -281,7 +283,12 @@ def fit_population(
     accelerator = accelerator or trials[0].accelerator
     accelerator = {"cuda": "gpu"}.get(accelerator, accelerator)
     module = PopulationModule(
-        trials, data, emit, dtype=dtype, sync_every=sync_every, keep_weights=keep_weights,
+        trials,
+        data,
+        emit,
+        dtype=dtype,
+        sync_every=sync_every,
+        keep_weights=keep_weights,
         judge=judge,
     )
     trainer = L.Trainer(
