@@ -343,6 +343,19 @@ def test_bad_halving_settings_get_one_line(
     assert not (tmp_path / "mlflow.db").exists()
 
 
+def test_halving_on_a_metric_the_task_does_not_log_is_refused(tmp_path: Path, capsys) -> None:
+    study = _study(tmp_path, "f1")
+    study.write_text(
+        study.read_text().replace("model: mlp}", "model: mlp, metric: {name: val/f1}}"),
+        encoding="utf-8",
+    )
+    uri = f"sqlite:///{tmp_path}/mlflow.db"
+    assert main(["run", str(study), "--tracking-uri", uri, "--no-report"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "task.metric.name: 'val/f1' is not allowed with successive" in err[0]
+    assert not (tmp_path / "mlflow.db").exists()
+
+
 def test_halving_a_single_configuration_is_refused(tmp_path: Path, capsys) -> None:
     study = _study(tmp_path, "one", num=1)
     assert main(["plan", str(study)]) == 2

@@ -392,6 +392,14 @@ class StudySpec(StrictModel):
         halving = self.search.successive_halving
         if halving is None:
             return self
+        metric = self.rank_metric[0]
+        if self.task.kind != "module" and metric not in TARGET_METRICS:
+            # lrstudy's own trainer logs just these per epoch; a rung judged on a metric never
+            # logged would see NaN for everyone and stop every configuration
+            raise ValueError(
+                f"@task.metric.name: {metric!r} is not allowed with successive halving: it "
+                f"ranks configurations at each rung, and this task logs {', '.join(TARGET_METRICS)}"
+            )
         if halving.min_epochs >= self.train.epochs:
             field = "min_epochs" if self.search.method == "halving" else "halving.min_epochs"
             raise ValueError(
