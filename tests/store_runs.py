@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import sqlite3
+from pathlib import Path
+
 from mlflow.tracking import MlflowClient
 
 from lrstudy import names
@@ -15,3 +18,12 @@ def kind_runs(uri: str, experiment: str, kind: str = names.KIND_TRIAL) -> list:
         return []
     runs = client.search_runs([exp.experiment_id], max_results=1000)
     return [r for r in runs if r.data.tags.get(names.TAG_KIND) == kind]
+
+
+def count_rows(db: Path, sql: str) -> int:
+    """A count from a sqlite store read-only while others write to it; 0 before it exists."""
+    try:
+        with sqlite3.connect(f"file:{db}?mode=ro", uri=True) as con:
+            return con.execute(sql).fetchone()[0]
+    except sqlite3.Error:
+        return 0

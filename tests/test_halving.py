@@ -10,7 +10,6 @@ import json
 import math
 import os
 import signal
-import sqlite3
 import subprocess
 import sys
 import time
@@ -35,6 +34,7 @@ from lrstudy.track.rungs import RungEntry, RungJudge, promotable
 from lrstudy.train.module import run_trial
 from lrstudy.train.population import fit_population
 from tests.conftest import wait_until_gone
+from tests.store_runs import count_rows
 from tests.store_runs import kind_runs as _trial_runs
 from tests.test_population_support import make_trial, tiny_data
 
@@ -198,12 +198,7 @@ def test_a_study_without_halving_has_no_search_section(tmp_path: Path) -> None:
 
 
 def _rung_tags(db: Path) -> int:
-    query = f"SELECT count(*) FROM tags WHERE key LIKE '{names.TAG_RUNG_PREFIX}%'"
-    try:
-        with sqlite3.connect(f"file:{db}?mode=ro", uri=True) as con:
-            return con.execute(query).fetchone()[0]
-    except sqlite3.Error:
-        return 0
+    return count_rows(db, f"SELECT count(*) FROM tags WHERE key LIKE '{names.TAG_RUNG_PREFIX}%'")
 
 
 def test_two_workers_kill9_then_rerun_decide_every_rung_once(tmp_path: Path) -> None:

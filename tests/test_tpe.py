@@ -10,7 +10,6 @@ import json
 import math
 import os
 import signal
-import sqlite3
 import subprocess
 import sys
 import time
@@ -27,6 +26,7 @@ from lrstudy.plan import plan_trials, sampled_trial
 from lrstudy.spec import load_spec
 from lrstudy.spec.load import parse_spec
 from tests.conftest import wait_until_gone
+from tests.store_runs import count_rows as _count
 from tests.store_runs import kind_runs as _trial_runs
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -219,14 +219,6 @@ def test_two_workers_sample_distinct_points(tmp_path: Path) -> None:
     finished = _assert_exactly_once(uri, study, 6, 1)
     assert len({_sampled(r)["lr"] for r in finished}) == 6
     assert len({r.data.tags[names.TAG_OWNER] for r in finished}) == 2  # both sampled
-
-
-def _count(db: Path, sql: str) -> int:
-    try:
-        with sqlite3.connect(f"file:{db}?mode=ro", uri=True) as con:
-            return con.execute(sql).fetchone()[0]
-    except sqlite3.Error:
-        return 0
 
 
 def test_tpe_study_resumed_after_ctrl_c_continues_from_the_store(tmp_path: Path) -> None:
