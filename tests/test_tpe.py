@@ -222,20 +222,25 @@ def test_two_workers_sample_distinct_points(tmp_path: Path) -> None:
 
 
 def test_tpe_study_resumed_after_ctrl_c_continues_from_the_store(tmp_path: Path) -> None:
-    # epochs long enough that Ctrl-C lands while a sampled trial trains
-    study = _study(tmp_path, "resume", trials=4, seeds=2, epochs=12)
+    # epochs long enough (~3 s a trial) that Ctrl-C lands while a sampled trial trains (its
+    # params are logged when training starts)
+    study = _study(tmp_path, "resume", trials=4, seeds=2, epochs=100)
     uri = f"sqlite:///{tmp_path}/mlflow.db"
     db = tmp_path / "mlflow.db"
     proc = subprocess.Popen(_cmd(study, uri), env=_env(), cwd=tmp_path, start_new_session=True,
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE)  # fmt: skip
     sampled = f"SELECT count(*) FROM tags WHERE key = '{tpe.TAG_SAMPLED}'"
+    training = (
+        "SELECT count(*) FROM runs r JOIN tags t ON t.run_uuid = r.run_uuid JOIN params p "
+        f"ON p.run_uuid = r.run_uuid WHERE r.status = 'RUNNING' AND t.key = '{tpe.TAG_SAMPLED}'"
+    )
     try:
         deadline = time.monotonic() + 300
-        while _count(db, sampled) < 3:  # slot 0 (both seeds) done or going, slot 1 sampled
+        # slot 0 (both seeds) done or going, slot 1 sampled, and a sampled trial training now
+        while _count(db, sampled) < 3 or _count(db, training) < 1:
             assert proc.poll() is None, proc.communicate()
             assert time.monotonic() < deadline, "nothing sampled"
             time.sleep(0.1)
-        time.sleep(0.5)
     finally:
         os.killpg(proc.pid, signal.SIGINT)
         _, err = proc.communicate(timeout=120)
@@ -244,7 +249,9 @@ def test_tpe_study_resumed_after_ctrl_c_continues_from_the_store(tmp_path: Path)
     assert wait_until_gone(str(tmp_path)) == []
     before = _trial_runs(uri, "resume")
     killed = [r for r in before if r.info.status == "KILLED" and tpe.TAG_SAMPLED in r.data.tags]
-    assert killed and not [r for r in before if r.info.status == "RUNNING"]
+    assert killed and not [r for r in before if r.info.status == "RUNNING"], [
+        (r.info.status, r.data.tags.get(names.TAG_OUTCOME), tpe.TAG_SAMPLED in r.data.tags,
+         r.data.tags.get(tpe.TAG_TPE_SLOT)) for r in before]  # fmt: skip
     # a killed slot is told as RUNNING (the constant liar), not forgotten
     spec = load_spec(study)
     client = MlflowClient(uri)

@@ -21,6 +21,7 @@ from lrstudy.execute.trial import (
     still_running,
     trial_tags,
 )
+from lrstudy.interrupts import sigint_deferred
 from lrstudy.plan import Trial
 from lrstudy.spec import StudySpec
 from lrstudy.track import runs as track_runs
@@ -164,7 +165,8 @@ def run_claimed_population(
             x[names.TAG_ERROR] = f"{type(e).__name__}: {e}"[:500]
     finally:
         if not withdrawn:
-            _finish(client, run_ids, sinks, outcomes, extras)
+            with sigint_deferred():  # a Ctrl-C here would leave members RUNNING: it waits
+                _finish(client, run_ids, sinks, outcomes, extras)
     if interrupted:
         raise KeyboardInterrupt
     seconds = time.monotonic() - started

@@ -14,6 +14,7 @@ from typing import Any
 
 from lrstudy import names
 from lrstudy.execute.trial import TrialDone, run_claimed
+from lrstudy.interrupts import InterruptedAfter
 from lrstudy.plan import Trial
 from lrstudy.spec import StudySpec
 from lrstudy.track.claims import Claims, Heartbeat
@@ -62,6 +63,9 @@ def run_trial_run(trial: Trial, run_id: str, shift: Shift) -> bool:
             shift.client, shift.order.experiment_id, shift.spec, trial, shift.data, run_id,
             worker=shift.order.index,
         )  # fmt: skip
+    except InterruptedAfter as e:
+        shift.emit(e.done.as_event())  # it finished: report it as such, then stop
+        raise KeyboardInterrupt from None
     except KeyboardInterrupt:
         shift.killed(trial, time.monotonic() - started)
         raise

@@ -17,6 +17,7 @@ from typing import Any
 from lrstudy import names
 from lrstudy.errors import UserInputError
 from lrstudy.execute.params import trial_params
+from lrstudy.interrupts import InterruptedAfter, sigint_deferred
 from lrstudy.plan import Trial
 from lrstudy.spec import StudySpec
 from lrstudy.track import runs as track_runs
@@ -155,16 +156,18 @@ def run_claimed(
         extra[names.TAG_ERROR] = f"{type(e).__name__}: {e}"[:500]
         _log_traceback(client, run_id)
     finally:
-        if outcome in names.DONE_OUTCOMES and not still_running(client, run_id):
-            # Another worker reaped our claim while we were cut off: its rerun owns the key now,
-            # so ours must not become a second finished run.
-            outcome, extra[names.TAG_ERROR] = names.OUTCOME_KILLED, "lease lost"
-        else:
-            track_runs.end_run(client, run_id, outcome=outcome, extra_tags=extra)
+        # A Ctrl-C landing here would leave the run RUNNING: it waits until the run is ended.
+        with sigint_deferred(raise_after=False) as late:
+            if outcome in names.DONE_OUTCOMES and not still_running(client, run_id):
+                # Another worker reaped our claim while we were cut off: its rerun owns the key
+                # now, so ours must not become a second finished run.
+                outcome, extra[names.TAG_ERROR] = names.OUTCOME_KILLED, "lease lost"
+            else:
+                track_runs.end_run(client, run_id, outcome=outcome, extra_tags=extra)
     if interrupted:
         raise KeyboardInterrupt
     acc = final.get(names.FINAL_VAL_ACC)
-    return TrialDone(
+    done = TrialDone(
         key=trial.key,
         name=trial.name,
         config_key=trial.config_key,
@@ -178,6 +181,9 @@ def run_claimed(
         metric_value=metric_value,
         metrics_logged=tuple(available),
     )
+    if late():
+        raise InterruptedAfter(done)
+    return done
 
 
 def _train_module(client, spec, trial, data, run_id, lr, callbacks, extra):

@@ -42,16 +42,16 @@ from __future__ import annotations
 import contextlib
 import os
 import random
-import signal
 import threading
 import time
 import uuid
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any
 
 from lrstudy import names
+from lrstudy.interrupts import sigint_deferred
 from lrstudy.track import runs as track_runs
 from lrstudy.track.leases import Judge, Lease
 
@@ -236,7 +236,7 @@ class Claims:
             return None
         # Ctrl-C is held back for the second or so a claim takes: an interrupt between creating
         # the run and resolving it would otherwise leave a claim nobody ends.
-        with _sigint_deferred() as interrupted:
+        with sigint_deferred() as interrupted:
             run_id = track_runs.start_run(
                 self.client,
                 self.experiment_id,
@@ -330,7 +330,7 @@ class Claims:
         def mark_won(key: str) -> None:
             track_runs.set_tags(self.client, created[key], {names.TAG_CLAIM: CLAIM_WON})
 
-        with _sigint_deferred() as interrupted:
+        with sigint_deferred() as interrupted:
             try:
                 self._parallel(create, free)
                 pending = dict(created)
@@ -393,22 +393,6 @@ def _study_filter(study: str) -> str:
 def _local_store(client) -> bool:
     uri = str(getattr(client, "tracking_uri", "") or "")
     return uri.startswith("sqlite:") or not uri
-
-
-@contextlib.contextmanager
-def _sigint_deferred() -> Iterator[Callable[[], bool]]:
-    """Hold SIGINT until the block ends, then raise KeyboardInterrupt (main thread only)."""
-    if threading.current_thread() is not threading.main_thread():
-        yield lambda: False
-        return
-    caught: list[int] = []
-    previous = signal.signal(signal.SIGINT, lambda signum, frame: caught.append(signum))
-    try:
-        yield lambda: bool(caught)
-    finally:
-        signal.signal(signal.SIGINT, previous)
-    if caught:
-        raise KeyboardInterrupt
 
 
 class Heartbeat:
