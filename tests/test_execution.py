@@ -5,6 +5,7 @@ Every test ends with the promise the README makes: exactly one FINISHED run per 
 
 from __future__ import annotations
 
+import contextlib
 import os
 import shutil
 import signal
@@ -123,6 +124,113 @@ def _two_long_trials(tmp_path: Path, name: str) -> Path:
     return study
 
 
+def _running_pids(db: Path) -> set[int]:
+    query = (
+        "SELECT t.value FROM runs r JOIN tags t ON t.run_uuid = r.run_uuid "
+        f"WHERE r.status = 'RUNNING' AND t.key = '{names.TAG_PID}'"
+    )
+    with sqlite3.connect(f"file:{db}?mode=ro", uri=True) as con:
+        return {int(v) for (v,) in con.execute(query)}
+
+
+def test_cli_workers_are_forked(tmp_path: Path) -> None:
+    # `lrstudy run` forks its workers from the study process once the training stack is
+    # imported (execute/local.py). A forked worker runs the study's own command line, a fresh
+    # interpreter `-m lrstudy.execute.worker`.
+    study = _two_long_trials(tmp_path, "forked")
+    uri = f"sqlite:///{tmp_path}/mlflow.db"
+    proc = subprocess.Popen(
+        _cmd(study, uri, "--workers", "2", "--engine", "trial"),
+        env=_env(),
+        cwd=tmp_path,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        start_new_session=True,
+    )
+    try:
+        _wait_running(tmp_path / "mlflow.db", [proc], n=2)
+        pids = _running_pids(tmp_path / "mlflow.db") - {proc.pid}
+        assert len(pids) == 1, pids  # worker 1; worker 0 is the study process itself
+        (worker,) = pids
+        cmdline = Path(f"/proc/{worker}/cmdline").read_bytes().split(b"\0")
+        assert b"lrstudy.execute.worker" not in cmdline and b"run" in cmdline, cmdline
+    finally:
+        os.killpg(proc.pid, signal.SIGINT)
+        _, err = proc.communicate(timeout=120)
+    assert proc.returncode == 130, err.decode()
+    assert b"Traceback" not in err
+    assert not [r for r in _trial_runs(uri, "forked") if r.info.status == "RUNNING"]
+
+
+HEAVY_DATA = """
+import torch
+from torch.utils.data import Dataset
+
+
+class Heavy(Dataset):
+    def __init__(self, n: int = 400) -> None:
+        torch.randn(4_000_000).exp_().sum()  # a parallel op in the study process, before forking
+        g = torch.Generator().manual_seed(0)
+        self.x = torch.randn(n, 256, generator=g)
+        self.y = (self.x.sum(1) > 0).long()
+
+    def __len__(self):
+        return len(self.x)
+
+    def __getitem__(self, i):
+        return self.x[i], self.y[i]
+"""
+
+
+def test_forked_workers_train_with_two_threads(tmp_path: Path) -> None:
+    # The user's dataset runs a parallel torch op while the study process loads it, before the
+    # workers are forked. Had it run on two threads, OpenMP's pool (which does not survive a
+    # fork) would make each worker hang at its first parallel op on two threads of its own.
+    (tmp_path / "heavy.py").write_text(HEAVY_DATA)
+    study = tmp_path / "threads.yaml"
+    study.write_text(
+        "name: threads\ntask:\n  dataset: {class_path: heavy.Heavy}\n  model: mlp\n"
+        "  model_args: {hidden: [1024]}\n"  # matmuls big enough for parallel regions
+        "train: {epochs: 30, batch_size: 200, threads: 2}\n"  # both workers train
+        "optimizers: [{name: sgd, lr: [0.01, 0.1]}]\nseeds: [0]\n"
+    )
+    uri = f"sqlite:///{tmp_path}/mlflow.db"
+    proc = subprocess.Popen(
+        _cmd(study, uri, "--workers", "2", "--engine", "trial"),
+        env=_env(),
+        cwd=tmp_path,
+        stderr=subprocess.PIPE,
+        start_new_session=True,  # a hung worker is killed with its group below
+    )
+    try:
+        _, err = proc.communicate(timeout=240)
+    finally:
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(proc.pid, signal.SIGKILL)
+    assert proc.returncode == 0, err.decode()
+    runs = _assert_exactly_once(uri, study)
+    assert len({r.data.tags[names.TAG_PID] for r in runs}) == 2  # the forked worker trained too
+
+
+def test_more_workers_than_trials_exit_at_once(tmp_path: Path) -> None:
+    # Workers beyond the number of trials are dismissed: each must see the end of its order
+    # pipe although the workers forked after it inherited the study process's copy.
+    study = smoke_study(tmp_path, "few", seeds="[0]")
+    text = study.read_text().replace("lr: [0.05, 50.0]", "lr: [0.05]")
+    study.write_text(text.replace("  - name: cosine\n    warmup: 2\n", ""))
+    uri = f"sqlite:///{tmp_path}/mlflow.db"
+    out = subprocess.run(
+        _cmd(study, uri, "--workers", "5", "--engine", "trial"),
+        env=_env(),
+        cwd=tmp_path,
+        capture_output=True,
+        timeout=300,
+    )
+    assert out.returncode == 0, out.stderr.decode()
+    assert b"2 trials; 0 already finished; ran: 2 ok" in out.stderr
+    _assert_exactly_once(uri, study)
+
+
 def test_ctrl_c_stops_every_worker_and_leaves_nothing_running(tmp_path: Path) -> None:
     study = _two_long_trials(tmp_path, "interrupt")
     uri = f"sqlite:///{tmp_path}/mlflow.db"
@@ -199,3 +307,27 @@ def test_bad_execution_flags_are_one_line(tmp_path: Path, capsys, args, message)
     err = capsys.readouterr().err.strip()
     assert "\n" not in err and message in err
     assert not (tmp_path / "mlflow.db").exists()
+
+
+def test_ctrl_c_while_a_finished_trial_is_being_ended_still_ends_it(tmp_path, monkeypatch) -> None:
+    # The forced interleaving: a real SIGINT arrives the moment the first trial's run is being
+    # ended. The run must end with its real outcome (not stay RUNNING), and the study stops.
+    from lrstudy.track import runs as track_runs
+
+    real_end_run, fired = track_runs.end_run, []
+
+    def end_run_interrupted(client, run_id, **kwargs):
+        if not fired and kwargs.get("outcome") == names.OUTCOME_OK:
+            fired.append(run_id)
+            os.kill(os.getpid(), signal.SIGINT)
+        return real_end_run(client, run_id, **kwargs)
+
+    monkeypatch.setattr(track_runs, "end_run", end_run_interrupted)
+    study = smoke_study(tmp_path, "late", seeds="[0]")
+    uri = f"sqlite:///{tmp_path}/mlflow.db"
+    args = ["run", str(study), "--tracking-uri", uri, "--no-report", "--workers", "1"]
+    assert main([*args, "--engine", "trial"]) == 130
+    runs = {r.info.run_id: r for r in _trial_runs(uri, "late")}
+    assert fired and runs[fired[0]].info.status == "FINISHED"
+    assert runs[fired[0]].data.tags[names.TAG_OUTCOME] == names.OUTCOME_OK
+    assert not [r for r in runs.values() if r.info.status == "RUNNING"]

@@ -16,6 +16,7 @@ from __future__ import annotations
 import contextlib
 import os
 import signal
+import sys
 import tempfile
 import threading
 import time
@@ -27,6 +28,7 @@ from rich.console import Console
 
 from lrstudy import names
 from lrstudy.errors import UserInputError
+from lrstudy.execute.local import can_fork
 from lrstudy.execute.params import study_params
 from lrstudy.execute.progress import StudyProgress
 from lrstudy.execute.worker import WorkOrder, import_training_stack, spread, work
@@ -141,10 +143,13 @@ def run_study(
 
         packed = ensure_picklable(factories)  # before any process starts or anything is written
     relay = _Relay()
-    spawned = _spawn(workers, executor, relay)
+    # Local workers are forked once this process holds the training stack and the data, when
+    # that is safe (execute/local.py); otherwise they start now as fresh interpreters.
+    forking = executor == "local" and workers > 1 and "torch" not in sys.modules and can_fork()
+    spawned = [] if forking else _spawn(workers, executor, relay)
     try:
         return _run(spec, source, tracking_uri, spawned, relay, workers, executor, ray_address,
-                    engine, population_size, console, factories, packed)  # fmt: skip
+                    engine, population_size, console, factories, packed, forking)  # fmt: skip
     finally:
         for p in spawned:
             p.dismiss()  # a no-op for workers that got their order
@@ -176,16 +181,40 @@ class _Relay:
 def _spawn(workers: int, executor: str, relay: _Relay) -> list:
     if executor != "local" or workers < 2:
         return []
-    from lrstudy.execute.local import spawn_workers
+    from lrstudy.execute.local import spawn_fresh
 
-    return spawn_workers(workers, relay)
+    return spawn_fresh(workers, relay)
+
+
+def _one_thread() -> int:
+    """Keep torch at one thread until the workers are forked: a parallel region run before the
+    fork would leave its OpenMP pool unusable in them (they hang at their next one)."""
+    import torch
+
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    return threads
+
+
+def _fork(workers: int, relay: _Relay, trials: list[Trial], data: Any, threads: int) -> list:
+    from lrstudy.execute.local import can_fork, spawn_forked, spawn_fresh
+
+    try:
+        if can_fork():
+            return spawn_forked(workers, relay, trials, data)
+        return spawn_fresh(workers, relay)  # a library started a thread meanwhile
+    finally:
+        import torch
+
+        torch.set_num_threads(threads)
 
 
 def _run(spec, source, tracking_uri, spawned, relay, workers, executor, ray_address, engine,
-         population_size, console, factories, packed) -> StudyRun:  # fmt: skip
+         population_size, console, factories, packed, forking) -> StudyRun:  # fmt: skip
     from lrstudy.train.preflight import preflight
     from lrstudy.train.user_classes import search_dirs
 
+    threads = _one_thread() if forking else None
     dirs = search_dirs(source)
     trials, data = preflight(spec, source, dirs=dirs, factories=factories)
     ray_ctx = None
@@ -198,6 +227,8 @@ def _run(spec, source, tracking_uri, spawned, relay, workers, executor, ray_addr
     prestart_writer(tracking_uri)
     if ray_ctx is None:
         import_training_stack()
+    if forking:
+        spawned.extend(_fork(workers, relay, trials, data, threads))
     client = open_client(tracking_uri)
     exp = experiment_id(client, spec.experiment)
     existing = track_runs.search_study_runs(client, exp, names.KIND_TRIAL, spec.name)

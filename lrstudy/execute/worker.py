@@ -1,7 +1,7 @@
 """A worker: claim the study's unfinished trials one by one and train them, until none is left.
 
 The same loop runs in the study process itself, in local worker processes
-(`python -m lrstudy.execute.worker`, started by `lrstudy.execute.local`) and in Ray tasks. It ends
+(forked or started by `lrstudy.execute.local`) and in Ray tasks. It ends
 only when every trial it was given is done by someone: a trial claimed by a live worker elsewhere
 is looked at again every few seconds, and taken over once that worker's lease expires.
 
@@ -183,7 +183,7 @@ def _report_outage(emit: Emit, outage) -> None:
     emit({"type": "outage", "seconds": seconds})
 
 
-# ---- the worker process: `python -m lrstudy.execute.worker EVENTS_FD`, a pickled WorkOrder on stdin ----
+# ---- worker processes (lrstudy.execute.local): events out on one pipe, a pickled WorkOrder in on another ----
 
 
 def _die_with_parent() -> None:
@@ -199,7 +199,11 @@ def _die_with_parent() -> None:
         raise KeyboardInterrupt
 
 
-def _main(events_fd: int) -> int:
+def _serve(events_fd: int, order_fd: int, prepared: tuple[list[Trial], Any] | None) -> int:
+    """A worker process's life: wait for the order, work it, report. Returns the exit code.
+
+    `prepared`: the study process's (trials, data) when forked from it; None: a fresh interpreter
+    imports the training stack and loads the data itself."""
     out = os.fdopen(events_fd, "w", buffering=1)
 
     def emit(event: dict[str, Any]) -> None:
@@ -214,16 +218,21 @@ def _main(events_fd: int) -> int:
         signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGINT})  # see local.WorkerProcess
         _die_with_parent()
         quiet_libraries()
-        # Import everything before the order arrives: the study process is setting up meanwhile,
-        # and no claim ever waits on seconds of imports.
-        import_training_stack()
+        if prepared is None:
+            # Import everything before the order arrives: the study process is setting up
+            # meanwhile, and no claim ever waits on seconds of imports.
+            import_training_stack()
         from lrstudy.track.store import open_client
 
         try:
-            order: WorkOrder = pickle.load(sys.stdin.buffer)
+            with os.fdopen(order_fd, "rb") as orders:
+                order: WorkOrder = pickle.load(orders)
         except EOFError:
             return 0  # dismissed: nothing to do
-        trials, data = order.preflight()
+        from lrstudy.track.sink import prestart_writer
+
+        prestart_writer(order.tracking_uri)  # its MLflow import overlaps the preflight and claims
+        trials, data = prepared or order.preflight()
         # The study process saw the store answer: failing to reach it now is an outage (ride it
         # out like any other call), not a wrong --tracking-uri.
         from lrstudy.track.outage import call_patiently, outage_for
@@ -249,6 +258,22 @@ def _main(events_fd: int) -> int:
         signal.signal(signal.SIGINT, signal.SIG_IGN)
 
 
+def serve_forked(
+    events_fd: int, order_fd: int, trials: list[Trial], data: Any, closing: tuple[int, ...]
+) -> None:
+    """The body of a worker forked from the study process (see lrstudy.execute.local)."""
+    for fd in closing:  # the parent's ends of this worker's pipes and of earlier workers' orders
+        with contextlib.suppress(OSError):
+            os.close(fd)
+    code = _serve(events_fd, order_fd, (trials, data))
+    # A forked process ends with os._exit (multiprocessing), without atexit handlers: the
+    # metric writer this worker started must hand off what it holds first.
+    from lrstudy.track.writer import close_writers
+
+    close_writers()
+    sys.exit(code)
+
+
 def _quietly(emit: Emit, event: dict[str, Any]) -> None:
     with contextlib.suppress(OSError):
         emit(event)
@@ -257,6 +282,6 @@ def _quietly(emit: Emit, event: dict[str, Any]) -> None:
 if __name__ == "__main__":
     from lrstudy.gc_tuning import skip_final_collection
 
-    code = _main(int(sys.argv[1]))
+    code = _serve(int(sys.argv[1]), int(sys.argv[2]), None)
     skip_final_collection()  # the study process waits for this exit: keep it short
     raise SystemExit(code)

@@ -86,6 +86,13 @@ class WriterProcess:
         """Block until the child has imported MLflow and opened the store (an empty batch)."""
         self.write("", [])
 
+    def disown(self) -> None:
+        """In a forked child: drop this process's copies of the parent's pipe ends (the child
+        must not read the parent's acknowledgements), leaving the writer to the parent."""
+        for stream in (self._proc.stdin, self._proc.stdout):
+            with contextlib.suppress(OSError, ValueError):
+                stream.close()  # this process's copy of the fd; the parent keeps its own
+
     def close(self) -> None:
         with self._lock:
             if self._proc.stdin and not self._proc.stdin.closed:
@@ -103,6 +110,18 @@ def writer_for(uri: str) -> WriterProcess:
         if w is None or not w.alive():
             w = _WRITERS[uri] = WriterProcess(uri)
         return w
+
+
+def _forget_inherited_writers() -> None:
+    """After a fork (lrstudy.execute.local's forked workers): the child starts its own writers."""
+    global _LOCK
+    _LOCK = threading.Lock()  # another thread may have held it at the fork
+    for w in _WRITERS.values():
+        w.disown()
+    _WRITERS.clear()
+
+
+os.register_at_fork(after_in_child=_forget_inherited_writers)
 
 
 @atexit.register
