@@ -13,7 +13,6 @@ import signal
 import subprocess
 import sys
 import threading
-import time
 from collections import Counter
 from pathlib import Path
 
@@ -119,25 +118,43 @@ def test_ctrl_c_while_claiming_a_batch_leaves_no_running_run(server) -> None:
     assert len(deleted) == len(held)
 
 
+class _Counting:
+    """The real client, counting the calls (each one a round trip to the server)."""
+
+    def __init__(self, client) -> None:
+        self._client, self.calls = client, 0
+
+    def __getattr__(self, name: str):
+        attr = getattr(self._client, name)
+        if not callable(attr):
+            return attr
+
+        def call(*args, **kwargs):
+            self.calls += 1
+            return attr(*args, **kwargs)
+
+        return call
+
+
 def test_a_batch_claim_takes_a_few_round_trips(server, capsys) -> None:
-    client = open_client(server.url)
+    # Round trips, not seconds: the time a server takes is for bench/, the calls made are not.
+    client = _Counting(open_client(server.url))
     exp = experiment_id(client, "rounds")
     claims = Claims(client, exp, "rounds", lease=Lease(60))
-    started = time.perf_counter()
+    before = client.calls
     got = claims.claim_many(_wanted("rounds", MEMBERS, "b"), None)
-    batch_s = time.perf_counter() - started
+    batch_calls = client.calls - before
     assert len(got.won) == MEMBERS and not got.busy
-    started = time.perf_counter()
+    before = client.calls
     for w in _wanted("rounds", MEMBERS, "s"):  # the old way: look, claim, resolve, one by one
         assert claims.state(w.key) == "free"
         assert claims.claim(w.key, name=w.name, tags=w.tags, parent_id=None) is not None
-    one_by_one_s = time.perf_counter() - started
+    one_by_one_calls = client.calls - before
     with capsys.disabled():
-        print(
-            f"\n{MEMBERS} claims through a server: batch {batch_s:.2f} s, "
-            f"one by one {one_by_one_s:.2f} s ({one_by_one_s / batch_s:.1f}x)"
-        )
-    assert batch_s < one_by_one_s / 1.5  # server-bound writes: 2.3-3.3x measured here
+        print(f"\n{MEMBERS} claims: batch {batch_calls} calls, one by one {one_by_one_calls}")
+    # One run creation per member (MLflow has no batch create) plus a few searches and writes.
+    assert batch_calls <= MEMBERS + 8
+    assert one_by_one_calls >= 3 * MEMBERS
     # The batch's claims are won, held by nobody here, and carry their lease.
     runs = _active(server.url, exp)
     assert Counter(r.data.tags[names.TAG_CLAIM] for r in runs) == Counter({"won": 2 * MEMBERS})
