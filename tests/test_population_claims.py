@@ -152,9 +152,10 @@ def test_a_batch_claim_takes_a_few_round_trips(server, capsys) -> None:
     one_by_one_calls = client.calls - before
     with capsys.disabled():
         print(f"\n{MEMBERS} claims: batch {batch_calls} calls, one by one {one_by_one_calls}")
-    # One run creation per member (MLflow has no batch create) plus a few searches and writes.
-    assert batch_calls <= MEMBERS + 8
-    assert one_by_one_calls >= 3 * MEMBERS
+    # Per member, one run creation and one tag write (MLflow has no batch create), plus a few
+    # searches: 130 calls for 64 here, against 5 per member one by one.
+    assert batch_calls <= 2 * MEMBERS + 8
+    assert one_by_one_calls >= 4 * MEMBERS
     # The batch's claims are won, held by nobody here, and carry their lease.
     runs = _active(server.url, exp)
     assert Counter(r.data.tags[names.TAG_CLAIM] for r in runs) == Counter({"won": 2 * MEMBERS})
