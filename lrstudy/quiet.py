@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import logging
 import os
-import signal
 import warnings
 
 _IGNORED = "ignore::DeprecationWarning,ignore::FutureWarning,ignore::PendingDeprecationWarning"
@@ -45,17 +44,3 @@ def silence_lightning_pytree() -> None:
         message=r"`isinstance\(treespec, LeafSpec\)` is deprecated",
         module=r"lightning\.pytorch\.utilities\._pytree",
     )
-
-
-def interrupt_once() -> None:
-    """For worker processes: the first SIGINT raises KeyboardInterrupt, later ones are ignored.
-
-    A worker needs one interrupt to close its runs; a second one (a forwarded Ctrl-C, a user's
-    repeated Ctrl-C) would only land somewhere awkward while it does, e.g. in a garbage-collector
-    callback, where Python prints "Exception ignored ... KeyboardInterrupt" with a traceback."""
-
-    def handler(signum: int, frame: object) -> None:
-        signal.signal(signal.SIGINT, signal.SIG_IGN)
-        raise KeyboardInterrupt
-
-    signal.signal(signal.SIGINT, handler)

@@ -260,6 +260,66 @@ def test_ctrl_c_stops_every_worker_and_leaves_nothing_running(tmp_path: Path) ->
     _assert_exactly_once(uri, study)
 
 
+SWALLOWING_NET = """
+import time
+
+from torch import nn
+
+
+class _Slow:
+    def __del__(self):
+        time.sleep(0.02)  # most of every step: a Ctrl-C lands here, in a finalizer
+
+
+class Net(nn.Module):
+    def __init__(self) -> None:
+        super().__init__()
+        self.fc = nn.Linear(40, 10)
+
+    def forward(self, x):
+        _Slow()
+        return self.fc(x.flatten(1))
+"""
+
+
+@pytest.mark.parametrize("engine", ["trial", "population"])
+def test_ctrl_c_swallowed_by_a_finalizer_still_stops_the_trials(tmp_path: Path, engine) -> None:
+    # Python turns a SIGINT that lands in a `__del__` into "Exception ignored in ..." and carries
+    # on. Seen in CI: a worker went on to finish its trial and the other one. The recorded
+    # request (lrstudy.interrupts) stops training at the next step instead.
+    (tmp_path / "swallow.py").write_text(SWALLOWING_NET)
+    study = tmp_path / "swallow.yaml"
+    study.write_text(
+        "name: swallow\ntask:\n  model: {class_path: swallow.Net}\n  dataset: mnist1d\n"
+        "  data_args: {num_samples: 400}\n"
+        "train: {epochs: 40, batch_size: 50}\n"  # ~300 steps of 20 ms: ~6 s a trial
+        "optimizers: [{name: sgd, lr: [0.01, 0.1]}]\nseeds: [0]\n"
+    )
+    uri = f"sqlite:///{tmp_path}/mlflow.db"
+    proc = subprocess.Popen(
+        _cmd(study, uri, "--workers", "2", "--engine", engine),
+        env=_env(),
+        cwd=tmp_path,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        start_new_session=True,
+    )
+    try:
+        _wait_running(tmp_path / "mlflow.db", [proc], n=2)
+        time.sleep(0.5)  # into the training steps
+        os.killpg(proc.pid, signal.SIGINT)
+        _, err = proc.communicate(timeout=120)
+    finally:
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(proc.pid, signal.SIGKILL)
+    assert proc.returncode == 130, err.decode()
+    assert b"Traceback" not in err and b"Exception ignored" not in err, err.decode()
+    runs = _trial_runs(uri, "swallow")
+    assert len(runs) == 2 and {r.info.status for r in runs} == {"KILLED"}, err.decode()
+    assert main(["run", str(study), "--tracking-uri", uri, "--no-report", "--workers", "2"]) == 0
+    _assert_exactly_once(uri, study)
+
+
 @pytest.mark.skipif(
     os.geteuid() != 0 or not shutil.which("unshare"), reason="needs root for a UTS namespace"
 )

@@ -32,6 +32,7 @@ from lrstudy.execute.local import can_fork
 from lrstudy.execute.params import study_params
 from lrstudy.execute.progress import StudyProgress
 from lrstudy.execute.worker import WorkOrder, import_training_stack, spread, work
+from lrstudy.interrupts import watch_interrupts
 from lrstudy.plan import Trial
 from lrstudy.report.best import BestConfig
 from lrstudy.spec import StudySpec
@@ -352,6 +353,7 @@ def _run_local(order, trials, data, client, progress, spawned, result) -> None:
 
     procs = send_orders(spawned, order)
     interrupted = False
+    restore = watch_interrupts(once=False)
     try:
         own = order.replace(keys=spread(list(order.keys), 0, len(procs) + 1))
         work(own, trials, data, client, progress.on_event)
@@ -359,6 +361,7 @@ def _run_local(order, trials, data, client, progress, spawned, result) -> None:
         interrupted = True
         raise
     finally:
+        restore()
         codes = stop_workers(procs, interrupted=interrupted)
         for p, code in zip(procs, codes, strict=True):
             last = p.last_event or {}

@@ -30,6 +30,7 @@ from lrstudy.execute.population import take_population
 from lrstudy.execute.shift import Shift, run_trial_run
 from lrstudy.execute.tpe import batches, take_slot
 from lrstudy.execute.trial import trial_tags
+from lrstudy.interrupts import check_interrupt
 from lrstudy.plan import Trial
 from lrstudy.spec import StudySpec
 from lrstudy.track.claims import Claims, Heartbeat, Lease
@@ -119,6 +120,7 @@ def work(
         while pending:
             waiting = []
             for batch, why in batches(pending, order, data):
+                check_interrupt()  # a Ctrl-C that a finalizer swallowed claims nothing more
                 if len(batch) == 1:
                     waiting += [] if take_trial(batch[0], shift, why) else batch
                 else:
@@ -211,9 +213,10 @@ def _serve(events_fd: int, order_fd: int, prepared: tuple[list[Trial], Any] | No
 
     try:
         from lrstudy.gc_tuning import fewer_full_collections
-        from lrstudy.quiet import interrupt_once, quiet_libraries
+        from lrstudy.interrupts import watch_interrupts
+        from lrstudy.quiet import quiet_libraries
 
-        interrupt_once()
+        watch_interrupts(once=True)  # for the process's life; its `finally` ignores SIGINT
         fewer_full_collections()  # before the imports below (see lrstudy.gc_tuning)
         signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGINT})  # see local.WorkerProcess
         _die_with_parent()

@@ -30,6 +30,7 @@ import torch  # context_provider (a circular import MLflow would report as a war
 from lightning.pytorch.callbacks import Callback
 
 from lrstudy import names
+from lrstudy.interrupts import check_interrupt
 from lrstudy.track import context_provider
 from lrstudy.track import runs as track_runs
 from lrstudy.track.callback_args import validate_args
@@ -264,6 +265,7 @@ class LRStudyCallback(Callback):
         batch: Any,
         batch_idx: int,
     ) -> None:
+        check_interrupt()  # a Ctrl-C that a finalizer swallowed stops training here
         if self._sink is None:
             return
         loss = outputs.get("loss") if isinstance(outputs, dict) else outputs

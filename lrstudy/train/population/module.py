@@ -17,6 +17,7 @@ from collections.abc import Callable, Iterator
 import lightning as L
 import torch
 
+from lrstudy.interrupts import check_interrupt
 from lrstudy.plan import Trial
 from lrstudy.spec.optimizers import optimizer_info
 from lrstudy.train.data import Dataset
@@ -151,6 +152,7 @@ class PopulationModule(L.LightningModule):
         self.steps_done += 1
 
     def on_train_batch_end(self, outputs: object, batch: int, batch_idx: int) -> None:
+        check_interrupt()  # a Ctrl-C that a finalizer swallowed stops the members here
         if len(self._buffer) >= self.sync_every:
             diverged = self._drain()
             if diverged:
