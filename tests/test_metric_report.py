@@ -134,6 +134,11 @@ def test_max_metric_of_the_users_own_name(store_uri: str, tmp_path: Path) -> Non
     # 0.79 vs 0.80: within 10 % of the family's spread (0.4) -> not clearly worse
     assert v[1e-1] == "good"
     assert "higher is better" in res.html
+    # its per-epoch my_f1 is the convergence figure's right column (no val/acc was logged):
+    # 3 LRs x (40 train-loss steps + 2 epochs of my_f1), seed means
+    assert "No per-epoch val/acc" not in res.html
+    assert "my_f1 is drawn in the convergence figure" in res.html
+    assert res.figures["convergence"]["points"] == 3 * (40 + 2)
 
 
 def test_metric_never_logged_is_said_and_lists_what_exists(store_uri: str, tmp_path: Path) -> None:
@@ -160,6 +165,8 @@ def test_module_study_without_any_accuracy(store_uri: str, tmp_path: Path) -> No
     assert "lowest LR tried" in best.edge
     assert "at_chance" not in set(df["diagnosis"])
     assert "No validation accuracy was logged" in res.html
+    assert "No per-epoch val/acc" in res.html  # train/loss_epoch is no second curve
+    assert res.figures["convergence"]["points"] == 3 * 40
     assert "final train/loss_epoch (lower is better)" in res.html
     assert "robustness" not in res.figures
     assert "<th>final val acc</th>" not in res.html  # no empty accuracy columns

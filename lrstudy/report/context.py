@@ -215,13 +215,16 @@ def figure_notes(sr, data: StudyData) -> list[str]:
     from lrstudy import names as N
 
     keys = set(data.history["key"].unique()) if len(data.history) else set()
+    right = data.metric.curve_key(keys)
     out = []
-    if N.VAL_ACC not in keys and N.TRAIN_LOSS in keys:
+    if right is None and N.TRAIN_LOSS in keys:
         out.append("No per-epoch val/acc was logged: the convergence figure shows the train loss only.")  # fmt: skip
-    if N.TRAIN_LOSS not in keys and N.VAL_ACC not in keys:
+    if N.TRAIN_LOSS not in keys and right is None:
         out.append("No per-step train loss or val accuracy was logged: no convergence figure.")
     if not np.isfinite(data.trials["final_val_acc"].astype(float)).any():
-        out.append("No validation accuracy was logged: the accuracy panels, the noise-robustness figure and the generalisation gap are left out.")  # fmt: skip
+        # a module's own accuracy under its own name is not lrstudy's val/acc: say which is which
+        own = f" (the study's {right[0]} is drawn in the convergence figure)" if right and right[0] != N.VAL_ACC else ""  # fmt: skip
+        out.append(f"No validation accuracy was logged as val/acc{own}: the accuracy panels, the noise-robustness figure and the generalisation gap are left out.")  # fmt: skip
     return out
 
 

@@ -38,10 +38,12 @@ def figure_jobs(sr, data: StudyData) -> list[tuple[str, Callable]]:
 
     def convergence():
         loss = PC.curves_data(trials, history, N.TRAIN_LOSS)
-        acc = PC.curves_data(trials, history, N.VAL_ACC)
+        right = data.metric.curve_key(set(history["key"].unique()) if len(history) else set())
+        acc = PC.curves_data(trials, history, right[0]) if right else []
         if not (loss or acc):
             return None
-        return PC.convergence_figure(loss, acc, trials), PC.plotted_points(loss + acc)
+        label = right[1] if right else ""
+        return PC.convergence_figure(loss, acc, trials, label), PC.plotted_points(loss + acc)
 
     def grad_norm():
         panels = PC.curves_data(trials, history, N.GRAD_NORM)

@@ -31,6 +31,22 @@ class RankMetric:
         return self.name == N.VAL_ACC and self.mode == "max"
 
     @property
+    def draws_own_curve(self) -> bool:
+        """Whether the convergence figure may draw this metric's history where a study without
+        val/acc has nothing (a module's val_acc, val_loss): not val/acc itself, and not a train
+        loss, which the figure's left column shows already."""
+        return self.name not in (N.VAL_ACC, N.TRAIN_LOSS, N.TRAIN_LOSS_EPOCH)
+
+    def curve_key(self, history_keys: set[str]) -> tuple[str, str] | None:
+        """(metric key, axis label) of the convergence figure's right column: val/acc when
+        logged, else this metric's own history; None: the train loss alone."""
+        if N.VAL_ACC in history_keys:
+            return N.VAL_ACC, "val accuracy"
+        if self.draws_own_curve and self.name in history_keys:
+            return self.name, f"{self.name} ({self.direction})"
+        return None
+
+    @property
     def sign(self) -> float:
         """+1 when higher is better, -1 when lower is: `sign * value` is a higher-is-better score."""
         return 1.0 if self.mode == "max" else -1.0

@@ -72,13 +72,16 @@ def collect(client, sr, max_points: int | None = None) -> StudyData:
     from lrstudy.report.history import MAX_POINTS, read_histories
 
     plan, step_keys, lr_keys = read_plan(sr.runs, max_points or MAX_POINTS)
-    history, n_read = read_histories(client, plan, step_keys, [N.VAL_ACC])
+    metric = study_metric(sr.runs, sr.parent)
+    # A user's module ranked by its own metric (val_acc, val_loss, ...): its curve is what the
+    # convergence figure draws where val/acc would be (`convergence_key`).
+    epoch_keys = [N.VAL_ACC, *([metric.name] if metric.draws_own_curve else [])]
+    history, n_read = read_histories(client, plan, step_keys, epoch_keys)
     if lr_keys:  # one LR curve per run, under the plain name
         alias = history["run_id"].map(lr_keys)
         history.loc[history["key"] == alias, "key"] = N.LR
         history = history[~history["key"].str.startswith(f"{N.LR}/")].reset_index(drop=True)
     study_params = (sr.parent or {}).get("params")
-    metric = study_metric(sr.runs, sr.parent)
     trials = trial_metrics(trial_table(sr.runs, study_params, metric), history)
     configs = diagnose(config_table(trials))
     n_summary = int(sr.runs["n_metrics"].sum()) if "n_metrics" in sr.runs else 0

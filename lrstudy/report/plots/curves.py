@@ -151,9 +151,13 @@ def _lr_bar(fig: Figure, ax, norm) -> None:
 
 
 def convergence_figure(
-    loss_panels: list[CurvePanel], acc_panels: list[CurvePanel], trials: pd.DataFrame
+    loss_panels: list[CurvePanel],
+    acc_panels: list[CurvePanel],
+    trials: pd.DataFrame,
+    right_label: str = "val accuracy",
 ) -> Figure:
-    """Rows = families; left train loss, right val accuracy (shared step axis), coloured by LR."""
+    """Rows = families; left train loss, right val accuracy or the study's own metric
+    (`right_label`; shared step axis), coloured by LR."""
     fams = sorted({p.family for p in loss_panels} | {p.family for p in acc_panels})
     loss = {p.family: p for p in loss_panels}
     acc = {p.family: p for p in acc_panels}
@@ -173,8 +177,8 @@ def convergence_figure(
             row[1].sharex(row[0])
             if fam in acc:
                 draw_curves(acc[fam], row[1], norm, fallback_color=color)
-            row[1].set_ylabel("val accuracy")
-            row[1].set_title(f"{fam} — val accuracy", color=color)
+            row[1].set_ylabel(right_label)
+            row[1].set_title(f"{fam} — {right_label.split(' (')[0]}", color=color)
         if g["lr"].notna().any():
             _lr_bar(fig, row[-1], norm)
     for ax in axes[-1]:
