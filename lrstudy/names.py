@@ -53,6 +53,10 @@ TAG_SPEC_HASH = "lrstudy.spec_hash"
 TAG_RUNG_PREFIX = "lrstudy.rung."
 TAG_PRUNED_RUNG = "lrstudy.pruned_rung"
 TAG_PRUNED_STEP = "lrstudy.pruned_step"
+# TPE: each slot's id on each of its runs, and the configuration sampled for it (JSON, see
+# execute/tpe.py `Sampled`), which the report's Search section reads.
+TAG_TPE_SLOT = "lrstudy.tpe_slot"
+TAG_SAMPLED = "lrstudy.sampled"
 TAG_VERSION = "lrstudy.version"
 TAG_OUTCOME = "lrstudy.outcome"  # one of the OUTCOME_* values below
 TAG_DIAGNOSIS = "lrstudy.diagnosis"  # too_low / good / too_high / at_chance / diverged (report)

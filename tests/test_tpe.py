@@ -198,6 +198,32 @@ def test_tpe_study_runs_n_configs_times_seeds_sampled_by_a_told_sampler(tmp_path
     assert main(args) == 0
     assert "8 already finished" in "".join(capsys.readouterr())
     assert len(_trial_runs(uri, "tpe")) == 8
+    _assert_search_section(uri, tmp_path, by_slot)
+
+
+def _assert_search_section(uri: str, tmp_path: Path, by_slot: dict) -> None:
+    """The report's Search section lists the slots in sampling order with the best so far, and
+    names the best slot: the one with the highest seed-mean final val acc."""
+    from lrstudy.report.build import generate_report
+    from lrstudy.report.read import find_study
+    from lrstudy.report.results import collect
+    from lrstudy.report.tpe_search import tpe_summary
+
+    res = generate_report(uri, study="tpe", out_dir=tmp_path / "reports", log_artifact=False)
+    assert "search-tpe" in res.figures and 'id="search"' in res.html
+    assert "TPE (Optuna&#39;s TPESampler, search seed 7): 4 of 4 configurations" in res.html
+    assert "2 random start-up draws, then 2 from the model" in res.html
+    client = MlflowClient(uri)
+    sr = find_study(client, study="tpe")
+    data = collect(client, sr)
+    summary = tpe_summary(sr, data.trials, data.metric)
+    pts = summary.points
+    assert list(pts["slot"]) == [0, 1, 2, 3] and list(pts["startup"]) == [True, True, False, False]
+    values = [by_slot[i].value for i in range(4)]  # what TPE was told: the same seed means
+    assert [round(v, 6) for v in pts["value"]] == [round(v, 6) for v in values]
+    assert list(pts["best_so_far"]) == [max(values[: i + 1]) for i in range(4)]
+    best = max(range(4), key=lambda i: values[i])
+    assert f"Best: configuration #{best + 1} of 4" in res.html
 
 
 def _cmd(study: Path, uri: str, *extra: str) -> list[str]:

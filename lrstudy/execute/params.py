@@ -28,6 +28,9 @@ def study_params(spec: StudySpec, trials: list[Trial], data: Any) -> dict[str, A
         "schedules": [s.label for s in spec.schedules],
         "sweep": {k: list(v) for k, v in spec.sweep.axes().items()},
     }
+    if spec.search.method == "tpe":  # for the report's Search section
+        common["tpe"] = {"trials": spec.search.trials, "seed": spec.search.seed,
+                         "startup": spec.search.tpe_startup}  # fmt: skip
     if trials[0].halving:  # eta and the rung epochs, for the report's Search section
         common["halving"] = trials[0].halving
     user = {"task_kind": spec.task.kind, "metric": metric, "metric_mode": mode}

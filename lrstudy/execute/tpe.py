@@ -44,8 +44,8 @@ from lrstudy.track import runs as track_runs
 from lrstudy.track.claims import is_done
 from lrstudy.track.outage import TrackingUnavailable
 
-TAG_TPE_SLOT = "lrstudy.tpe_slot"  # the slot id (`Trial.tpe["slot_id"]`) on each of its runs
-TAG_SAMPLED = "lrstudy.sampled"  # JSON: the slot's configuration (see `Sampled`)
+TAG_TPE_SLOT = names.TAG_TPE_SLOT  # the slot id (`Trial.tpe["slot_id"]`) on each of its runs
+TAG_SAMPLED = names.TAG_SAMPLED  # JSON: the slot's configuration (see `Sampled`)
 SOLO_REASON = "search: tpe samples each configuration when it is claimed"
 ATTEMPTS = 20  # asks before a configuration already recorded is accepted again (small spaces)
 

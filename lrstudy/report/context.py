@@ -47,6 +47,9 @@ FIGURE_CAPTIONS = {
     "search": "Every trial of the search, per seed. Hollow = stopped by successive halving at a "
     "rung (its value is the one the decision saw), filled = trained to the last epoch. Stopped "
     "trials are not diverged: the other sections show only the trials trained to the end.",
+    "search-tpe": "Each configuration TPE sampled, in the order it was sampled: its seed-mean "
+    "value of the ranking metric (left; the line is the best so far) and its peak LR (right). "
+    "Hollow = a random start-up draw, filled = sampled by TPE's model of what worked.",
 }
 
 
@@ -310,12 +313,16 @@ def _range_tests(sr) -> list[dict]:
              "recommended": bool(r.recommended)} for r in sr.range_tests.itertuples()]  # fmt: skip
 
 
-def _search(sr, trials) -> dict | None:
-    """The Search section's text (successive halving only; its figure is `figs['search']`)."""
+def _search(sr, trials, metric) -> dict | None:
+    """The Search section's text: TPE's (figure `figs['search-tpe']`), then successive
+    halving's (`figs['search']`); None when the study used neither."""
     from lrstudy.report.search import search_summary
+    from lrstudy.report.tpe_search import tpe_summary
 
-    summary = search_summary(sr, trials)
-    return {"lines": summary.lines()} if summary else None
+    lines = []
+    for summary in (tpe_summary(sr, trials, metric), search_summary(sr, trials)):
+        lines += summary.lines() if summary else []
+    return {"lines": lines} if lines else None
 
 
 def page_context(
@@ -352,7 +359,7 @@ def page_context(
         "tables": tables(configs, target),
         "final_head": final_head(data.metric, has_acc(configs)),
         "range_tests": _range_tests(sr),
-        "search": _search(sr, trials),
+        "search": _search(sr, trials, data.metric),
         "claims": claims_context(claims or [], figs),
         "figs": _figures(sr, figs, data.metric),
         "axis_figs": [

@@ -33,6 +33,7 @@ def figure_jobs(sr, data: StudyData) -> list[tuple[str, Callable]]:
     from lrstudy.report.plots import lr as P
     from lrstudy.report.plots import sensitivity as PS
     from lrstudy.report.search import search_summary
+    from lrstudy.report.tpe_search import tpe_summary
 
     trials, configs, history = data.trials, data.configs, data.history
 
@@ -90,6 +91,13 @@ def figure_jobs(sr, data: StudyData) -> list[tuple[str, Callable]]:
                 lambda: PA.learning_curve_figure(PA.learning_curve_data(configs, swept)),
             )
         )
+    tpe = tpe_summary(sr, trials, data.metric)  # None unless the study searched with TPE
+    if tpe is not None:  # what TPE sampled, in order, and the best so far
+        from lrstudy.report.plots import search as PSe
+        from lrstudy.report.plots.style import family_style
+
+        jobs.append(("search-tpe", lambda: PSe.tpe_figure(
+            tpe.points, data.metric.label, family_style(configs))))  # fmt: skip
     if summary is not None:  # successive halving: what it tried and where it stopped
         from lrstudy.report.plots import search as PSe
         from lrstudy.report.plots.style import family_style

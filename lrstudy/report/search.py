@@ -59,7 +59,7 @@ def search_summary(sr, trials: pd.DataFrame) -> SearchSummary | None:
             trial's family, LR and value of the ranking metric.
     """
     params = (getattr(sr, "parent", None) or {}).get("params", {})
-    halving = _json(params.get("halving"))
+    halving = json_dict(params.get("halving"))
     if not halving:
         return None
     epochs = int(float(params.get("epochs", 0)) or 0)
@@ -69,12 +69,12 @@ def search_summary(sr, trials: pd.DataFrame) -> SearchSummary | None:
     rows = []
     used = full = 0.0
     for _, r in trials.iterrows():
-        total = _float(r.get("total_steps"))
+        total = as_float(r.get("total_steps"))
         if math.isfinite(total):
             used, full = used + total, full + total
-        value = _float(r.get("metric_value"))
+        value = as_float(r.get("metric_value"))
         if not math.isfinite(value):
-            value = _float(r.get("final_val_acc"))
+            value = as_float(r.get("final_val_acc"))
         rows.append((r["family"], float(r["lr"]), epochs, False, value))
     if len(pruned):
         # labelled as the finished trials are (families depend on the axes swept in all runs)
@@ -83,20 +83,21 @@ def search_summary(sr, trials: pd.DataFrame) -> SearchSummary | None:
         for _, r in pruned.iterrows():
             rung = int(float(r.get(f"tags.{N.TAG_PRUNED_RUNG}")))
             stopped[rung] = stopped.get(rung, 0) + 1
-            step = _float(r.get(f"tags.{N.TAG_PRUNED_STEP}"))
-            total = _float(r.get("params.total_steps"))
+            step = as_float(r.get(f"tags.{N.TAG_PRUNED_STEP}"))
+            total = as_float(r.get("params.total_steps"))
             if math.isfinite(step) and math.isfinite(total):
                 used, full = used + step, full + total
-            decision = _json(r.get(f"tags.{N.TAG_RUNG_PREFIX}{rung}")) or {}
+            decision = json_dict(r.get(f"tags.{N.TAG_RUNG_PREFIX}{rung}")) or {}
             label = labels.loc[r["run_id"]]
             rows.append((label["family"], float(label["lr"]), rung, True,
-                         _float(decision.get("value"))))  # fmt: skip
+                         as_float(decision.get("value"))))  # fmt: skip
     points = pd.DataFrame(rows, columns=["family", "lr", "epochs_trained", "stopped", "value"])
     return SearchSummary(float(halving.get("eta", 3)), rungs, epochs, stopped,
                          len(trials), used, full, points)  # fmt: skip
 
 
-def _json(value) -> dict | None:
+def json_dict(value) -> dict | None:
+    """A param or tag holding a JSON object, parsed; None for anything else."""
     if isinstance(value, dict):
         return value
     try:
@@ -106,7 +107,7 @@ def _json(value) -> dict | None:
     return out if isinstance(out, dict) else None
 
 
-def _float(value) -> float:
+def as_float(value) -> float:
     try:
         return float(value)
     except (TypeError, ValueError):

@@ -1,8 +1,12 @@
-"""The Search figure: every trial of a successive-halving study, where it stopped and its value.
+"""The Search figures.
 
-Left: epochs trained against the peak LR (a stopped trial sits at its rung, hollow; a finished
-one at the last epoch, filled), the rungs as dotted lines. Right: the ranking metric at the stop
-(stopped) or at the end (finished) against the peak LR: what each decision saw.
+Successive halving (`search_figure`): every trial, where it stopped and its value. Left: epochs
+trained against the peak LR (a stopped trial sits at its rung, hollow; a finished one at the last
+epoch, filled), the rungs as dotted lines. Right: the ranking metric at the stop (stopped) or at
+the end (finished) against the peak LR: what each decision saw.
+
+TPE (`tpe_figure`): the sampled configurations in the order they were sampled. Left: each one's
+value and the best so far; right: its peak LR, to show where the model led the search.
 """
 
 from __future__ import annotations
@@ -65,3 +69,55 @@ def _jitter(points: pd.DataFrame) -> pd.Series:
     rank = points.groupby(["family", "lr", "epochs_trained"]).cumcount()
     sign = np.where(rank % 2, -1.0, 1.0)
     return pd.Series(1.0 + 0.04 * sign * ((rank + 1) // 2), index=points.index)
+
+
+def tpe_figure(points: pd.DataFrame, metric_label: str, families: dict[str, dict]) -> Figure:
+    """Args: points as `TpeSummary.points`; families as for `search_figure`. Random start-up
+    draws are hollow, the model's picks filled; a diverged configuration is an x at the bottom."""
+    n_fam = points["family"].nunique()
+    fig, axes = S.grid_figure(1, 2, row_h=2.6, bottom=0.55 + S.legend_rows(n_fam + 3, 3))
+    ax_v, ax_lr = axes[0]
+    x = points["slot"] + 1
+    finite = points["value"][np.isfinite(points["value"])]
+    floor = float(finite.min()) if len(finite) else 0.0
+    for fam, g in points.groupby("family", sort=True):
+        look = families.get(fam, {"color": "#555555", "marker": "o"})
+        for startup, part in g.groupby("startup"):
+            kw = {"marker": look["marker"], "s": 28, "linewidths": 1.1, "zorder": 3,
+                  "edgecolors": look["color"],
+                  "facecolors": "none" if startup else look["color"]}  # fmt: skip
+            ok = part[~part["diverged"]]
+            ax_v.scatter(ok["slot"] + 1, ok["value"], **kw)
+            ax_lr.scatter(part["slot"] + 1, part["lr"], **kw)
+            bad = part[part["diverged"]]
+            if len(bad):
+                ax_v.scatter(bad["slot"] + 1, [floor] * len(bad), marker="x", s=30,
+                             color=look["color"], zorder=3)  # fmt: skip
+    ax_v.step(x, points["best_so_far"], where="post", color="#222222", lw=1.2, zorder=2)
+    S.log_axis(ax_lr, "y", points["lr"], pad=1.4)
+    for ax in (ax_v, ax_lr):
+        ax.set_xlabel("configuration, in sampling order")
+        ax.set_xticks(_ticks(len(points)))
+    ax_v.set_ylabel(metric_label)
+    ax_v.set_title(f"{metric_label} of each configuration; line: best so far")
+    ax_lr.set_ylabel("peak LR")
+    ax_lr.set_title("where the search sampled")
+    handles = [
+        ax_v.scatter([], [], marker=families.get(f, {}).get("marker", "o"), s=28,
+                     color=families.get(f, {}).get("color", "#555555"), label=f)
+        for f in sorted(points["family"].unique())
+    ]  # fmt: skip
+    handles += [
+        ax_v.scatter([], [], marker="o", s=28, facecolors="none", edgecolors="#555555",
+                     label="random start-up draw"),
+        ax_v.scatter([], [], marker="o", s=28, color="#555555", label="sampled by the model"),
+        ax_v.scatter([], [], marker="x", s=30, color="#555555", label="diverged"),
+    ]  # fmt: skip
+    fig.legend(handles=handles, loc="lower center", ncol=3, fontsize=8, frameon=False)
+    return fig
+
+
+def _ticks(n: int) -> list[int]:
+    """At most ~10 integer ticks from 1 to n."""
+    step = max(1, -(-n // 10))
+    return list(range(1, n + 1, step))
