@@ -1,7 +1,7 @@
 """Study and trial runs in MLflow: create, tag, finish, and find what is already done.
 
 A study invocation is a parent run; each trial a child run (MLflow's `mlflow.parentRunId` tag).
-Resume works on trial keys: a key with a FINISHED run (outcome ok or diverged) is done; anything
+Resume works on trial keys: a key with a FINISHED run (outcome ok, diverged or pruned) is done; anything
 else is run again. Who may run a trial is decided by claims (`lrstudy.track.claims`): a run
 RUNNING without a fresh heartbeat, or whose pid is gone in our own pid space (same boot of the
 same machine and same pid namespace: `process_identity`), is closed as KILLED.
