@@ -20,7 +20,7 @@ def user_class_notes(spec: StudySpec, trials: list[Trial], data: Any, runs: list
     """One line per note (none for a study of lrstudy's own models)."""
     if spec.task.kind == "reference":
         return []
-    from lrstudy.track.claims import is_done
+    from lrstudy.track.done_or_stale import is_done
     from lrstudy.train.user_classes import task_code_hash
 
     notes = []

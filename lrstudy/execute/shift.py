@@ -17,7 +17,8 @@ from lrstudy.execute.trial import TrialDone, run_claimed
 from lrstudy.interrupts import InterruptedAfter
 from lrstudy.plan import Trial
 from lrstudy.spec import StudySpec
-from lrstudy.track.claims import Claims, Heartbeat
+from lrstudy.track.claims import Claims
+from lrstudy.track.heartbeat import Heartbeat
 
 Emit = Callable[[dict[str, Any]], None]
 

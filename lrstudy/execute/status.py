@@ -9,7 +9,8 @@ from lrstudy.errors import UserInputError
 from lrstudy.plan import Trial
 from lrstudy.spec import StudySpec
 from lrstudy.track import runs as track_runs
-from lrstudy.track.claims import Lease, is_done, is_stale
+from lrstudy.track.done_or_stale import is_done, is_stale
+from lrstudy.track.leases import Lease
 
 
 @dataclass(frozen=True)

@@ -37,8 +37,9 @@ from lrstudy.plan import Trial
 from lrstudy.report.best import BestConfig
 from lrstudy.spec import StudySpec
 from lrstudy.track import runs as track_runs
-from lrstudy.track.claims import Heartbeat, Lease, is_done, reap_stale
-from lrstudy.track.leases import clock_warning
+from lrstudy.track.done_or_stale import is_done, reap_stale
+from lrstudy.track.heartbeat import Heartbeat
+from lrstudy.track.leases import Lease, clock_warning
 from lrstudy.track.outage import TrackingUnavailable
 from lrstudy.track.sink import prestart_writer
 from lrstudy.track.store import experiment_id, open_client

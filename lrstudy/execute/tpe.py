@@ -41,7 +41,7 @@ from lrstudy.plan import Trial, sampled_trial
 from lrstudy.spec import StudySpec
 from lrstudy.spec.lr import LRRange
 from lrstudy.track import runs as track_runs
-from lrstudy.track.claims import is_done
+from lrstudy.track.done_or_stale import is_done
 from lrstudy.track.outage import TrackingUnavailable
 
 TAG_TPE_SLOT = names.TAG_TPE_SLOT  # the slot id (`Trial.tpe["slot_id"]`) on each of its runs

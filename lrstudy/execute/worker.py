@@ -33,7 +33,9 @@ from lrstudy.execute.trial import trial_tags
 from lrstudy.interrupts import check_interrupt
 from lrstudy.plan import Trial
 from lrstudy.spec import StudySpec
-from lrstudy.track.claims import Claims, Heartbeat, Lease
+from lrstudy.track.claims import Claims
+from lrstudy.track.heartbeat import Heartbeat
+from lrstudy.track.leases import Lease
 
 # Waiting on trials that other workers hold: first look again after FIRST_PAUSE_S, doubling.
 FIRST_PAUSE_S = 0.25

@@ -23,12 +23,13 @@ Why it is safe: of two claims that both "saw themselves alone", the later-create
 after the earlier one existed, so it must have seen it, unless the earlier one was retracted or
 reaped as stale. So at most one live winner per key. The tie-break by run id only decides who
 yields when two pending claims see each other (liveness), not safety. A winner keeps its lease
-alive with a heartbeat thread (`Heartbeat`); before finishing it beats once more, re-reads its run
-and gives up the result if someone reaped it meanwhile (a worker cut off for longer than the TTL).
-A reaper re-reads a stale run right before closing it and spares it if it beat meanwhile, so a
-reaper that looks after that last beat never closes a run under its owner's FINISHED. What is
-left: a reaper whose re-read came before that beat and whose close lands after the owner's check
-(one round trip inside two); MLflow has no compare-and-set to close it.
+alive with a heartbeat thread (`Heartbeat`, `lrstudy.track.heartbeat`); before finishing it beats
+once more, re-reads its run and gives up the result if someone reaped it meanwhile (a worker cut
+off for longer than the TTL). A reaper (`lrstudy.track.done_or_stale`) re-reads a stale run right
+before closing it and spares it if it beat meanwhile, so a reaper that looks after that last beat
+never closes a run under its owner's FINISHED. What is left: a reaper whose re-read came before
+that beat and whose close lands after the owner's check (one round trip inside two); MLflow has
+no compare-and-set to close it.
 
 Bound: a worker that dies (kill -9, lost machine) stops heartbeating; one lease after another
 worker first looks at the key (so within two leases of the death), that worker closes its run as
@@ -39,13 +40,12 @@ sees in the store (`lrstudy.track.leases`).
 
 from __future__ import annotations
 
-import contextlib
 import os
 import random
 import threading
 import time
 import uuid
-from collections.abc import Callable, Iterable
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any
@@ -53,9 +53,23 @@ from typing import Any
 from lrstudy import names
 from lrstudy.interrupts import sigint_deferred
 from lrstudy.track import runs as track_runs
+from lrstudy.track.done_or_stale import is_done, is_stale, last_sign_of_life, reap_stale
+from lrstudy.track.heartbeat import Heartbeat
 from lrstudy.track.leases import Judge, Lease
 
-__all__ = ["Batch", "Claims", "Heartbeat", "Lease", "Wanted", "is_done", "is_stale", "reap_stale"]
+# The heartbeat, the lease and the done/stale judgements live in their own modules; they are
+# named here too so that code and tests importing them from the claims keep working.
+__all__ = [
+    "Batch",
+    "Claims",
+    "Heartbeat",
+    "Lease",
+    "Wanted",
+    "is_done",
+    "is_stale",
+    "last_sign_of_life",
+    "reap_stale",
+]
 
 CLAIM_PENDING = "pending"
 CLAIM_WON = "won"
@@ -85,62 +99,6 @@ def key_runs(client, experiment_id: str, study: str, key: str) -> list:
 
 def _quote(value: str) -> str:
     return value.replace("'", "\\'")
-
-
-def is_done(run) -> bool:
-    return run.info.status == "FINISHED" and run.data.tags.get(names.TAG_OUTCOME) in (
-        names.DONE_OUTCOMES
-    )
-
-
-def is_stale(run, lease: Lease, looked_at: float | None = None, judge: Judge | None = None) -> bool:
-    """A RUNNING run whose owner stopped heartbeating for its lease (as this process watched it,
-    `leases.Judge`), or whose pid is gone in our pid space. `looked_at`: when the read that
-    returned `run` was sent (monotonic; default now)."""
-    if run.info.status != "RUNNING":
-        return False
-    if track_runs.pid_gone_here(run):
-        return True
-    judge = judge or Judge(lease)
-    return judge.expired(run, time.monotonic() if looked_at is None else looked_at)
-
-
-def last_sign_of_life(run) -> float:
-    """Seconds since the epoch of the newest heartbeat, metric or the start of a run (the
-    owner's clock: used for a closed run's end time only, never to judge its lease)."""
-    beat = run.data.tags.get(names.TAG_HEARTBEAT)
-    times = [run.info.start_time / 1000]
-    if beat:
-        with contextlib.suppress(ValueError):
-            times.append(float(beat))
-    times += [m.timestamp / 1000 for m in getattr(run.data, "_metric_objs", [])]
-    return max(times)
-
-
-def reap_stale(client, runs: Iterable, lease: Lease, judge: Judge | None = None) -> list[str]:
-    """Close stale RUNNING runs as KILLED, ended when they last showed life; return their ids.
-
-    `runs` may be minutes old (a search before a claim): each stale one is read again right
-    before it is closed and left alone if its owner beat meanwhile. An owner back from a cut-off
-    beats before it checks its run and finishes (`execute.trial.still_running`), so a reaper
-    never closes a run under its owner's FINISHED, a finish no second run of the key can follow."""
-    judge = judge or Judge(lease, getattr(client, "outage", None))
-    closed = []
-    for r in runs:
-        if not is_stale(r, lease, judge=judge):
-            continue
-        looked_at = time.monotonic()
-        r = client.get_run(r.info.run_id)
-        if is_stale(r, lease, looked_at, judge):
-            track_runs.end_run(
-                client,
-                r.info.run_id,
-                outcome=names.OUTCOME_KILLED,
-                end_time_s=last_sign_of_life(r),
-            )
-            judge.watch.forget(r.info.run_id)
-            closed.append(r.info.run_id)
-    return closed
 
 
 @dataclass(frozen=True)
@@ -393,79 +351,3 @@ def _study_filter(study: str) -> str:
 def _local_store(client) -> bool:
     uri = str(getattr(client, "tracking_uri", "") or "")
     return uri.startswith("sqlite:") or not uri
-
-
-class Heartbeat:
-    """A daemon thread that refreshes `lrstudy.heartbeat` on the runs a worker holds.
-
-    `on_error(exc)` / `on_ok()` let the caller show a tracking outage while it lasts.
-    """
-
-    def __init__(
-        self,
-        client,
-        lease: Lease,
-        *,
-        on_error: Callable[[BaseException], None] | None = None,
-        on_ok: Callable[[], None] | None = None,
-    ) -> None:
-        self.client = client
-        self.lease = lease
-        self._runs: set[str] = set()
-        self._lock = threading.Lock()
-        self._stop = threading.Event()
-        self._on_error = on_error
-        self._on_ok = on_ok
-        self._thread = threading.Thread(target=self._loop, name="lrstudy-heartbeat", daemon=True)
-        self._thread.start()
-
-    def hold(self, run_id: str) -> None:
-        with self._lock:
-            self._runs.add(run_id)
-
-    def release(self, run_id: str) -> None:
-        with self._lock:
-            self._runs.discard(run_id)
-
-    def beat(self) -> None:
-        """Renew every held run's lease, one write per run, one at a time: a worker never takes
-        more than one connection of the store for its beats (parallel beats of 2 x 64 members
-        under a 2 s lease saturated a one-worker server and slowed everything else). A run
-        released meanwhile (a batch claim that lost it deletes it) is skipped, and its failed
-        write is no error."""
-        with self._lock:
-            held = sorted(self._runs)
-        for run_id in held:
-            if not self.holds(run_id):
-                continue
-            try:
-                track_runs.set_tags(
-                    self.client, run_id, {names.TAG_HEARTBEAT: f"{time.time():.3f}"}
-                )
-            except Exception:
-                if self.holds(run_id):
-                    raise
-
-    def holds(self, run_id: str) -> bool:
-        with self._lock:
-            return run_id in self._runs
-
-    def _loop(self) -> None:
-        # Rounds start every interval (not an interval after the last round ended): a round of
-        # hundreds of runs through a server takes seconds, and each run must beat well within
-        # its lease (a round must stay shorter than the lease: one write per held run).
-        next_at = time.monotonic() + self.lease.interval_s
-        while not self._stop.wait(max(0.0, next_at - time.monotonic())):
-            next_at = time.monotonic() + self.lease.interval_s
-            try:
-                self.beat()
-            except Exception as e:  # noqa: BLE001 - an outage is reported, never fatal here
-                if self._on_error:
-                    self._on_error(e)
-            else:
-                if self._on_ok:
-                    self._on_ok()
-
-    def stop(self) -> None:
-        self._stop.set()
-        self._thread.join(timeout=5)
