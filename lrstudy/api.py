@@ -11,7 +11,8 @@ from typing import Any
 
 from rich.console import Console
 
-from lrstudy.execute.study import StudyRun, check_workers, default_workers
+from lrstudy.execute.run_options import check_workers, default_workers
+from lrstudy.execute.study import StudyRun
 from lrstudy.spec import StudySpec, load_spec
 from lrstudy.track.store import resolve_tracking_uri
 

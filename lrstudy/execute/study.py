@@ -14,11 +14,9 @@ ended or RUNNING with a lease that expires, so running the same command again fi
 from __future__ import annotations
 
 import contextlib
-import os
 import signal
 import sys
 import tempfile
-import threading
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -27,11 +25,18 @@ from typing import Any
 from rich.console import Console
 
 from lrstudy import names
-from lrstudy.errors import UserInputError
+from lrstudy.execute.finished_trials import finished_accs, finished_outcomes
 from lrstudy.execute.local import can_fork
 from lrstudy.execute.params import study_params
 from lrstudy.execute.progress import StudyProgress
+from lrstudy.execute.run_options import EXECUTORS, check_engine, check_workers, default_workers
 from lrstudy.execute.worker import WorkOrder, import_training_stack, spread, work
+from lrstudy.execute.worker_startup import (
+    Relay,
+    fork_workers,
+    one_torch_thread,
+    spawn_fresh_workers,
+)
 from lrstudy.interrupts import watch_interrupts
 from lrstudy.plan import Trial
 from lrstudy.report.best import BestConfig
@@ -44,7 +49,9 @@ from lrstudy.track.outage import TrackingUnavailable
 from lrstudy.track.sink import prestart_writer
 from lrstudy.track.store import experiment_id, open_client
 
-EXECUTORS = ("local", "ray")
+# The option checks live in run_options.py; they are named here too so that code importing them
+# from the study (cli.py, notebooks, scripts) keeps working.
+__all__ = ["EXECUTORS", "StudyRun", "check_engine", "check_workers", "default_workers", "run_study"]
 
 
 @dataclass
@@ -66,51 +73,6 @@ class StudyRun:
     tracking_uri: str | None = None
     report_path: Path | None = None
     metric: tuple[str, str] | None = None  # what ranks configurations (`StudySpec.rank_metric`)
-
-
-def default_workers() -> int:
-    """$LRSTUDY_WORKERS, else the cores this process may use (affinity-aware)."""
-    raw = os.environ.get("LRSTUDY_WORKERS")
-    if raw:
-        try:
-            return int(raw)
-        except ValueError:
-            raise UserInputError(
-                f"LRSTUDY_WORKERS: {raw!r} is not allowed; give an integer >= 1"
-            ) from None
-    try:
-        return max(1, len(os.sched_getaffinity(0)))
-    except AttributeError:
-        return max(1, os.cpu_count() or 1)
-
-
-def check_workers(workers: Any, executor: str) -> int:
-    """Validate --workers / --executor (Raises: UserInputError, one line each)."""
-    if executor not in EXECUTORS:
-        raise UserInputError(
-            f"--executor: {executor!r} is not an executor; allowed: {', '.join(EXECUTORS)}"
-        )
-    if isinstance(workers, bool) or not isinstance(workers, int) or workers < 1:
-        raise UserInputError(f"--workers: {workers} is not allowed; give an integer >= 1")
-    return workers
-
-
-def check_engine(engine: Any, population_size: Any) -> None:
-    """Validate --engine / --population-size (Raises: UserInputError, one line each)."""
-    from lrstudy.execute.population import ENGINES
-
-    if engine not in ENGINES:
-        raise UserInputError(
-            f"--engine: {engine!r} is not an engine; allowed: {', '.join(ENGINES)}"
-        )
-    if population_size is not None and (
-        isinstance(population_size, bool)
-        or not isinstance(population_size, int)
-        or population_size < 1
-    ):
-        raise UserInputError(
-            f"--population-size: {population_size} is not allowed; give an integer >= 1"
-        )
 
 
 def run_study(
@@ -144,11 +106,11 @@ def run_study(
         from lrstudy.train.user_classes import ensure_picklable
 
         packed = ensure_picklable(factories)  # before any process starts or anything is written
-    relay = _Relay()
+    relay = Relay()
     # Local workers are forked once this process holds the training stack and the data, when
     # that is safe (execute/local.py); otherwise they start now as fresh interpreters.
     forking = executor == "local" and workers > 1 and "torch" not in sys.modules and can_fork()
-    spawned = [] if forking else _spawn(workers, executor, relay)
+    spawned = [] if forking else spawn_fresh_workers(workers, executor, relay)
     try:
         return _run(spec, source, tracking_uri, spawned, relay, workers, executor, ray_address,
                     engine, population_size, console, factories, packed, forking)  # fmt: skip
@@ -157,66 +119,12 @@ def run_study(
             p.dismiss()  # a no-op for workers that got their order
 
 
-class _Relay:
-    """Events of workers started before the progress display exists: held until it does."""
-
-    def __init__(self) -> None:
-        self._target = None
-        self._early: list[dict[str, Any]] = []
-        self._lock = threading.Lock()
-
-    def __call__(self, event: dict[str, Any]) -> None:
-        with self._lock:
-            if self._target is None:
-                self._early.append(event)
-                return
-        self._target(event)
-
-    def connect(self, target) -> None:
-        with self._lock:
-            self._target = target
-            early, self._early = self._early, []
-        for event in early:
-            target(event)
-
-
-def _spawn(workers: int, executor: str, relay: _Relay) -> list:
-    if executor != "local" or workers < 2:
-        return []
-    from lrstudy.execute.local import spawn_fresh
-
-    return spawn_fresh(workers, relay)
-
-
-def _one_thread() -> int:
-    """Keep torch at one thread until the workers are forked: a parallel region run before the
-    fork would leave its OpenMP pool unusable in them (they hang at their next one)."""
-    import torch
-
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    return threads
-
-
-def _fork(workers: int, relay: _Relay, trials: list[Trial], data: Any, threads: int) -> list:
-    from lrstudy.execute.local import can_fork, spawn_forked, spawn_fresh
-
-    try:
-        if can_fork():
-            return spawn_forked(workers, relay, trials, data)
-        return spawn_fresh(workers, relay)  # a library started a thread meanwhile
-    finally:
-        import torch
-
-        torch.set_num_threads(threads)
-
-
 def _run(spec, source, tracking_uri, spawned, relay, workers, executor, ray_address, engine,
          population_size, console, factories, packed, forking) -> StudyRun:  # fmt: skip
     from lrstudy.train.preflight import preflight
     from lrstudy.train.user_classes import search_dirs
 
-    threads = _one_thread() if forking else None
+    threads = one_torch_thread() if forking else None
     dirs = search_dirs(source)
     trials, data = preflight(spec, source, dirs=dirs, factories=factories)
     ray_ctx = None
@@ -230,7 +138,7 @@ def _run(spec, source, tracking_uri, spawned, relay, workers, executor, ray_addr
     if ray_ctx is None:
         import_training_stack()
     if forking:
-        spawned.extend(_fork(workers, relay, trials, data, threads))
+        spawned.extend(fork_workers(workers, relay, trials, data, threads))
     client = open_client(tracking_uri)
     exp = experiment_id(client, spec.experiment)
     existing = track_runs.search_study_runs(client, exp, names.KIND_TRIAL, spec.name)
@@ -248,15 +156,15 @@ def _run(spec, source, tracking_uri, spawned, relay, workers, executor, ray_addr
     current = {t.key for t in trials}
     if not todo:
         finished = StudyProgress(console, spec.name, len(trials), done, spec.rank_metric)
-        finished.seed_best(_finished_accs(existing, current, spec.rank_metric))
+        finished.seed_best(finished_accs(existing, current, spec.rank_metric))
         result.best = finished.best()
-        result.outcomes = _finished_outcomes(existing, current)
+        result.outcomes = finished_outcomes(existing, current)
         return result
     parent = _start_parent(client, exp, spec, trials, data)
     result.parent_run_id = parent
     progress = StudyProgress(console, spec.name, len(trials), current & done, spec.rank_metric)
     relay.connect(progress.on_event)
-    progress.seed_best(_finished_accs(existing, current, spec.rank_metric))
+    progress.seed_best(finished_accs(existing, current, spec.rank_metric))
     order = WorkOrder(
         spec=spec,
         source=source,
@@ -402,62 +310,6 @@ def _start_parent(client, exp: str, spec: StudySpec, trials: list[Trial], data: 
         p.write_text(spec.resolved_yaml(), encoding="utf-8")
         client.log_artifact(parent, str(p))
     return parent
-
-
-def _current_done(runs: list, current: set[str]) -> list:
-    """The finished runs of the study as it is defined now (`lrstudy.report.versions`): trials
-    of earlier versions (other keys) never count towards its best or its outcomes."""
-    from lrstudy.report.versions import Version, is_current
-
-    version = Version.of(None, current)
-    return [
-        r
-        for r in runs
-        if is_done(r)
-        and is_current(
-            r.data.tags.get(names.TAG_TRIAL_KEY), r.data.tags.get(names.TAG_SPEC_HASH), version
-        )
-    ]
-
-
-def _finished_accs(
-    runs: list, current: set[str], metric: tuple[str, str] = (names.VAL_ACC, "max")
-) -> list[tuple[str, str, float | None, bool, float | None, bool]]:
-    """(config key, name, final value of the ranking metric, diverged, lr, pruned) per finished trial of
-    the current version: final val acc for val/acc, else the metric's latest logged value."""
-    key = names.FINAL_VAL_ACC if tuple(metric) == (names.VAL_ACC, "max") else metric[0]
-    out = []
-    for r in _current_done(runs, current):
-        try:
-            lr = float(r.data.params.get("lr"))
-        except (TypeError, ValueError):
-            lr = None
-        out.append(
-            (
-                r.data.tags.get(names.TAG_CONFIG_KEY, ""),
-                r.info.run_name,
-                r.data.metrics.get(key),
-                r.data.tags.get(names.TAG_OUTCOME) == names.OUTCOME_DIVERGED,
-                lr,
-                r.data.tags.get(names.TAG_OUTCOME) == names.OUTCOME_PRUNED,
-            )
-        )
-    return out
-
-
-def _finished_outcomes(runs: list, current: set[str]) -> dict[str, int]:
-    """Outcome -> count over the current trials' finished runs (newest per key): what the
-    summary reports when every trial was already finished."""
-    newest: dict[str, Any] = {}
-    for r in _current_done(runs, current):
-        k = r.data.tags.get(names.TAG_TRIAL_KEY)
-        if k not in newest or (r.info.start_time or 0) > (newest[k].info.start_time or 0):
-            newest[k] = r
-    counts: dict[str, int] = {}
-    for r in newest.values():
-        o = r.data.tags.get(names.TAG_OUTCOME) or names.OUTCOME_OK
-        counts[o] = counts.get(o, 0) + 1
-    return dict(sorted(counts.items()))
 
 
 def _summarise(result: StudyRun, progress: StudyProgress, todo: list[Trial]) -> None:
