@@ -85,7 +85,8 @@ def claim_costs(uri: str, n: int) -> tuple[list[float], dict[str, list[float]]]:
     the seconds of each client call made meanwhile, by method."""
     from lrstudy import names
     from lrstudy.track import runs as track_runs
-    from lrstudy.track.claims import Claims, Lease
+    from lrstudy.track.claims import Claims
+    from lrstudy.track.leases import Lease
     from lrstudy.track.store import experiment_id, open_client
 
     client = _Timed(open_client(uri))

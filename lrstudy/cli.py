@@ -169,7 +169,7 @@ def _uri(args: argparse.Namespace, spec=None) -> str:
 
 
 def _workers(raw: str | None) -> int:
-    from lrstudy.execute.study import default_workers
+    from lrstudy.execute.run_options import default_workers
 
     return default_workers() if raw is None else _count("--workers", raw)
 
@@ -236,9 +236,9 @@ def cmd_run(args: argparse.Namespace) -> int:
 def cmd_plan(args: argparse.Namespace) -> int:
     from collections import Counter
 
+    from lrstudy.execute.run_options import check_engine
     from lrstudy.execute.search_notes import search_cost_lines
     from lrstudy.execute.status import study_notes, study_status
-    from lrstudy.execute.study import check_engine
 
     size = _count("--population-size", args.population_size)
     check_engine(args.engine, size)

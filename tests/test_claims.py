@@ -9,15 +9,9 @@ from mlflow.tracking import MlflowClient
 
 from lrstudy import names
 from lrstudy.track import runs as track_runs
-from lrstudy.track.claims import (
-    Claims,
-    Lease,
-    is_stale,
-    key_runs,
-    last_sign_of_life,
-    reap_stale,
-)
-from lrstudy.track.leases import TAG_LEASE
+from lrstudy.track.claims import Claims, key_runs
+from lrstudy.track.done_or_stale import is_stale, last_sign_of_life, reap_stale
+from lrstudy.track.leases import TAG_LEASE, Lease
 from lrstudy.track.store import experiment_id, open_client
 
 STUDY = "claims"

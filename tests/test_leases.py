@@ -21,8 +21,9 @@ from mlflow.tracking import MlflowClient
 from lrstudy import names
 from lrstudy.cli import main
 from lrstudy.errors import UserInputError
-from lrstudy.track.claims import Claims, Lease, is_stale, key_runs
-from lrstudy.track.leases import TAG_LEASE, Judge, Watch, lease_of
+from lrstudy.track.claims import Claims, key_runs
+from lrstudy.track.done_or_stale import is_stale
+from lrstudy.track.leases import TAG_LEASE, Judge, Lease, Watch, lease_of
 from lrstudy.track.outage import Outage
 from lrstudy.track.store import experiment_id, open_client
 from tests.conftest import smoke_study

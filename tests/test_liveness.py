@@ -21,7 +21,8 @@ from lrstudy import names
 from lrstudy.plan import plan_trials
 from lrstudy.spec import load_spec
 from lrstudy.track import runs as track_runs
-from lrstudy.track.claims import Lease, is_stale
+from lrstudy.track.done_or_stale import is_stale
+from lrstudy.track.leases import Lease
 from lrstudy.track.store import experiment_id, open_client
 from tests.conftest import smoke_study
 

@@ -20,7 +20,8 @@ import pytest
 from mlflow.tracking import MlflowClient
 
 from lrstudy import names
-from lrstudy.track.claims import Claims, Lease, Wanted
+from lrstudy.track.claims import Claims, Wanted
+from lrstudy.track.leases import Lease
 from lrstudy.track.store import experiment_id, open_client
 from tests.conftest import smoke_study
 from tests.servers import MlflowServer

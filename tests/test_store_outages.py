@@ -89,7 +89,8 @@ def test_a_new_invocation_right_after_a_server_outage_reaps_no_live_claim(tmp_pa
     # a clock-based reap would close them. The start-up reap path runs right then (polled at
     # 50 ms, before the owner's patient client retries, ~1 s), and a whole new invocation follows.
     from lrstudy.track import runs as track_runs
-    from lrstudy.track.claims import Lease, reap_stale
+    from lrstudy.track.done_or_stale import reap_stale
+    from lrstudy.track.leases import Lease
     from lrstudy.track.store import experiment_id, open_client
     from tests.test_execution import _two_long_trials
 
@@ -142,8 +143,7 @@ def test_a_new_invocation_right_after_a_server_outage_reaps_no_live_claim(tmp_pa
 @pytest.mark.required
 def test_a_clock_that_differs_from_the_servers_is_warned_about(tmp_path: Path, monkeypatch) -> None:
     # The server's clock is its HTTP Date header; ours is shifted by injecting time.time.
-    from lrstudy.track.claims import Lease
-    from lrstudy.track.leases import clock_offset, clock_warning
+    from lrstudy.track.leases import Lease, clock_offset, clock_warning
     from lrstudy.track.store import open_client
 
     server = MlflowServer(f"sqlite:///{tmp_path}/server.db", tmp_path / "server").start()
@@ -180,8 +180,7 @@ def test_a_postgres_restart_mid_study_is_ridden_out(tmp_path: Path) -> None:
     study = smoke_study(tmp_path, "pgrestart", epochs=40)
     with postgres_cluster() as pg:
         uri = pg.create_database(f"mlflow_{uuid.uuid4().hex[:8]}")
-        from lrstudy.track.claims import Lease
-        from lrstudy.track.leases import clock_offset, clock_warning
+        from lrstudy.track.leases import Lease, clock_offset, clock_warning
         from lrstudy.track.store import open_client
 
         client = open_client(uri)  # the database's own clock: clock_timestamp()

@@ -29,7 +29,7 @@ from lrstudy.execute.finished_trials import finished_accs, finished_outcomes
 from lrstudy.execute.local import can_fork
 from lrstudy.execute.params import study_params
 from lrstudy.execute.progress import StudyProgress
-from lrstudy.execute.run_options import EXECUTORS, check_engine, check_workers, default_workers
+from lrstudy.execute.run_options import check_engine, check_workers
 from lrstudy.execute.worker import WorkOrder, import_training_stack, spread, work
 from lrstudy.execute.worker_startup import (
     Relay,
@@ -51,7 +51,7 @@ from lrstudy.track.store import experiment_id, open_client
 
 # The option checks live in run_options.py; they are named here too so that code importing them
 # from the study (cli.py, notebooks, scripts) keeps working.
-__all__ = ["EXECUTORS", "StudyRun", "check_engine", "check_workers", "default_workers", "run_study"]
+__all__ = ["StudyRun", "run_study"]
 
 
 @dataclass

@@ -208,7 +208,7 @@ def still_running(client, run_id: str) -> bool:
     """False when another worker reaped our claim while we were cut off for longer than the TTL.
 
     Beats first: a reaper re-reads a run right before closing it and leaves a fresh lease alone
-    (`claims.reap_stale`), so once this says True no reaper that looks after the beat closes
+    (`done_or_stale.reap_stale`), so once this says True no reaper that looks after the beat closes
     the run under our FINISHED (which would let its own rerun become a second finished run)."""
     track_runs.set_tags(client, run_id, {names.TAG_HEARTBEAT: f"{time.time():.3f}"})
     return client.get_run(run_id).info.status == "RUNNING"

@@ -53,23 +53,8 @@ from typing import Any
 from lrstudy import names
 from lrstudy.interrupts import sigint_deferred
 from lrstudy.track import runs as track_runs
-from lrstudy.track.done_or_stale import is_done, is_stale, last_sign_of_life, reap_stale
-from lrstudy.track.heartbeat import Heartbeat
+from lrstudy.track.done_or_stale import is_done, is_stale, reap_stale
 from lrstudy.track.leases import Judge, Lease
-
-# The heartbeat, the lease and the done/stale judgements live in their own modules; they are
-# named here too so that code and tests importing them from the claims keep working.
-__all__ = [
-    "Batch",
-    "Claims",
-    "Heartbeat",
-    "Lease",
-    "Wanted",
-    "is_done",
-    "is_stale",
-    "last_sign_of_life",
-    "reap_stale",
-]
 
 CLAIM_PENDING = "pending"
 CLAIM_WON = "won"

@@ -1,7 +1,7 @@
 """Leases judged by what the store shows, never by anyone's wall clock or settings.
 
 A claim's owner renews its lease by rewriting its run's `lrstudy.heartbeat` tag every TTL/4
-(`claims.Heartbeat`). The TTL travels with the claim (tag `lrstudy.lease_s`, written when the run
+(`heartbeat.Heartbeat`). The TTL travels with the claim (tag `lrstudy.lease_s`, written when the run
 is created), so an observer judges a run by the run's own lease, not by its own
 `LRSTUDY_LEASE_SECONDS`.
 
@@ -28,7 +28,7 @@ leases after its death, instead of one), and a claim is never taken over at star
 (a dead pid in our own pid space is still closed at once: `runs.pid_gone_here`).
 
 The heartbeat's value stays the owner's epoch seconds: it is what a closed run's end time is set
-to (`claims.last_sign_of_life`), a cosmetic use a skewed clock can only make look odd, which the
+to (`done_or_stale.last_sign_of_life`), a cosmetic use a skewed clock can only make look odd, which the
 start-up check (`clock_offset`) warns about.
 """
 
