@@ -154,6 +154,11 @@ def _serve(uri: str) -> None:
     fewer_full_collections()  # before importing MLflow (see lrstudy.gc_tuning)
     from mlflow.tracking import MlflowClient
 
+    from lrstudy.track.outage import quiet_mlflow_retries
+
+    # After MLflow's import, which resets its loggers: a database call failing during an outage
+    # would print MLflow's traceback before the study's retry rides it out.
+    quiet_mlflow_retries(uri)
     # Acks go to a private copy of stdout; anything else printing to fd 1 lands on stderr.
     out = os.fdopen(os.dup(1), "wb")
     os.dup2(2, 1)
