@@ -95,9 +95,9 @@ def test_find_lr_with_too_few_steps_recommends_with_a_warning_saying_why() -> No
 
 
 def test_every_find_lr_option_has_help() -> None:
-    from lrstudy.cli import _parser
+    from lrstudy.cli_parser import build_parser
 
-    sub = next(a for a in _parser()._actions if a.dest == "command")
+    sub = next(a for a in build_parser()._actions if a.dest == "command")
     find_lr = sub.choices["find-lr"]
     for action in find_lr._actions:
         assert action.help, f"find-lr {action.option_strings or action.dest} has no help"

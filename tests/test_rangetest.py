@@ -13,6 +13,7 @@ from mlflow.tracking import MlflowClient
 from torch import nn
 
 from lrstudy import cli, find_lr, names
+from lrstudy.cli_parser import build_parser
 from lrstudy.errors import UserInputError
 from lrstudy.plan import plan_trials
 from lrstudy.rangetest.ramp import RAMP
@@ -236,7 +237,7 @@ def test_find_lr_command_prints_the_result_and_where_it_was_logged(tmp_path, sto
 
 
 def test_find_lr_command_and_find_lr_share_the_ramp_defaults():
-    args = cli._parser().parse_args(["find-lr", "x.yaml"])
+    args = build_parser().parse_args(["find-lr", "x.yaml"])
     assert {k: getattr(args, k) for k in asdict(RAMP)} == asdict(RAMP)
     assert (RAMP.lr_min, RAMP.lr_max, RAMP.steps, RAMP.mode) == (1e-7, 10.0, 200, "exp")
 

@@ -287,7 +287,7 @@ def test_rules_figure_result_and_ramp_do_not_import_torch():
     # The report and the CLI parser (find-lr's defaults) read these without paying for torch.
     code = (
         "import sys; import lrstudy.rangetest.rules, lrstudy.rangetest.figure, "
-        "lrstudy.rangetest.result, lrstudy.rangetest.ramp; from lrstudy import cli; cli._parser(); "
+        "lrstudy.rangetest.result, lrstudy.rangetest.ramp; from lrstudy import cli_parser; cli_parser.build_parser(); "
         "assert 'torch' not in sys.modules"
     )
     subprocess.run([sys.executable, "-c", code], check=True, cwd=Path(__file__).parents[1])
