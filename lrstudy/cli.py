@@ -205,7 +205,7 @@ def cmd_ui(args: argparse.Namespace) -> int:
 
     from lrstudy import names
     from lrstudy.track import runs as track_runs
-    from lrstudy.track import ui_view
+    from lrstudy.track import ui_server, ui_view
     from lrstudy.track.store import experiment_id, open_client
 
     spec = _load(args.study) if args.study else None
@@ -213,7 +213,7 @@ def cmd_ui(args: argparse.Namespace) -> int:
     experiment = args.experiment or (spec.experiment if spec else None)
     server = ui_view.is_server_uri(uri)
     base = ui_view.base_url(uri) if server else f"http://127.0.0.1:{args.port}"
-    if not server and ui_view.port_in_use(args.port):
+    if not server and ui_server.port_in_use(args.port):
         raise UserInputError(f"ui: port {args.port} on 127.0.0.1 is in use; pass --port")
     url, view, metric = ui_view.experiments_url(base), None, None
     if experiment or server:
@@ -246,16 +246,16 @@ def cmd_ui(args: argparse.Namespace) -> int:
     if view:
         shown = "final val acc" if metric is None or metric[0] == names.VAL_ACC else metric[0]
         print(f"  view {view!r} (Views menu): outcome, {shown} and settings per trial")
-    opened = not args.no_browser and ui_view.display_available()
+    opened = not args.no_browser and ui_server.display_available()
     if server:
         if opened:
             webbrowser.open(url)
         return 0
     if opened:
-        ui_view.open_when_ready(url, f"{base}/health")
-    cmd, env = ui_view.mlflow_ui_command(uri, args.port, os.environ)  # quiet: URL above, errors
+        ui_server.open_when_ready(url, f"{base}/health")
+    cmd, env = ui_server.mlflow_ui_command(uri, args.port, os.environ)  # quiet: URL above, errors
     proc = subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
-    ui_view.relay_quietly(proc.stdout)
+    ui_server.relay_quietly(proc.stdout)
 
     def stop(signum, frame):  # `kill PID` of lrstudy ends its UI too, as Ctrl-C does
         raise KeyboardInterrupt

@@ -18,6 +18,7 @@ from urllib.parse import parse_qs, urlsplit
 import pytest
 
 from lrstudy import cli, names
+from lrstudy.track import ui_server
 from lrstudy.track import ui_view as uv
 from tests.conftest import SMOKE
 
@@ -211,7 +212,7 @@ def test_float32_short():
     ],
 )
 def test_display_available(env, platform, expected):
-    assert uv.display_available(env, platform) is expected
+    assert ui_server.display_available(env, platform) is expected
 
 
 # ---- `lrstudy ui` -----------------------------------------------------------------------------
@@ -270,7 +271,7 @@ class FakePopen:
 @pytest.fixture
 def no_browser(monkeypatch):
     opened: list[str] = []
-    monkeypatch.setattr(uv, "display_available", lambda *a, **k: False)
+    monkeypatch.setattr(ui_server, "display_available", lambda *a, **k: False)
     monkeypatch.setattr("webbrowser.open", lambda url, *a, **k: opened.append(url))
     return opened
 
@@ -281,7 +282,7 @@ def test_ui_with_a_server_prints_its_runs_view_and_starts_nothing(
     client, exp = smoke_store
     monkeypatch.setattr("lrstudy.track.store.open_client", lambda uri, create=True: client)
     monkeypatch.setattr(subprocess, "Popen", lambda *a, **k: pytest.fail("started a process"))
-    monkeypatch.setattr(uv, "display_available", lambda *a, **k: True)
+    monkeypatch.setattr(ui_server, "display_available", lambda *a, **k: True)
 
     rc = cli.main(["ui", str(SMOKE), "--tracking-uri", "http://tracking.example:5000/"])
     out = capsys.readouterr().out
@@ -410,7 +411,7 @@ def test_the_ui_relay_keeps_errors_and_drops_only_mlflows_notices() -> None:
             b"Traceback (most recent call last):\n"
         )
     out = io.StringIO()
-    uv.relay_quietly(os.fdopen(read, "rb"), out).join(timeout=30)
+    ui_server.relay_quietly(os.fdopen(read, "rb"), out).join(timeout=30)
     assert out.getvalue().splitlines() == [
         "ERROR: [Errno 98] address already in use",
         "Traceback (most recent call last):",

@@ -20,8 +20,8 @@ What MLflow 3.17's UI reads (from the bundle in the mlflow wheel, `server/js/bui
   check, FAILED/KILLED: red cross), so a diverged trial (FINISHED, outcome diverged) needs a column.
 * The run's colour dot (table and charts) is the run tag `mlflow.runColor` when present.
 
-Everything here is pure except `ensure_study_view` (writes one experiment tag) and
-`open_when_ready` (a browser, on a desktop only).
+Everything here is pure except `ensure_study_view` (writes one experiment tag). Starting a local
+`mlflow ui` is `ui_server`'s.
 """
 
 from __future__ import annotations
@@ -29,16 +29,9 @@ from __future__ import annotations
 import hashlib
 import json
 import math
-import os
 import re
-import socket
 import struct
-import sys
-import threading
 import time
-import urllib.error
-import urllib.request
-import webbrowser
 from collections.abc import Mapping, Sequence
 from typing import Any
 from urllib.parse import urlencode, urlsplit
@@ -346,19 +339,6 @@ def _num(v: float | None) -> str:
     return re.sub(r"e([+-])0*(\d)", lambda m: "e" + ("-" if m[1] == "-" else "") + m[2], txt)
 
 
-def display_available(env: Mapping[str, str] | None = None, platform: str | None = None) -> bool:
-    """Whether opening a browser makes sense: a desktop session, not CI, not over plain SSH."""
-    env = os.environ if env is None else env
-    platform = sys.platform if platform is None else platform
-    if env.get("CI") or env.get("LRSTUDY_NO_BROWSER"):
-        return False
-    if platform == "darwin":
-        return not (env.get("SSH_CONNECTION") or env.get("SSH_TTY"))
-    if platform.startswith("win"):
-        return True
-    return bool(env.get("DISPLAY") or env.get("WAYLAND_DISPLAY"))
-
-
 FLOAT32_MAX = 3.4028234663852886e38
 
 
@@ -376,73 +356,3 @@ def float32_short(value: float) -> float:
         if struct.unpack("f", struct.pack("f", short))[0] == f32:
             return short
     return f32
-
-
-def port_in_use(port: int, host: str = "127.0.0.1") -> bool:
-    """Whether something already listens on host:port (then `mlflow ui` there would fail)."""
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.settimeout(1.0)
-        return sock.connect_ex((host, port)) == 0
-
-
-def open_when_ready(url: str, health_url: str, *, timeout_s: float = 60.0) -> threading.Thread:
-    """Open `url` in the desktop browser once `health_url` answers (in a daemon thread)."""
-
-    def wait_then_open() -> None:
-        deadline = time.monotonic() + timeout_s
-        while time.monotonic() < deadline:
-            try:
-                with urllib.request.urlopen(health_url, timeout=2) as resp:
-                    resp.read(16)
-                webbrowser.open(url)
-                return
-            except (urllib.error.URLError, OSError):
-                time.sleep(0.5)
-
-    thread = threading.Thread(target=wait_then_open, name="lrstudy-open-ui", daemon=True)
-    thread.start()
-    return thread
-
-
-# ---- a quiet `mlflow ui` ------------------------------------------------------------------------
-# `mlflow ui` (MLflow 3.17, uvicorn, 4 workers) prints a page around the one URL a user needs: a
-# StarletteDeprecationWarning per worker (a UserWarning, about MLflow's own import), uvicorn's INFO
-# lines (start, each request, shutdown), MLflow's INFO lines and two notices. What is left is
-# what went wrong (warnings and errors of uvicorn and MLflow, tracebacks).
-_STARLETTE_WSGI = "ignore:starlette.middleware.wsgi is deprecated"
-_NOTICES = (
-    "[MLflow] Security middleware enabled with default settings",  # localhost-only, as we bind
-    "Registry store URI not provided",
-)
-
-
-def mlflow_ui_command(
-    uri: str, port: int, environ: Mapping[str, str]
-) -> tuple[list[str], dict[str, str]]:
-    """The `mlflow ui` command line for `uri` on 127.0.0.1:`port`, and its environment (from
-    `environ`; a user's own MLFLOW_LOGGING_LEVEL and warning filters are kept)."""
-    cmd = [sys.executable, "-m", "mlflow", "ui", "--backend-store-uri", uri]
-    cmd += ["--registry-store-uri", uri, "--host", "127.0.0.1", "--port", str(port)]
-    cmd += ["--uvicorn-opts", "--log-level warning --no-access-log"]
-    env = {**environ, "MLFLOW_TRACKING_URI": uri}
-    env.setdefault("MLFLOW_LOGGING_LEVEL", "WARNING")
-    warns = env.get("PYTHONWARNINGS")
-    env["PYTHONWARNINGS"] = f"{warns},{_STARLETTE_WSGI}" if warns else _STARLETTE_WSGI
-    return cmd, env
-
-
-def relay_quietly(stream, out=None) -> threading.Thread:
-    """Copy `stream`'s lines (a child's stderr) to `out` (stderr), less MLflow's two notices."""
-    out = out if out is not None else sys.stderr
-
-    def relay() -> None:
-        for raw in iter(stream.readline, b""):
-            line = raw.decode(errors="replace")
-            if not line.startswith(_NOTICES):
-                out.write(line)
-                out.flush()
-        stream.close()
-
-    thread = threading.Thread(target=relay, name="lrstudy-ui-relay", daemon=True)
-    thread.start()
-    return thread
