@@ -124,6 +124,29 @@ def _two_long_trials(tmp_path: Path, name: str) -> Path:
     return study
 
 
+def _start(study: Path, uri: str, cwd: Path, *extra: str) -> subprocess.Popen:
+    """`lrstudy run` in a process group of its own: what a terminal's Ctrl-C reaches, and what a
+    test kills whole."""
+    return subprocess.Popen(_cmd(study, uri, *extra), env=_env(), cwd=cwd, stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, start_new_session=True)  # fmt: skip
+
+
+def _wait_training(db: Path, proc: subprocess.Popen, n: int, timeout: float = 120) -> None:
+    """Until n trial runs have train-loss points in the store: they are in their steps."""
+    query = f"SELECT count(DISTINCT run_uuid) FROM metrics WHERE key = '{names.TRAIN_LOSS}'"
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        assert proc.poll() is None, proc.communicate()
+        try:
+            with sqlite3.connect(f"file:{db}?mode=ro", uri=True) as con:
+                if con.execute(query).fetchone()[0] >= n:
+                    return
+        except sqlite3.OperationalError:
+            pass  # the store is not created (or migrated) yet
+        time.sleep(0.2)
+    raise AssertionError(f"{n} training trial(s) never seen")
+
+
 def _running_pids(db: Path) -> set[int]:
     query = (
         "SELECT t.value FROM runs r JOIN tags t ON t.run_uuid = r.run_uuid "
@@ -139,14 +162,7 @@ def test_cli_workers_are_forked(tmp_path: Path) -> None:
     # interpreter `-m lrstudy.execute.worker`.
     study = _two_long_trials(tmp_path, "forked")
     uri = f"sqlite:///{tmp_path}/mlflow.db"
-    proc = subprocess.Popen(
-        _cmd(study, uri, "--workers", "2", "--engine", "trial"),
-        env=_env(),
-        cwd=tmp_path,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        start_new_session=True,
-    )
+    proc = _start(study, uri, tmp_path, "--workers", "2", "--engine", "trial")
     try:
         _wait_running(tmp_path / "mlflow.db", [proc], n=2)
         pids = _running_pids(tmp_path / "mlflow.db") - {proc.pid}
@@ -234,14 +250,7 @@ def test_more_workers_than_trials_exit_at_once(tmp_path: Path) -> None:
 def test_ctrl_c_stops_every_worker_and_leaves_nothing_running(tmp_path: Path) -> None:
     study = _two_long_trials(tmp_path, "interrupt")
     uri = f"sqlite:///{tmp_path}/mlflow.db"
-    proc = subprocess.Popen(
-        _cmd(study, uri, "--workers", "2"),
-        env=_env(),
-        cwd=tmp_path,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        start_new_session=True,  # its own process group: what a terminal's Ctrl-C reaches
-    )
+    proc = _start(study, uri, tmp_path, "--workers", "2")
     _wait_running(tmp_path / "mlflow.db", [proc], n=2)
     os.killpg(proc.pid, signal.SIGINT)
     _, err = proc.communicate(timeout=120)
@@ -296,17 +305,9 @@ def test_ctrl_c_swallowed_by_a_finalizer_still_stops_the_trials(tmp_path: Path, 
         "optimizers: [{name: sgd, lr: [0.01, 0.1]}]\nseeds: [0]\n"
     )
     uri = f"sqlite:///{tmp_path}/mlflow.db"
-    proc = subprocess.Popen(
-        _cmd(study, uri, "--workers", "2", "--engine", engine),
-        env=_env(),
-        cwd=tmp_path,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        start_new_session=True,
-    )
+    proc = _start(study, uri, tmp_path, "--workers", "2", "--engine", engine)
     try:
-        _wait_running(tmp_path / "mlflow.db", [proc], n=2)
-        time.sleep(0.5)  # into the training steps
+        _wait_training(tmp_path / "mlflow.db", proc, n=2)
         os.killpg(proc.pid, signal.SIGINT)
         _, err = proc.communicate(timeout=120)
     finally:

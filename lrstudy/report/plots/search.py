@@ -28,11 +28,9 @@ def search_figure(points: pd.DataFrame, rungs: list[int], epochs: int, metric_la
     ax_e, ax_v = axes[0]
     jitter = _jitter(points)
     for fam, g in points.groupby("family", sort=True):
-        look = families.get(fam, {"color": "#555555", "marker": "o"})
+        look = families.get(fam, _PLAIN)
         for stopped, part in g.groupby("stopped"):
-            kw = {"marker": look["marker"], "s": 26, "linewidths": 1.1, "zorder": 3,
-                  "edgecolors": look["color"],
-                  "facecolors": "none" if stopped else look["color"]}  # fmt: skip
+            kw = _marker(look, hollow=stopped)
             y = part["epochs_trained"] * jitter[part.index]
             ax_e.scatter(part["lr"], y, **kw)
             ax_v.scatter(part["lr"], part["value"], **kw)
@@ -49,18 +47,27 @@ def search_figure(points: pd.DataFrame, rungs: list[int], epochs: int, metric_la
     ax_e.set_title("where each trial stopped (rungs dotted)")
     ax_v.set_ylabel(metric_label)
     ax_v.set_title(f"{metric_label} at the stop (hollow) or the end (filled)")
-    handles = [
-        ax_e.scatter([], [], marker=families.get(f, {}).get("marker", "o"), s=26,
-                     color=families.get(f, {}).get("color", "#555555"), label=f)
-        for f in sorted(points["family"].unique())
-    ]  # fmt: skip
-    handles += [
-        ax_e.scatter([], [], marker="o", s=26, color="#555555", label="trained to the end"),
-        ax_e.scatter([], [], marker="o", s=26, facecolors="none", edgecolors="#555555",
-                     label="stopped at a rung"),
-    ]  # fmt: skip
-    fig.legend(handles=handles, loc="lower center", ncol=3, fontsize=8, frameon=False)
+    _legend(fig, ax_e, points, families, [
+        ax_e.scatter([], [], label="trained to the end", **_marker(_PLAIN, hollow=False)),
+        ax_e.scatter([], [], label="stopped at a rung", **_marker(_PLAIN, hollow=True)),
+    ])  # fmt: skip
     return fig
+
+
+_PLAIN = {"color": "#555555", "marker": "o"}  # a family without a style; the legend's keys
+
+
+def _marker(look: dict, *, hollow: bool) -> dict:
+    """A family's marker, filled or hollow: the two kinds of point each search figure tells apart."""
+    return {"marker": look["marker"], "s": 26, "linewidths": 1.1, "zorder": 3,
+            "edgecolors": look["color"], "facecolors": "none" if hollow else look["color"]}  # fmt: skip
+
+
+def _legend(fig: Figure, ax, points: pd.DataFrame, families: dict, kinds: list) -> None:
+    """One entry per family (its colour and marker), then the figure's own kinds of point."""
+    handles = [ax.scatter([], [], label=f, **_marker(families.get(f, _PLAIN), hollow=False))
+               for f in sorted(points["family"].unique())]  # fmt: skip
+    fig.legend(handles=handles + kinds, loc="lower center", ncol=3, fontsize=8, frameon=False)
 
 
 def _jitter(points: pd.DataFrame) -> pd.Series:
@@ -81,11 +88,9 @@ def tpe_figure(points: pd.DataFrame, metric_label: str, families: dict[str, dict
     finite = points["value"][np.isfinite(points["value"])]
     floor = float(finite.min()) if len(finite) else 0.0
     for fam, g in points.groupby("family", sort=True):
-        look = families.get(fam, {"color": "#555555", "marker": "o"})
+        look = families.get(fam, _PLAIN)
         for startup, part in g.groupby("startup"):
-            kw = {"marker": look["marker"], "s": 28, "linewidths": 1.1, "zorder": 3,
-                  "edgecolors": look["color"],
-                  "facecolors": "none" if startup else look["color"]}  # fmt: skip
+            kw = _marker(look, hollow=startup)
             ok = part[~part["diverged"]]
             ax_v.scatter(ok["slot"] + 1, ok["value"], **kw)
             ax_lr.scatter(part["slot"] + 1, part["lr"], **kw)
@@ -102,18 +107,11 @@ def tpe_figure(points: pd.DataFrame, metric_label: str, families: dict[str, dict
     ax_v.set_title(f"{metric_label} of each configuration; line: best so far")
     ax_lr.set_ylabel("peak LR")
     ax_lr.set_title("where the search sampled")
-    handles = [
-        ax_v.scatter([], [], marker=families.get(f, {}).get("marker", "o"), s=28,
-                     color=families.get(f, {}).get("color", "#555555"), label=f)
-        for f in sorted(points["family"].unique())
-    ]  # fmt: skip
-    handles += [
-        ax_v.scatter([], [], marker="o", s=28, facecolors="none", edgecolors="#555555",
-                     label="random start-up draw"),
-        ax_v.scatter([], [], marker="o", s=28, color="#555555", label="sampled by the model"),
-        ax_v.scatter([], [], marker="x", s=30, color="#555555", label="diverged"),
-    ]  # fmt: skip
-    fig.legend(handles=handles, loc="lower center", ncol=3, fontsize=8, frameon=False)
+    _legend(fig, ax_v, points, families, [
+        ax_v.scatter([], [], label="random start-up draw", **_marker(_PLAIN, hollow=True)),
+        ax_v.scatter([], [], label="sampled by the model", **_marker(_PLAIN, hollow=False)),
+        ax_v.scatter([], [], marker="x", s=30, color=_PLAIN["color"], label="diverged"),
+    ])  # fmt: skip
     return fig
 
 
