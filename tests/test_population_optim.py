@@ -7,6 +7,8 @@ ReferenceModule with torch.optim (tests/test_population_support.py: run_trial's 
 
 from __future__ import annotations
 
+import dataclasses
+
 import pytest
 import torch
 
@@ -106,4 +108,45 @@ def test_each_member_matches_its_solo_torch_optim_run(
         assert [r["step"] for r in pop_hist] == [r["step"] for r in solo_hist]
         for p, s in zip(pop_hist, solo_hist, strict=True):
             assert p["val/loss"] == pytest.approx(s["val/loss"], rel=tol * 10)
+            assert p["val/acc"] == s["val/acc"]
+
+
+@pytest.mark.parametrize("name", VECTORISED)
+@pytest.mark.parametrize(
+    ("dtype", "precision", "tol"),
+    [(torch.float64, "64-true", 1e-10), (torch.float32, "32-true", 1e-5)],
+    ids=["float64", "float32"],
+)
+def test_a_member_that_joins_in_a_freed_slot_matches_its_solo_run(
+    name: str, dtype: torch.dtype, precision: str, tol: float
+) -> None:
+    """Two members start; successive halving stops one at epoch 1 and a newcomer takes its slot.
+    The newcomer then trains its epochs 1-2 beside the other's epochs 2-3 (other step counts,
+    batches, schedules and optimizer state in one stacked step, its momentum buffer taking its
+    first step while the other's does not), and its epoch 3 alone: both equal their solo runs."""
+    data = tiny_data()
+    halving = {"eta": 3.0, "rungs": [1]}
+    first, newcomer, other = (
+        dataclasses.replace(t, halving=halving) for t in _members(name, epochs=3)
+    )
+    offered = [newcomer]
+
+    def refill(free: int) -> list:
+        got, offered[:] = offered[:free], offered[free:]
+        return got
+
+    def judge(epoch: int, at_rung: list) -> list[bool]:
+        return [i == 0 for i, _ in at_rung]  # only the first member is stopped
+
+    module = fit_population([first, other], data, emit=lambda i, rows: None, dtype=dtype,
+                            keep_weights=True, judge=judge, refill=refill)  # fmt: skip
+    assert module.results[0].outcome == "pruned" and module.results[0].pruned_at == (1, 4)
+    for i, trial in ((1, other), (2, newcomer)):
+        solo = solo_fit(trial, data, precision=precision)
+        got = module.results[i]
+        assert got.outcome == "ok", (i, got.outcome)
+        err = rel_err(module.weights[i], weights(solo.model))
+        assert err < tol, f"member {i} ({trial.name}): relative error {err:.3g}"
+        assert [r["step"] for r in got.history] == [r["step"] for r in solo.history] == [4, 8, 12]
+        for p, s in zip(got.history, solo.history, strict=True):
             assert p["val/acc"] == s["val/acc"]

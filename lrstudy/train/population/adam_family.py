@@ -59,6 +59,9 @@ class NAdam(PopulationOptimizer):
         super().select(keep)
         self.mu_product = self.mu_product[torch.tensor(keep, device=self.mu_product.device)]
 
+    def join_extra(self, newcomers: PopulationOptimizer) -> None:
+        self.mu_product = torch.cat([self.mu_product, newcomers.mu_product.to(self.mu_product)])
+
     def to(self, device: torch.device) -> None:
         super().to(device)
         self.mu_product = self.mu_product.to(device)

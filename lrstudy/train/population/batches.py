@@ -50,27 +50,38 @@ class MemberBatches:
         sizes = {n_train if s is None else len(s) for s in subsets}
         if len(sizes) != 1:
             raise ValueError(f"members train on subsets of different sizes {sorted(sizes)}")
-        self.n = sizes.pop()
+        self.n, self.n_train = sizes.pop(), n_train
         self.batch_size = min(batch_size, self.n)
         self.seeds, self.subsets = list(seeds), list(subsets)
 
     def __len__(self) -> int:
         return steps_per_epoch(self.n, self.batch_size)
 
-    def epoch(self, epoch: int, members: list[int] | None = None) -> Tensor:
+    def add(self, seeds: list[int], subsets: list[Tensor | None]) -> None:
+        """Members that join later (freed slots taking new work): indices continue from here."""
+        sizes = {self.n_train if s is None else len(s) for s in subsets}
+        if sizes - {self.n}:
+            raise ValueError(f"joining members train on {sorted(sizes)} rows, not {self.n}")
+        self.seeds += seeds
+        self.subsets += subsets
+
+    def epoch(self, epoch: int | list[int], members: list[int] | None = None) -> Tensor:
         """Indices (len(members), steps, B) into the training tensor for this epoch (0-based).
 
-        Same permutation as `TensorBatches.__iter__` on the member's own split: a CPU generator
-        seeded with seed * 100_003 + epoch. Members that share a seed and a subset share the draw.
+        `epoch`: one for every member, or each member's own (members that joined later are at
+        an earlier epoch of their own). Same permutation as `TensorBatches.__iter__` on the
+        member's own split: a CPU generator seeded with seed * 100_003 + epoch. Members that
+        share a seed, a subset and an epoch share the draw.
         """
-        members = range(len(self.seeds)) if members is None else members
+        members = list(range(len(self.seeds))) if members is None else list(members)
+        epochs = [epoch] * len(members) if isinstance(epoch, int) else list(epoch)
         steps, bs = len(self), self.batch_size
-        cache: dict[tuple[int, int], Tensor] = {}
+        cache: dict[tuple[int, int, int], Tensor] = {}
         out = []
-        for k in members:
-            key = (self.seeds[k], id(self.subsets[k]))
+        for k, e in zip(members, epochs, strict=True):
+            key = (self.seeds[k], id(self.subsets[k]), e)
             if key not in cache:
-                gen = torch.Generator().manual_seed(self.seeds[k] * 100_003 + epoch)
+                gen = torch.Generator().manual_seed(self.seeds[k] * 100_003 + e)
                 perm = torch.randperm(self.n, generator=gen)[: steps * bs]
                 sub = self.subsets[k]
                 cache[key] = (perm if sub is None else sub[perm]).view(steps, bs)

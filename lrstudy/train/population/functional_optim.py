@@ -38,6 +38,8 @@ class SGD(PopulationOptimizer):
                 st["buf"] = buf = g.clone()
             else:
                 buf = st["buf"].mul_(mom).add_(per_member(self.om["dampening"], 0, p) * g)
+                if self.fresh is not None:  # members that joined: their first step, as above
+                    buf.copy_(torch.where(per_member(self.fresh, 0, p), g, buf))
             d = buf
             if self.any("nesterov"):
                 ahead = g + mom * buf

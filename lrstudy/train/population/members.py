@@ -55,6 +55,9 @@ class Member:
             raise ValueError(f"trial {trial.name} has no learning rate (resolve lr: auto first)")
         self.index, self.trial = index, trial
         self.pruned_at: tuple[int, int] | None = None  # set when successive halving stops it
+        # Where it joined the population (its step 0), its own epoch, and its start time: a
+        # member that took a freed slot is epochs behind the ones it trains beside.
+        self.start, self.epoch, self.t0 = 0, 0, 0.0
         layers = layer_groups(template)
         # The solo optimizer itself says which groups exist and their peak LRs (lr x multiplier),
         # and raises the solo run's own error for settings torch rejects.

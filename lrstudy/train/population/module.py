@@ -6,6 +6,11 @@ host sees per-step scalars only every `sync_every` steps (as LRStudyCallback cop
 that is also when each member's divergence guard runs: a member that diverged stops exactly where
 its solo trial would stop (at the end of that chunk, after one last validation), leaves the stack,
 and the others go on. Nothing of a stopped member stays in the stacked arithmetic.
+
+Slots freed that way (diverged, stopped by successive halving, or trained to the end) take new
+work at the next epoch's start when the caller has more (`refill`): a newcomer starts at its own
+step 0, epochs behind the members beside it, and every member keeps its own step, epoch, batches,
+schedule and optimizer state, so each trains exactly as its solo run would.
 """
 
 from __future__ import annotations
@@ -35,6 +40,9 @@ from lrstudy.train.population.stacked import (
 Emit = Callable[[int, list[Row]], None]
 # Successive halving: judge(rung epoch, [(member index, its epoch row)]) -> stop each member?
 Judge = Callable[[int, list[tuple[int, dict[str, float]]]], list[bool]]
+# Freed slots: refill(free slots) -> up to that many trials to join (claimed by the caller; they
+# become members len(trials), len(trials) + 1, ... in this order).
+Refill = Callable[[int], list[Trial]]
 
 warnings.filterwarnings(
     "ignore", message=".*returned `None`, this fit will run with no optimizer.*"
@@ -63,6 +71,8 @@ class PopulationModule(L.LightningModule):
         sync_every: steps between device->host copies; None as LRStudyCallback: 8 on CPU, else 64.
         keep_weights: keep each member's final weights in `weights` (CPU copies), e.g. to save
             or to compare them with a solo run.
+        judge: successive halving's rung judge (see `run_population`).
+        refill: where freed slots find new work (see `Refill`); None: members only leave.
     """
 
     def __init__(
@@ -75,14 +85,15 @@ class PopulationModule(L.LightningModule):
         sync_every: int | None = None,
         keep_weights: bool = False,
         judge: Judge | None = None,
+        refill: Refill | None = None,
     ) -> None:
         super().__init__()
-        self.judge = judge
+        self.judge, self.refill = judge, refill
         self.rungs = set(trials[0].halving["rungs"]) if judge and trials[0].halving else set()
         self.automatic_optimization = False
         first = trials[0]
         self.data, self.emit, self.dtype_, self.sync_every = data, emit, dtype, sync_every
-        self.epochs = first.epochs
+        self.trials, self.capacity = list(trials), len(trials)
         subsets = [subset_index(data, t.train_fraction, t.seed) for t in trials]
         seeds = [t.seed for t in trials]
         self.batches = MemberBatches(len(data.x_train), first.batch_size, seeds, subsets)
@@ -96,9 +107,9 @@ class PopulationModule(L.LightningModule):
         if problem:
             raise NotVectorisable(f"model {first.model!r} does not vectorise: {problem}")
         self.stack = StackedModel(models, dtype)
-        total = self.spe * first.epochs
         self.members = [
-            Member(i, t, self.stack.template, self.spe, total) for i, t in enumerate(trials)
+            Member(i, t, self.stack.template, self.spe, self.spe * t.epochs)
+            for i, t in enumerate(trials)
         ]
         self.optim = build_population_optimizer(
             optimizer_info(first.optimizer).torch_class,
@@ -124,12 +135,16 @@ class PopulationModule(L.LightningModule):
         self.x, self.y = d.x_train.to(device, self.dtype_), d.y_train.to(device)
         self.x_test, self.y_test = d.x_test.to(device, self.dtype_), d.y_test.to(device)
         self.t0 = time.perf_counter()
+        for m in self.members:
+            m.t0 = self.t0
 
     def on_train_epoch_start(self) -> None:
-        members = [m.index for m in self.members]
-        self.batch_index = self.batches.epoch(self.current_epoch, members).to(self.device)
+        for m in self.members:
+            m.epoch = (self.steps_done - m.start) // self.spe
+        members, epochs = [m.index for m in self.members], [m.epoch for m in self.members]
+        self.batch_index = self.batches.epoch(epochs, members).to(self.device)
         # (steps, G, K) float64: row i is every member's LR per layer group at the epoch's step i.
-        lrs = [m.epoch_lrs(self.steps_done, self.spe) for m in self.members]
+        lrs = [m.epoch_lrs(self.steps_done - m.start, self.spe) for m in self.members]
         table = torch.tensor(lrs, dtype=torch.float64).permute(1, 2, 0).contiguous()
         self.lr_table = table.to(self.device)
         k = len(self.members)
@@ -139,6 +154,8 @@ class PopulationModule(L.LightningModule):
         self.epoch_t0 = time.perf_counter()
 
     def training_step(self, batch: int, batch_idx: int) -> None:
+        if not self.members:  # all stopped mid-epoch; newcomers start with the next epoch
+            return
         index = self.batch_index[:, batch_idx]
         x, y = self.x[index], self.y[index]
         grads, loss, correct = self.stack.train_step(x, y)
@@ -159,19 +176,25 @@ class PopulationModule(L.LightningModule):
                 # A solo trial stops at the end of this batch and still validates once.
                 self._epoch_end(diverged)
                 self._finish(diverged)
+                if not self.members and self.refill is None:
+                    self.trainer.should_stop = True
 
     def on_train_epoch_end(self) -> None:
-        if not self.members:
-            return
         everyone = list(range(len(self.members)))
-        # Solo order: validation (and the plateau's observation), then the callback's last drain
-        # of the epoch, then its epoch rows.
-        self._validate(everyone, observe=True)
-        diverged = self._drain()
-        self._emit_epoch_rows(everyone)
-        last = self.current_epoch + 1 >= self.epochs
-        pruned = [] if last else self._judge_rung(diverged)
-        self._finish(everyone if last else sorted({*diverged, *pruned}))
+        if everyone:
+            # Solo order: validation (and the plateau's observation), then the callback's last
+            # drain of the epoch, then its epoch rows.
+            self._validate(everyone, observe=True)
+            diverged = self._drain()
+            self._emit_epoch_rows(everyone)
+            last = [
+                k for k in everyone if self.members[k].epoch + 1 >= self.members[k].trial.epochs
+            ]
+            going = [k for k in everyone if k not in diverged and k not in last]
+            self._finish(sorted({*last, *diverged, *self._judge_rung(going)}))
+        self._join()
+        if not self.members:
+            self.trainer.should_stop = True
 
     # --- helpers ---------------------------------------------------------------------------------
 
@@ -188,31 +211,36 @@ class PopulationModule(L.LightningModule):
         self._buffer = []
         diverged = []
         for k, m in enumerate(self.members):
-            self.emit(m.index, m.step_rows(steps, norms[k], losses[k]))
-            if m.guard.diverged_at is None and m.check(steps, losses[k]):
+            own = [s - m.start for s in steps]  # the member's own step numbers
+            self.emit(m.index, m.step_rows(own, norms[k], losses[k]))
+            if m.guard.diverged_at is None and m.check(own, losses[k]):
                 diverged.append(k)
         return diverged
 
-    def _judge_rung(self, diverged: list[int]) -> list[int]:
-        """At a rung, the stack rows successive halving stops (after their epoch rows, as solo).
+    def _judge_rung(self, going: list[int]) -> list[int]:
+        """Of these stack rows (members going on), those successive halving stops at their rung
+        (after their epoch rows, as solo).
 
-        Every member still training is judged together: their decisions do not depend on the
-        order in which the population lists them."""
-        epoch = self.current_epoch + 1
-        if epoch not in self.rungs or self.judge is None:
+        The members at one rung are judged together: their decisions do not depend on the order
+        in which the population lists them. Newcomers may be at another rung than the others."""
+        if self.judge is None:
             return []
-        rows = [k for k in range(len(self.members)) if k not in diverged]
-        if not rows:
-            return []
-        stops = self.judge(
-            epoch, [(self.members[k].index, self.members[k].history[-1]) for k in rows]
-        )
+        at: dict[int, list[int]] = {}
+        for k in going:
+            epoch = self.members[k].epoch + 1
+            if epoch in self.rungs:
+                at.setdefault(epoch, []).append(k)
         out = []
-        for k, stop in zip(rows, stops, strict=True):
-            if stop:
-                self.members[k].pruned_at = (epoch, self.steps_done)
-                out.append(k)
-        return out
+        for epoch, rows in sorted(at.items()):
+            stops = self.judge(
+                epoch, [(self.members[k].index, self.members[k].history[-1]) for k in rows]
+            )
+            for k, stop in zip(rows, stops, strict=True):
+                if stop:
+                    m = self.members[k]
+                    m.pruned_at = (epoch, self.steps_done - m.start)
+                    out.append(k)
+        return sorted(out)
 
     def _validate(self, rows: list[int], *, observe: bool) -> None:
         val = self.stack.evaluate(self.x_test, self.y_test, rows)
@@ -227,13 +255,14 @@ class PopulationModule(L.LightningModule):
         )
         values = torch.cat([val.to(train.dtype), train], dim=1).tolist()
         for k, v in zip(rows, values, strict=True):
-            self.members[k].record_epoch(v, self.steps_done, observe=observe)
+            m = self.members[k]
+            m.record_epoch(v, self.steps_done - m.start, observe=observe)
 
     def _emit_epoch_rows(self, rows: list[int]) -> None:
         seconds = time.perf_counter() - self.epoch_t0
         for k in rows:
             m = self.members[k]
-            self.emit(m.index, m.epoch_rows(self.current_epoch, seconds))
+            self.emit(m.index, m.epoch_rows(m.epoch, seconds))
 
     def _epoch_end(self, rows: list[int]) -> None:
         """Validation and epoch rows for members that stop in the middle of an epoch."""
@@ -244,19 +273,17 @@ class PopulationModule(L.LightningModule):
         """Measure these members' results and take them out of the stack."""
         if not rows:
             return
-        seconds = time.perf_counter() - self.t0
-        size = len(self.batches.seeds)
+        now = time.perf_counter()
         for k in rows:
             m = self.members[k]
             model = self.stack.member_model(k)
             if self.keep_weights:
                 self.weights[m.index] = {n: p.detach().cpu() for n, p in model.named_parameters()}
-            self.results[m.index] = m.result(model, self.data, seconds, self.spe, size)
+            self.results[m.index] = m.result(model, self.data, now - m.t0, self.spe, self.capacity)
         gone = set(rows)
         keep = [k for k in range(len(self.members)) if k not in gone]
         self.members = [self.members[k] for k in keep]
         if not keep:
-            self.trainer.should_stop = True
             return
         self.stack.select(keep)
         self.optim.select(keep)
@@ -265,6 +292,35 @@ class PopulationModule(L.LightningModule):
         self.lr_table = self.lr_table.index_select(2, index)
         self.loss_sum = self.loss_sum.index_select(0, index)
         self.correct = self.correct.index_select(0, index)
+
+    def _join(self) -> None:
+        """Freed slots take new work from `refill`: the newcomers' models are built as their
+        solo runs build theirs and stacked after the members in training."""
+        free = self.capacity - len(self.members)
+        if self.refill is None or free <= 0:
+            return
+        newcomers = self.refill(free)[:free]
+        if not newcomers:
+            return
+        check_population([self.trials[0], *newcomers])
+        data, first = self.data, len(self.trials)
+        self.trials += newcomers
+        self.batches.add([t.seed for t in newcomers],
+                         [subset_index(data, t.train_fraction, t.seed) for t in newcomers])  # fmt: skip
+        models = [
+            seeded_model(t.model, data.input_shape, data.num_classes, t.model_args, t.seed)
+            for t in newcomers
+        ]
+        params = self.stack.add(models)
+        joined = [
+            Member(first + j, t, self.stack.template, self.spe, self.spe * t.epochs)
+            for j, t in enumerate(newcomers)
+        ]
+        self.optim.add([m.hparams for m in joined], params)
+        now = time.perf_counter()
+        for m in joined:
+            m.start, m.t0 = self.steps_done, now
+        self.members += joined
 
 
 def fit_population(
@@ -278,6 +334,7 @@ def fit_population(
     threads: int | None = None,
     keep_weights: bool = False,
     judge: Judge | None = None,
+    refill: Refill | None = None,
 ) -> PopulationModule:
     """`run_population`, returning the trained module (results, and weights if kept)."""
     check_population(trials)
@@ -292,9 +349,11 @@ def fit_population(
         sync_every=sync_every,
         keep_weights=keep_weights,
         judge=judge,
+        refill=refill,
     )
     trainer = L.Trainer(
-        max_epochs=trials[0].epochs,
+        # With newcomers the population trains until no member is left (it stops itself).
+        max_epochs=trials[0].epochs if refill is None else -1,
         accelerator=accelerator,
         devices=1,
         logger=False,
@@ -319,6 +378,7 @@ def run_population(
     sync_every: int | None = None,
     threads: int | None = None,
     judge: Judge | None = None,
+    refill: Refill | None = None,
 ) -> list[MemberResult]:
     """Train trials that share data, model, batch size, epochs and optimizer as one population.
 
@@ -334,9 +394,13 @@ def run_population(
         judge: successive halving's rung judge (`execute/halving.population_judge`): at each
             rung of the trials' `halving`, the members it stops leave the stack, and the others
             go on exactly as they would have (members never interact).
+        refill: where freed slots find new work: called at an epoch's end with the number of
+            free slots (the population's starting size less its members), it returns up to that
+            many trials of the same shape, which start training with the next epoch.
 
     Returns:
-        One MemberResult (a TrialResult with the divergence step and reason) per trial, in order.
+        One MemberResult (a TrialResult with the divergence step and reason) per trial, in
+        order, then one per trial that joined, in the order they joined.
 
     Raises:
         NotVectorisable: the model cannot be batched with vmap (a ValueError; nothing has trained,
@@ -352,5 +416,6 @@ def run_population(
         sync_every=sync_every,
         threads=threads,
         judge=judge,
+        refill=refill,
     )
-    return [module.results[i] for i in range(len(trials))]
+    return [module.results[i] for i in range(len(module.trials))]

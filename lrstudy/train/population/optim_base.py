@@ -36,7 +36,10 @@ class PopulationOptimizer:
         self.dtype, self.device = first.dtype, first.device
         rows = [self._flatten(h) for h in hparams]
         self.host = {k: [r[k] for r in rows] for k in (*self.floats, *self.flags)}
-        self.steps = 0
+        self.rounds = 0  # steps taken by the population
+        # Per member, the population's rounds when it joined: 0 unless it took a freed slot.
+        self.joined = [0] * len(rows)
+        self.fresh: Tensor | None = None  # at a joiner's first step: which members take it
         self.state: dict[str, dict[str, Tensor]] = {name: {} for name in params}
         self._tensors()
         self.init_state(params)
@@ -57,6 +60,16 @@ class PopulationOptimizer:
         # torch forms 1 - beta (rho, alpha) as a Python double before its kernels cast it.
         self.om = {k: (1 - v).to(self.dtype) for k, v in self.h64.items()}
         self.mask = {k: torch.tensor(self.host[k], device=self.device) for k in self.flags}
+
+    @property
+    def steps(self) -> int | Tensor:
+        """Each member's step count, as torch.optim's `state["step"]`: one int while every member
+        joined together (the usual case: exactly the scalar arithmetic of a solo run), else a
+        (K,) float64 tensor."""
+        if len(set(self.joined)) <= 1:
+            return self.rounds - (self.joined[0] if self.joined else 0)
+        joined = torch.tensor(self.joined, dtype=F64, device=self.device)
+        return self.rounds - joined
 
     def any(self, key: str) -> bool:
         return any(bool(v) for v in self.host[key])
@@ -79,7 +92,13 @@ class PopulationOptimizer:
         self, params: dict[str, Tensor], grads: dict[str, Tensor], lr: Tensor, group_of: dict
     ) -> None:
         """One optimizer step of every member, in place. lr: (G, K) float64 for this step."""
-        self.steps += 1
+        self.rounds += 1
+        # Lazily created state (SGD's momentum buffer) starts differently at a member's first
+        # step; after a join, `fresh` marks the members taking theirs (None: all or none do).
+        first = [self.rounds - j == 1 for j in self.joined]
+        self.fresh = (
+            torch.tensor(first, device=self.device) if any(first) and not all(first) else None
+        )
         c = self.coefficients(lr)
         for name, p in params.items():
             self.update(name, p, grads[name], c, group_of[name])
@@ -88,10 +107,37 @@ class PopulationOptimizer:
         """Keep only these members (in this order): frozen members leave the stack."""
         index = torch.tensor(keep, dtype=torch.long, device=self.device)
         self.host = {k: [v[i] for i in keep] for k, v in self.host.items()}
+        self.joined = [self.joined[i] for i in keep]
         self._tensors()
         for st in self.state.values():
             for key, t in st.items():
                 st[key] = t.index_select(0, index.to(t.device))
+
+    def add(self, hparams: list[dict[str, Any]], params: dict[str, Tensor]) -> None:
+        """Members joining in freed slots, after the current ones, with their (J, ...) stacked
+        parameters: their state is what torch.optim would hold before their first step."""
+        newcomers = type(self)(hparams, params)  # their own eager state (Adagrad's initial sum)
+        self.host = {k: v + newcomers.host[k] for k, v in self.host.items()}
+        self.joined += [self.rounds] * len(hparams)
+        for name, st in self.state.items():
+            theirs = newcomers.state[name]
+            for key in set(st) | set(theirs):
+                # Lazily created state (moments, buffers) starts as zeros in torch, and where it
+                # does not (SGD's first momentum step copies the gradient) `fresh` says so.
+                ours = st.get(key)
+                if ours is None:
+                    ours = torch.zeros((len(self.joined) - len(hparams), *theirs[key].shape[1:]),
+                                       dtype=theirs[key].dtype, device=theirs[key].device)  # fmt: skip
+                new = theirs.get(key)
+                if new is None:
+                    new = torch.zeros((len(hparams), *ours.shape[1:]), dtype=ours.dtype,
+                                      device=ours.device)  # fmt: skip
+                st[key] = torch.cat([ours, new])
+        self.join_extra(newcomers)
+        self._tensors()
+
+    def join_extra(self, newcomers: PopulationOptimizer) -> None:
+        """Subclasses with per-member state outside `state` append the newcomers' here."""
 
     def to(self, device: torch.device) -> None:
         self.device = torch.device(device)

@@ -99,6 +99,18 @@ class StackedModel:
         self.params = {k: v.index_select(0, index) for k, v in self.params.items()}
         self.buffers = {k: v.index_select(0, index) for k, v in self.buffers.items()}
 
+    def add(self, models: list[nn.Module]) -> dict[str, Tensor]:
+        """Stack these members after the current ones; returns their (J, ...) parameters."""
+        params, buffers = stack_module_state(models)
+        like = next(iter(self.params.values()))
+        new = {k: v.detach().to(like.device, self.dtype) for k, v in params.items()}
+        self.params = {k: torch.cat([v, new[k]]) for k, v in self.params.items()}
+        self.buffers = {
+            k: torch.cat([v, buffers[k].detach().to(v.device, v.dtype)])
+            for k, v in self.buffers.items()
+        }
+        return new
+
     def train_step(self, x: Tensor, y: Tensor) -> tuple[dict[str, Tensor], Tensor, Tensor]:
         """Gradients, mean cross-entropy (K,) and correct predictions (K,) on per-member batches.
 
