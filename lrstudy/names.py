@@ -67,6 +67,8 @@ TAG_OWNER = "lrstudy.owner"  # the worker holding a claim: host:pid:random
 TAG_CLAIM = "lrstudy.claim"  # "pending" while a claim is being resolved, then "won"
 TAG_HEARTBEAT = "lrstudy.heartbeat"  # epoch seconds of the owner's last heartbeat (lease)
 TAG_ENGINE = "lrstudy.engine"  # which engine trained the trial: "trial" or "population"
+# Which population trained it (an id shared by its members, newcomers in freed slots included)
+TAG_POPULATION = "lrstudy.population"
 TAG_EXECUTOR = "lrstudy.executor"  # "local" or "ray"
 TAG_HOST = "lrstudy.host"
 TAG_ERROR = "lrstudy.error"

@@ -314,6 +314,27 @@ def test_population_study_prunes_members_as_the_trial_engine_would(tmp_path: Pat
     assert sum(v == {"continue"} for v in by_config.values()) == 9 // 3
 
 
+def test_freed_population_slots_take_the_next_populations_trials(tmp_path: Path) -> None:
+    """18 trials in populations of at most 6: without freed slots taking work that is three
+    populations one after another, each shrinking to 2 after its first rung. Members stopped at
+    epoch 1 free their slots for the trials of the later populations, so one population trains
+    all 18, each exactly once, each member's run ended as it stops."""
+    study = _study(tmp_path, "refill", epochs=3, seeds=2)
+    uri = f"sqlite:///{tmp_path}/mlflow.db"
+    assert main(["run", str(study), "--tracking-uri", uri, "--no-report", "--workers", "1",
+                 "--engine", "population", "--population-size", "6"]) == 0  # fmt: skip
+    runs = _trial_runs(uri, "refill")
+    assert len(runs) == 18 and {r.info.status for r in runs} == {"FINISHED"}
+    assert len({r.data.tags[names.TAG_TRIAL_KEY] for r in runs}) == 18
+    populations = Counter(r.data.tags.get(names.TAG_POPULATION) for r in runs)
+    assert max(populations.values()) > 6, populations  # newcomers joined the first population
+    outcomes = Counter(r.data.tags[names.TAG_OUTCOME] for r in runs)
+    assert outcomes[names.OUTCOME_PRUNED] >= 8 and outcomes[names.OUTCOME_OK] >= 2, outcomes
+    # a member stopped at epoch 1 was ended then, while the others trained on
+    first = min(r.info.end_time for r in runs)
+    assert first < max(r.info.start_time for r in runs), "every run ended after the last began"
+
+
 # --- bad input -------------------------------------------------------------------------------------
 
 

@@ -252,3 +252,26 @@ def test_a_model_that_does_not_vectorise_is_refused_before_training() -> None:
     trials = [make_trial(model_args={"hidden": [8], "dropout": 0.5}, seed=s) for s in (0, 1)]
     with pytest.raises(NotVectorisable, match="does not vectorise"):
         run_population(trials, tiny_data(), emit=lambda i, rows: None)
+
+
+def test_newcomers_take_over_a_stack_that_every_member_left() -> None:
+    """Both founders end together; the two newcomers then train alone in the emptied stack
+    (from their own step 0), exactly as their solo runs."""
+    data = tiny_data()
+    founders = [make_trial(lr=0.05, seed=s, epochs=1) for s in (0, 1)]
+    newcomers = [make_trial(lr=lr, seed=s, epochs=1) for s, lr in ((2, 0.1), (3, 0.02))]
+    offered = list(newcomers)
+    asked = []
+
+    def refill(free: int) -> list:
+        asked.append(free)
+        got, offered[:] = offered[:free], offered[free:]
+        return got
+
+    module = fit_population(founders, data, emit=lambda i, rows: None, refill=refill,
+                            dtype=torch.float64, keep_weights=True)  # fmt: skip
+    assert asked == [2, 2]  # after the founders' epoch, then after the newcomers'
+    for i, trial in enumerate(founders + newcomers):
+        solo = solo_fit(trial, data, precision="64-true")
+        assert rel_err(module.weights[i], weights(solo.model)) < 1e-10, i
+        assert [r["step"] for r in module.results[i].history] == [4]

@@ -26,7 +26,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from lrstudy import names
-from lrstudy.execute.population import take_population
+from lrstudy.execute.population import Reserve, same_shape, take_population
 from lrstudy.execute.shift import Shift, run_trial_run
 from lrstudy.execute.tpe import batches, take_slot
 from lrstudy.execute.trial import trial_tags
@@ -121,12 +121,16 @@ def work(
     try:
         while pending:
             waiting = []
-            for batch, why in batches(pending, order, data):
+            taken: set[str] = set()  # joined an earlier population's freed slot
+            plan = batches(pending, order, data)
+            for i, (batch, why) in enumerate(plan):
                 check_interrupt()  # a Ctrl-C that a finalizer swallowed claims nothing more
+                batch = [t for t in batch if t.key not in taken]
                 if len(batch) == 1:
                     waiting += [] if take_trial(batch[0], shift, why) else batch
-                else:
-                    waiting += take_population(batch, shift)
+                elif batch:
+                    reserve = Reserve(same_shape(batch[0], plan[i + 1 :]), taken)
+                    waiting += take_population(batch, shift, reserve)
             if waiting and len(waiting) == len(pending):
                 # Everything left is claimed by live workers. Look again soon (their trials may
                 # be seconds from done: a fixed 5 s wait cost a 24-trial study 4.5 s at its end),

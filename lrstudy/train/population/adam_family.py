@@ -57,7 +57,8 @@ class NAdam(PopulationOptimizer):
 
     def select(self, keep: list[int]) -> None:
         super().select(keep)
-        self.mu_product = self.mu_product[torch.tensor(keep, device=self.mu_product.device)]
+        index = torch.tensor(keep, dtype=torch.long, device=self.mu_product.device)
+        self.mu_product = self.mu_product[index]
 
     def join_extra(self, newcomers: PopulationOptimizer) -> None:
         self.mu_product = torch.cat([self.mu_product, newcomers.mu_product.to(self.mu_product)])

@@ -43,6 +43,8 @@ Judge = Callable[[int, list[tuple[int, dict[str, float]]]], list[bool]]
 # Freed slots: refill(free slots) -> up to that many trials to join (claimed by the caller; they
 # become members len(trials), len(trials) + 1, ... in this order).
 Refill = Callable[[int], list[Trial]]
+# on_done(member index, its result): called as each member stops, while the others train on.
+OnDone = Callable[[int, MemberResult], None]
 
 warnings.filterwarnings(
     "ignore", message=".*returned `None`, this fit will run with no optimizer.*"
@@ -73,6 +75,7 @@ class PopulationModule(L.LightningModule):
             or to compare them with a solo run.
         judge: successive halving's rung judge (see `run_population`).
         refill: where freed slots find new work (see `Refill`); None: members only leave.
+        on_done: told of each member's result as it stops (see `OnDone`).
     """
 
     def __init__(
@@ -86,9 +89,10 @@ class PopulationModule(L.LightningModule):
         keep_weights: bool = False,
         judge: Judge | None = None,
         refill: Refill | None = None,
+        on_done: OnDone | None = None,
     ) -> None:
         super().__init__()
-        self.judge, self.refill = judge, refill
+        self.judge, self.refill, self.on_done = judge, refill, on_done
         self.rungs = set(trials[0].halving["rungs"]) if judge and trials[0].halving else set()
         self.automatic_optimization = False
         first = trials[0]
@@ -280,14 +284,14 @@ class PopulationModule(L.LightningModule):
             if self.keep_weights:
                 self.weights[m.index] = {n: p.detach().cpu() for n, p in model.named_parameters()}
             self.results[m.index] = m.result(model, self.data, now - m.t0, self.spe, self.capacity)
+            if self.on_done is not None:
+                self.on_done(m.index, self.results[m.index])
         gone = set(rows)
         keep = [k for k in range(len(self.members)) if k not in gone]
         self.members = [self.members[k] for k in keep]
-        if not keep:
-            return
-        self.stack.select(keep)
+        self.stack.select(keep)  # all of them may leave: newcomers then join an empty stack
         self.optim.select(keep)
-        index = torch.tensor(keep, device=self.device)
+        index = torch.tensor(keep, dtype=torch.long, device=self.device)
         self.batch_index = self.batch_index.index_select(0, index)
         self.lr_table = self.lr_table.index_select(2, index)
         self.loss_sum = self.loss_sum.index_select(0, index)
@@ -335,6 +339,7 @@ def fit_population(
     keep_weights: bool = False,
     judge: Judge | None = None,
     refill: Refill | None = None,
+    on_done: OnDone | None = None,
 ) -> PopulationModule:
     """`run_population`, returning the trained module (results, and weights if kept)."""
     check_population(trials)
@@ -350,6 +355,7 @@ def fit_population(
         keep_weights=keep_weights,
         judge=judge,
         refill=refill,
+        on_done=on_done,
     )
     trainer = L.Trainer(
         # With newcomers the population trains until no member is left (it stops itself).
@@ -379,6 +385,7 @@ def run_population(
     threads: int | None = None,
     judge: Judge | None = None,
     refill: Refill | None = None,
+    on_done: OnDone | None = None,
 ) -> list[MemberResult]:
     """Train trials that share data, model, batch size, epochs and optimizer as one population.
 
@@ -397,6 +404,7 @@ def run_population(
         refill: where freed slots find new work: called at an epoch's end with the number of
             free slots (the population's starting size less its members), it returns up to that
             many trials of the same shape, which start training with the next epoch.
+        on_done: on_done(i, result) as member i stops (the others still training).
 
     Returns:
         One MemberResult (a TrialResult with the divergence step and reason) per trial, in
@@ -417,5 +425,6 @@ def run_population(
         threads=threads,
         judge=judge,
         refill=refill,
+        on_done=on_done,
     )
     return [module.results[i] for i in range(len(module.trials))]
