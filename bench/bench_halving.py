@@ -6,7 +6,7 @@ processes into one store (reports/halving_bench/mlflow.db; finished trials are r
 so pass --fresh to time everything):
 1. the full grid: its trial-steps, its wall time, and its best configuration (the report's rule:
    highest seed-mean final val accuracy, no diverged seed);
-2. the same study with `search: {method: halving, eta: 3, min_epochs: 1}`: the trial-steps it
+2. the same study with `search: {method: halving, eta: 3, min_epochs: N}`: the trial-steps it
    trained (stopped trials count the steps up to their stop), its wall time, and the
    configuration it returns (its best trained to the end). That configuration's quality is its
    seed-mean final accuracy *in the full grid*, where it was trained to the end on the same
@@ -17,8 +17,12 @@ so pass --fresh to time everything):
    of draws within 1 point of the grid's best).
 Goal (issue 14): >= 3x less compute than the grid on every task, within 1 point of the grid's best.
 
-Usage: python bench/bench_halving.py [--only TASK ...] [--fresh] [--eta 3] [--engine auto]
-Writes reports/halving_bench/table.md (the README's table).
+Usage: python bench/bench_halving.py [--only TASK ...] [--fresh] [--eta 3] [--min-epochs 1]
+                                     [--engine auto]
+Writes reports/halving_bench/table.md (the README's table) for --min-epochs 1; another N is its
+own study (name suffix _halving_me{N}, so its runs never mix with min_epochs 1's in the store)
+and writes table_me{N}.md. A task whose train.epochs is not above N (no rung before the end) is
+a row of n/a.
 """
 
 from __future__ import annotations
@@ -127,8 +131,14 @@ def main() -> None:
     ap.add_argument("--only", nargs="*", default=[])
     ap.add_argument("--fresh", action="store_true")
     ap.add_argument("--eta", type=float, default=3.0)
+    ap.add_argument("--min-epochs", type=int, default=1)
     ap.add_argument("--engine", default="auto")
     args = ap.parse_args()
+    if args.min_epochs < 1:
+        ap.error("--min-epochs must be >= 1")
+    me = args.min_epochs
+    suffix = "_halving" if me == 1 else f"_halving_me{me}"
+    table_name = "table.md" if me == 1 else f"table_me{me}.md"
     from mlflow.tracking import MlflowClient
 
     from lrstudy.quiet import quiet_libraries
@@ -142,15 +152,20 @@ def main() -> None:
                         "halving acc", "gap (pts)", "random acc", "random ≤1 pt")  # fmt: skip
     with tempfile.TemporaryDirectory() as tmp:
         for path in _tasks(args.only):
+            epochs = yaml.safe_load(path.read_text(encoding="utf-8"))["train"]["epochs"]
+            if me >= epochs:  # the spec refuses it: no rung would come before the end
+                rows.append((path.stem, *["n/a"] * (len(header) - 2), f"n/a (epochs {epochs})"))
+                print(" | ".join(rows[-1]), flush=True)
+                continue
             grid_spec = _variant(path, "", None, Path(tmp))
-            halving = {"method": "halving", "eta": args.eta, "min_epochs": 1}
-            halving_spec = _variant(path, "_halving", halving, Path(tmp))
+            halving = {"method": "halving", "eta": args.eta, "min_epochs": me}
+            halving_spec = _variant(path, suffix, halving, Path(tmp))
             t_grid = _run(grid_spec, uri, args.engine)
             t_halving = _run(halving_spec, uri, args.engine)
             client = MlflowClient(uri)
             spec = yaml.safe_load(grid_spec.read_text(encoding="utf-8"))
             grid_runs = _trials(client, spec["tracking"]["experiment"])
-            halving_runs = _trials(client, spec["tracking"]["experiment"] + "_halving")
+            halving_runs = _trials(client, spec["tracking"]["experiment"] + suffix)
             grid = _grid_by_lr(grid_runs)
             finite = {lr: a for lr, a in grid.items() if math.isfinite(a)}
             best = max(finite.values())
@@ -173,10 +188,11 @@ def main() -> None:
             print(" | ".join(rows[-1]), flush=True)
     table = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
     table += ["| " + " | ".join(r) + " |" for r in rows]
-    (OUT / "table.md").write_text("\n".join(table) + "\n", encoding="utf-8")
+    (OUT / table_name).write_text("\n".join(table) + "\n", encoding="utf-8")
     print("\n".join(table))
-    print(f"\n{len(rows)} tasks; eta {args.eta:g}; engine {args.engine}; one timed run each "
-          f"(n=1 per task: the spread is across tasks); {time.strftime('%Y-%m-%d')}")  # fmt: skip
+    print(f"\n{len(rows)} tasks; eta {args.eta:g}; min_epochs {me}; engine {args.engine}; "
+          f"one timed run each (n=1 per task: the spread is across tasks); "
+          f"{time.strftime('%Y-%m-%d')}")  # fmt: skip
 
 
 if __name__ == "__main__":

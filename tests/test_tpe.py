@@ -323,6 +323,28 @@ def test_tpe_with_successive_halving_prunes(tmp_path: Path, capsys) -> None:
     assert all(set(s.intermediate) == {1} for s in pruned)
 
 
+def test_tpe_slots_train_as_populations_and_freed_slots_sample_the_next(tmp_path: Path) -> None:
+    """9 slots x 2 seeds in populations of at most 6 seeds, halving at epoch 1: the first
+    population samples its 3 slots together (the liar keeps them apart), and as halving stops
+    members their slots take the next slots, sampled when they join (told what has finished),
+    so one population trains more than 6 seeds. Every key still finishes exactly once."""
+    study = _study(tmp_path, "tpepop", trials=9, seeds=2, epochs=3,
+                   search="{method: tpe, trials: 9, seed: 3, startup: 3, halving: {eta: 3}}")  # fmt: skip
+    uri = f"sqlite:///{tmp_path}/mlflow.db"
+    assert main(["run", str(study), "--tracking-uri", uri, "--no-report", "--workers", "1",
+                 "--engine", "population", "--population-size", "6"]) == 0  # fmt: skip
+    finished = _assert_exactly_once(uri, study, 9, 2)
+    assert {r.data.tags[names.TAG_ENGINE] for r in finished} == {"population"}
+    populations = Counter(r.data.tags[names.TAG_POPULATION] for r in finished)
+    assert max(populations.values()) > 6, populations
+    # sampled in slot order, start-up draws first, the model's picks after
+    by_slot = {_sampled(r)["slot"]: _sampled(r)["source"] for r in finished}
+    assert sorted(by_slot) == list(range(9))
+    assert [by_slot[i] for i in range(3)] == ["startup"] * 3 and "tpe" in by_slot.values()
+    outcomes = Counter(r.data.tags[names.TAG_OUTCOME] for r in finished)
+    assert outcomes[names.OUTCOME_PRUNED] >= 2 and outcomes[names.OUTCOME_OK] >= 2, outcomes
+
+
 # --- bad input ------------------------------------------------------------------------------------
 
 

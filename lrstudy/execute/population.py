@@ -75,14 +75,18 @@ class Reserve:
         return out
 
 
-def _claim(
-    batch: list[Trial], shift: Shift, population: str
+Join = Callable[[int], list[tuple[Trial, str]]]  # free slots -> newcomers (trial, claimed run)
+
+
+def claim_members(
+    batch: list[Trial], shift: Shift, population: str, extra: dict[str, dict] | None = None
 ) -> tuple[list[tuple[Trial, str]], list[Trial]]:
     """Claim what we can of `batch` as population members: (claimed (trial, run id), busy).
 
     One batch: a search for every member, their runs created and held by the heartbeat from the
     first (a member claimed early must not expire while the last is claimed), one search to
-    resolve them (`Claims.claim_many`); a Ctrl-C meanwhile deletes them all."""
+    resolve them (`Claims.claim_many`); a Ctrl-C meanwhile deletes them all. `extra`: more tags
+    per trial key."""
     wanted = [
         Wanted(
             t.key,
@@ -91,6 +95,7 @@ def _claim(
                 **trial_tags(shift.spec, t),
                 names.TAG_ENGINE: ENGINE_POPULATION,
                 names.TAG_POPULATION: population,
+                **(extra or {}).get(t.key, {}),
             },
         )  # fmt: skip
         for t in batch
@@ -111,9 +116,9 @@ def same_shape(first: Trial, later: list[tuple[list[Trial], str]]) -> list[Trial
     """The trials of later populations (`batches`) that could join `first`'s population."""
     from lrstudy.train.population.grouping import population_key
 
-    key = population_key(first)
+    key, slots = population_key(first), first.tpe is not None  # TPE slots join TPE slots only
     return [t for batch, _ in later if len(batch) > 1 and population_key(batch[0]) == key
-            for t in batch]  # fmt: skip
+            and (batch[0].tpe is not None) == slots for t in batch]  # fmt: skip
 
 
 def take_population(
@@ -124,11 +129,8 @@ def take_population(
     Members another worker holds are left for later; with a single member claimed it trains alone.
     Freed slots take trials from `reserve` (claimed when a slot frees, one batch per epoch end).
     """
-    from lrstudy.train.population import NotVectorisable
-
     population = uuid.uuid4().hex[:12]
-    claimed, later = _claim(batch, shift, population)
-    members = list(claimed)  # grows as newcomers join
+    claimed, later = claim_members(batch, shift, population)
 
     def join(free: int) -> list[tuple[Trial, str]]:
         got: list[tuple[Trial, str]] = []
@@ -136,42 +138,56 @@ def take_population(
             offered = reserve.offer(free - len(got))
             if not offered:
                 break
-            won, _ = _claim(offered, shift, population)
+            won, _ = claim_members(offered, shift, population)
             reserve.taken.update(t.key for t, _ in won)
             got += won
-        members.extend(got)
         return got
 
     if claimed and len(claimed) < len(batch):  # others hold some: fill the population up
         claimed += join(len(batch) - len(claimed))
+    if not claimed:
+        return later
+    if not train_members(claimed, shift, join):
+        return later + [t for t, _ in claimed]  # withdrawn: the trial engine takes them next
+    return later
+
+
+def train_members(claimed: list[tuple[Trial, str]], shift: Shift, join: Join | None) -> bool:
+    """Train claimed members (trial, run id) as one population, newcomers from `join` in its
+    freed slots; a single member alone on the trial engine. Reports each member as it stops.
+
+    Returns False when the model turned out not to vectorise before anything trained (the runs
+    are withdrawn; the caller hands the trials to the trial engine).
+    """
+    from lrstudy.train.population import NotVectorisable
+
     if len(claimed) == 1:
         trial, run_id = claimed[0]
         track_runs.set_tags(shift.client, run_id, {names.TAG_ENGINE: ENGINE_TRIAL})
         shift.client.delete_tag(run_id, names.TAG_POPULATION)
-        run_trial_run(trial, run_id, shift)
-        return later
-    if not claimed:
-        return later
-
+        return run_trial_run(trial, run_id, shift)
+    members = list(claimed)  # grows as newcomers join
     reported: set[str] = set()
 
+    def joined(free: int) -> list[tuple[Trial, str]]:
+        got = join(free) if join else []
+        members.extend(got)
+        return got
+
     def on_done(done: TrialDone) -> None:  # its run is ended: no more beats, and tell the study
-        shift.heartbeat.release(_run_of(done.key))
+        shift.heartbeat.release(next(r for t, r in members if t.key == done.key))
         reported.add(done.key)
         shift.emit(done.as_event())
-
-    def _run_of(key: str) -> str:
-        return next(r for t, r in members if t.key == key)
 
     started = time.monotonic()
     for _, run_id in claimed:
         shift.heartbeat.hold(run_id)
     try:
         run_claimed_population(shift.client, shift.spec, claimed, shift.data,
-                               worker=shift.order.index, join=join, on_done=on_done)  # fmt: skip
+                               worker=shift.order.index, join=joined if join else None,
+                               on_done=on_done)  # fmt: skip
     except NotVectorisable:
-        # Withdrawn before training: the trial engine takes them in the next round.
-        return later + [t for t, _ in claimed]
+        return False
     except KeyboardInterrupt:
         for trial, _ in members:
             if trial.key not in reported:
@@ -180,7 +196,7 @@ def take_population(
     finally:
         for _, run_id in members:
             shift.heartbeat.release(run_id)
-    return later
+    return True
 
 
 def run_claimed_population(

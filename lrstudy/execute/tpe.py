@@ -46,7 +46,6 @@ from lrstudy.track.outage import TrackingUnavailable
 
 TAG_TPE_SLOT = names.TAG_TPE_SLOT  # the slot id (`Trial.tpe["slot_id"]`) on each of its runs
 TAG_SAMPLED = names.TAG_SAMPLED  # JSON: the slot's configuration (see `Sampled`)
-SOLO_REASON = "search: tpe samples each configuration when it is claimed"
 ATTEMPTS = 20  # asks before a configuration already recorded is accepted again (small spaces)
 
 
@@ -81,20 +80,21 @@ class Sampled:
                 "swept": self.swept}  # fmt: skip
 
 
-# ---- the worker's loop: TPE slots run on the trial engine, sampled when claimed ----------------
+# ---- the worker's loop: TPE slots, sampled when claimed ------------------------------------------
 
 
 def batches(pending: list[Trial], order, data: Any) -> list[tuple[list[Trial], str]]:
-    """`population.batches` for the trials that are not TPE slots; each slot alone (a slot's
-    configuration exists only once it is claimed, so it cannot join a population)."""
+    """`population.batches`, TPE slots apart from other trials: slots are grouped by their
+    placeholders' shape (`execute/tpe_population.py` samples them once claimed, then groups the
+    configurations by their real shape); under `--engine trial` each slot alone."""
     from lrstudy.execute.population import batches as grouped
 
     slots = [t for t in pending if t.tpe is not None]
     if not slots:
         return grouped(pending, order, data)
     rest = [t for t in pending if t.tpe is None]
-    why = "" if order.engine == "trial" else SOLO_REASON
-    return [([t], why) for t in slots] + (grouped(rest, order, data) if rest else [])
+    first = [([t], "") for t in slots] if order.engine == "trial" else grouped(slots, order, data)
+    return first + (grouped(rest, order, data) if rest else [])
 
 
 def take_slot(trial: Trial, shift: Shift, why: str = "") -> bool:

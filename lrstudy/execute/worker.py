@@ -29,6 +29,7 @@ from lrstudy import names
 from lrstudy.execute.population import Reserve, same_shape, take_population
 from lrstudy.execute.shift import Shift, run_trial_run
 from lrstudy.execute.tpe import batches, take_slot
+from lrstudy.execute.tpe_population import take_slots
 from lrstudy.execute.trial import trial_tags
 from lrstudy.interrupts import check_interrupt
 from lrstudy.plan import Trial
@@ -130,7 +131,8 @@ def work(
                     waiting += [] if take_trial(batch[0], shift, why) else batch
                 elif batch:
                     reserve = Reserve(same_shape(batch[0], plan[i + 1 :]), taken)
-                    waiting += take_population(batch, shift, reserve)
+                    take = take_slots if batch[0].tpe is not None else take_population
+                    waiting += take(batch, shift, reserve)
             if waiting and len(waiting) == len(pending):
                 # Everything left is claimed by live workers. Look again soon (their trials may
                 # be seconds from done: a fixed 5 s wait cost a 24-trial study 4.5 s at its end),
