@@ -227,19 +227,30 @@ def _assert_search_section(uri: str, tmp_path: Path, by_slot: dict) -> None:
 
 
 def _cmd(study: Path, uri: str, *extra: str) -> list[str]:
+    """`run` on the trial engine; an `--engine` in `extra` comes later and wins."""
     return [sys.executable, "-m", "lrstudy", "run", str(study), "--tracking-uri", uri,
             "--no-report", "--engine", "trial", *extra]  # fmt: skip
+
+
+# Both engines: slots one at a time on the trial engine; in populations of 2 (a batch of slots
+# claimed and sampled together, freed slots sampling the next).
+ENGINES = pytest.mark.parametrize(
+    "engine",
+    [["--engine", "trial"], ["--engine", "population", "--population-size", "2"]],
+    ids=["trial", "population"],
+)
 
 
 def _env() -> dict[str, str]:
     return {**os.environ, "PYTHONPATH": str(ROOT), "LRSTUDY_WORKERS": "1"}
 
 
-def test_two_workers_sample_distinct_points(tmp_path: Path) -> None:
+@ENGINES
+def test_two_workers_sample_distinct_points(tmp_path: Path, engine: list[str]) -> None:
     # trials of a few seconds, so the second worker (seconds of imports) takes slots too
     study = _study(tmp_path, "two", trials=6, seeds=1, epochs=5)
     uri = f"sqlite:///{tmp_path}/mlflow.db"
-    done = subprocess.run(_cmd(study, uri, "--workers", "2"), env=_env(), cwd=tmp_path,
+    done = subprocess.run(_cmd(study, uri, "--workers", "2", *engine), env=_env(), cwd=tmp_path,
                           capture_output=True, text=True, timeout=400)  # fmt: skip
     assert done.returncode == 0, done.stderr
     finished = _assert_exactly_once(uri, study, 6, 1)
@@ -247,14 +258,18 @@ def test_two_workers_sample_distinct_points(tmp_path: Path) -> None:
     assert len({r.data.tags[names.TAG_OWNER] for r in finished}) == 2  # both sampled
 
 
-def test_tpe_study_resumed_after_ctrl_c_continues_from_the_store(tmp_path: Path) -> None:
+@ENGINES
+def test_tpe_study_resumed_after_ctrl_c_continues_from_the_store(
+    tmp_path: Path, engine: list[str]
+) -> None:
     # epochs long enough (~3 s a trial) that Ctrl-C lands while a sampled trial trains (its
     # params are logged when training starts)
     study = _study(tmp_path, "resume", trials=4, seeds=2, epochs=100)
     uri = f"sqlite:///{tmp_path}/mlflow.db"
     db = tmp_path / "mlflow.db"
-    proc = subprocess.Popen(_cmd(study, uri), env=_env(), cwd=tmp_path, start_new_session=True,
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE)  # fmt: skip
+    proc = subprocess.Popen(_cmd(study, uri, *engine), env=_env(), cwd=tmp_path,
+                            start_new_session=True, stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE)  # fmt: skip
     sampled = f"SELECT count(*) FROM tags WHERE key = '{tpe.TAG_SAMPLED}'"
     training = (
         "SELECT count(*) FROM runs r JOIN tags t ON t.run_uuid = r.run_uuid JOIN params p "
@@ -289,8 +304,8 @@ def test_tpe_study_resumed_after_ctrl_c_continues_from_the_store(tmp_path: Path)
                for r in before):  # fmt: skip
         assert states[slot_of_killed].state == "running"
 
-    again = subprocess.run(_cmd(study, uri), env=_env(), cwd=tmp_path, capture_output=True,
-                           text=True, timeout=600)  # fmt: skip
+    again = subprocess.run(_cmd(study, uri, *engine), env=_env(), cwd=tmp_path,
+                           capture_output=True, text=True, timeout=600)  # fmt: skip
     assert again.returncode == 0, again.stderr
     finished = _assert_exactly_once(uri, study, 4, 2)
     # the killed keys were trained again at the configuration sampled before Ctrl-C
