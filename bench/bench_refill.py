@@ -30,10 +30,10 @@ from bench._timing import ratio_spread, spread, timed  # noqa: E402
 
 STUDY = """
 name: refill_bench
-task: {dataset: digits, model: mlp}
-train: {epochs: 9, batch_size: 64}
-optimizers: [{name: sgd, lr: {low: 1.0e-3, high: 1.0, num: 17}}]
-seeds: 2
+task: {dataset: mnist1d, model: mlp}
+train: {epochs: 27, batch_size: 64}
+optimizers: [{name: sgd, lr: {low: 1.0e-3, high: 1.0, num: 17}, momentum: 0.9}]
+seeds: 3
 search: {method: halving, eta: 3}
 """
 
@@ -95,7 +95,7 @@ def main() -> None:
     print(f"baseline ({args.baseline}, populations only shrink): {spread(times['baseline'])}")
     print(f"freed slots take new work: {spread(times['refill'])}")
     print(f"speed-up: {ratio_spread(times['baseline'], times['refill'])} "
-          f"(34 trials, populations of {args.size}, one worker)")  # fmt: skip
+          f"(51 trials, populations of {args.size}, one worker)")  # fmt: skip
 
 
 if __name__ == "__main__":

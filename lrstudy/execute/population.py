@@ -42,19 +42,22 @@ ENGINE_POPULATION = "population"
 ENGINES = ("auto", ENGINE_TRIAL, ENGINE_POPULATION)
 
 
-def batches(pending: list[Trial], order, data: Any) -> list[tuple[list[Trial], str]]:
+def batches(
+    pending: list[Trial], order, data: Any, cap: int | None = None
+) -> list[tuple[list[Trial], str]]:
     """The worker's next round: populations (≥ 2 trials) and single trials, in plan order, each
     with why it runs on the trial engine ("" for populations and where nobody asked).
 
     `trial` runs every trial alone; `auto` and `population` group every set of ≥ 2 trials that
     share a shape (`form_populations` says which, and why others cannot join): a trial that cannot
-    join one runs alone, so `population` never fails a study.
+    join one runs alone, so `population` never fails a study. `cap`: members per population at
+    most, whatever the size.
     """
     if order.engine == "trial" or len(pending) < 2:
         return [([t], "") for t in pending]
     from lrstudy.train.population import form_populations
 
-    populations, solo = form_populations(pending, data, order.population_size)
+    populations, solo = form_populations(pending, data, order.population_size, cap)
     return [(p, "") for p in populations] + [([t], why) for t, why in solo]
 
 

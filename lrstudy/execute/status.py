@@ -50,15 +50,17 @@ def study_status(
         t.key: "done" if t.key in done else "running" if t.key in running else "todo"
         for t in trials
     }
+    # TPE starts a population with its start-up draws only, as `execute/tpe.batches` does
+    cap = spec.search.tpe_startup * len(spec.seeds) if spec.search.sampling == "tpe" else None
     groups, alone = _populations([t for t in trials if states[t.key] == "todo"], data, engine,
-                                 population_size)  # fmt: skip
+                                 population_size, cap)  # fmt: skip
     return [
         TrialStatus(t, states[t.key], groups.get(t.key, ""), alone.get(t.key, "")) for t in trials
     ]
 
 
 def _populations(
-    todo: list[Trial], data, engine: str, size: int | None
+    todo: list[Trial], data, engine: str, size: int | None, cap: int | None = None
 ) -> tuple[dict[str, str], dict[str, str]]:
     """trial key -> population label, and trial key -> why it runs alone."""
     if engine == "trial":
@@ -67,7 +69,7 @@ def _populations(
         return {}, {t.key: "the only trial left to run" for t in todo}
     from lrstudy.train.population import form_populations
 
-    populations, solo = form_populations(todo, data, size)
+    populations, solo = form_populations(todo, data, size, max(cap, 2) if cap else None)
     labels = {t.key: f"P{i}" for i, pop in enumerate(populations, 1) for t in pop}
     return labels, {t.key: why for t, why in solo}
 

@@ -93,7 +93,15 @@ def batches(pending: list[Trial], order, data: Any) -> list[tuple[list[Trial], s
     if not slots:
         return grouped(pending, order, data)
     rest = [t for t in pending if t.tpe is None]
-    first = [([t], "") for t in slots] if order.engine == "trial" else grouped(slots, order, data)
+    # A population starts with the random start-up draws only: every later slot is sampled when
+    # a freed slot takes it, told what finished by then (all at once, TPE would be random).
+    spec = order.spec
+    cap = spec.search.tpe_startup * len(spec.seeds)
+    first = (
+        [([t], "") for t in slots]
+        if order.engine == "trial"
+        else grouped(slots, order, data, cap=max(cap, 2))
+    )
     return first + (grouped(rest, order, data) if rest else [])
 
 

@@ -150,7 +150,7 @@ def _balanced(items: list[Trial], max_size: int) -> list[list[Trial]]:
 
 
 def form_populations(
-    trials: list[Trial], data: Dataset, max_size: int | None = None
+    trials: list[Trial], data: Dataset, max_size: int | None = None, cap: int | None = None
 ) -> tuple[list[list[Trial]], list[tuple[Trial, str]]]:
     """Group trials into populations; the rest go solo, each with its reason.
 
@@ -158,6 +158,7 @@ def form_populations(
         trials: the trials to run (order is kept within each population).
         data: the study's dataset (its shapes build the model once per group).
         max_size: members per population; default `default_population_size` of the model.
+        cap: at most this many members whatever the size (TPE: its start-up draws at once).
 
     Returns:
         (populations, solo): lists of trials to run with `run_population`, and
@@ -203,6 +204,7 @@ def form_populations(
         size = max_size or default_population_size(
             sum(p.numel() for p in model.parameters()), accelerator=first.accelerator
         )
+        size = min(size, cap or size)
         if len(fit) == 1 or size <= 1:
             why = (
                 "no other trial shares its data, model, batch size, epochs and optimizer"
