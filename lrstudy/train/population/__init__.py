@@ -6,6 +6,7 @@ that trial alone, while handing each member's metric rows to the caller as the t
 tracking callback would log them.
 """
 
+from lrstudy.train.population.fit import fit_population, run_population
 from lrstudy.train.population.grouping import (
     PopulationKey,
     default_population_size,
@@ -13,7 +14,7 @@ from lrstudy.train.population.grouping import (
     population_key,
 )
 from lrstudy.train.population.members import MemberResult
-from lrstudy.train.population.module import PopulationModule, fit_population, run_population
+from lrstudy.train.population.module import PopulationModule
 from lrstudy.train.population.stacked import NotVectorisable, vectorise_problem, vectorises
 
 __all__ = [
