@@ -351,7 +351,12 @@ class _Roster:
 
     def event(self, i: int) -> TrialDone:
         t = self.members[i][0]
-        seconds = self.ended[i] if self.ended[i] is not None else time.monotonic() - self.started
+        # its own training time (a newcomer started after the others), else the time so far
+        seconds = self.finals[i].get(names.TRAIN_SECONDS)
+        if seconds is None:
+            seconds = (
+                self.ended[i] if self.ended[i] is not None else time.monotonic() - self.started
+            )
         return TrialDone(
             key=t.key,
             name=t.name,
