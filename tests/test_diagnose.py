@@ -150,6 +150,15 @@ def test_a_best_lr_at_the_edge_of_the_grid_says_the_optimum_may_lie_beyond():
     assert "the lowest LR tried: the optimum may lie lower" in out["reason"].iloc[0]
 
 
+def test_an_lr_that_successive_halving_stopped_still_counts_as_tried():
+    """Halving stopped 0.001 and 1.0 early: 0.01 and 0.1 are not the ends of what was tried."""
+    table = configs({"lr": 0.01, "score": 0.90}, {"lr": 0.1, "score": 0.80})
+    out = diagnose(table, {"sgd": pd.Series([0.001, 1.0])})
+    assert out["reason"].iloc[0] == "best LR of its family"
+    out = diagnose(table, {"sgd": pd.Series([0.05])})  # stopped inside: the end stays the end
+    assert "the lowest LR tried" in out["reason"].iloc[0]
+
+
 def test_no_family_best_is_ever_called_too_high_or_diverged():
     """Over many random tables: the configuration the report crowns is judged good (or at
     chance), never too high or diverged."""

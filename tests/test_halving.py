@@ -16,6 +16,7 @@ import time
 from collections import Counter
 from pathlib import Path
 
+import pandas as pd
 import pytest
 import torch
 from mlflow.tracking import MlflowClient
@@ -177,6 +178,12 @@ def test_halving_study_prunes_and_a_rerun_redoes_nothing(tmp_path: Path, capsys)
     assert len(sens.stopped) == len(sr.pruned)
     assert all(not fam.diverged_lrs for fam in sens.families)
     assert {lr for lr, _, _ in sens.stopped} == set(points.loc[points["stopped"], "lr"])
+    # the diagnosis calls a best LR the end of the grid only when no LR beyond it was tried
+    best = data.configs.loc[data.configs["reason"].str.startswith("best LR")].iloc[0]
+    tried = pd.concat([points["lr"], data.configs["lr"]])
+    lowest, highest = best["lr"] <= tried.min(), best["lr"] >= tried.max()
+    assert ("the lowest LR tried" in best["reason"]) == lowest, best["reason"]
+    assert ("the highest LR tried" in best["reason"]) == highest, best["reason"]
     page = build_report(uri, study="prune", out_dir=str(tmp_path / "reports"),
                         log_artifact=False).read_text(encoding="utf-8")  # fmt: skip
     assert 'id="search"' in page and 'data-figure="search"' in page

@@ -138,10 +138,16 @@ def family_bests(configs: pd.DataFrame) -> dict[str, object]:
     return out
 
 
-def diagnose(configs: pd.DataFrame) -> pd.DataFrame:
-    """Add verdict, reason, best_lr, best_score, clearly_worse, unstable to a config table."""
+def diagnose(configs: pd.DataFrame, tried: dict[str, pd.Series] | None = None) -> pd.DataFrame:
+    """Add verdict, reason, best_lr, best_score, clearly_worse, unstable to a config table.
+
+    `tried`: per family, LRs tried beyond the table's (trials successive halving stopped), so
+    that a best LR is not called the end of a grid whose end was tried and stopped."""
     bests = family_bests(configs)
     lrs = {fam: g["lr"] for fam, g in configs.groupby("family", sort=True)}
+    for fam, more in (tried or {}).items():
+        if fam in lrs:
+            lrs[fam] = pd.concat([lrs[fam], more], ignore_index=True)
     metric, spreads = _metric(configs), family_spreads(configs)
     cols: dict[str, list] = {k: [] for k in _COLUMNS}
     for _, row in configs.iterrows():

@@ -83,7 +83,12 @@ def collect(client, sr, max_points: int | None = None) -> StudyData:
         history = history[~history["key"].str.startswith(f"{N.LR}/")].reset_index(drop=True)
     study_params = (sr.parent or {}).get("params")
     trials = trial_metrics(trial_table(sr.runs, study_params, metric), history)
-    configs = diagnose(config_table(trials))
+    pruned = getattr(sr, "pruned", None)
+    tried = None
+    if pruned is not None and len(pruned):  # stopped by halving: tried, if not in the table
+        stopped = trial_table(pruned, study_params, metric)
+        tried = {fam: g["lr"] for fam, g in stopped.groupby("family", sort=True)}
+    configs = diagnose(config_table(trials), tried)
     n_summary = int(sr.runs["n_metrics"].sum()) if "n_metrics" in sr.runs else 0
     return StudyData(history, trials, configs, results_frame(sr.runs, trials, configs), n_read,
                      n_summary, metric)  # fmt: skip
