@@ -95,6 +95,8 @@ def draw_stability(data: list[StabilityFamily], axes, panels=None) -> None:
         if not any(np.isfinite(fam.values[col]).any() for fam in data):
             ax.text(0.5, 0.25, "no values: curves too short, or every seed diverged",
                     transform=ax.transAxes, ha="center", va="center", color="#666", fontsize=8)  # fmt: skip
+        if col == "divergence_rate":  # a share of seeds: 0..1 (all 0 drew a ±0.04 axis)
+            ax.set_ylim(-0.05, 1.05)
         log_axis(ax, "x", [v for fam in data for v in fam.lr], pad=1.6)
         ax.set_title(label)
         ax.set_xlabel("peak LR (log scale)")
